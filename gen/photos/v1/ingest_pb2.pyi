@@ -1,0 +1,149 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from photos.v1 import photo_pb2 as _photo_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PhotoVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHOTO_VARIANT_UNSPECIFIED: _ClassVar[PhotoVariant]
+    PHOTO_VARIANT_ORIGINAL: _ClassVar[PhotoVariant]
+    PHOTO_VARIANT_THUMBNAIL: _ClassVar[PhotoVariant]
+PHOTO_VARIANT_UNSPECIFIED: PhotoVariant
+PHOTO_VARIANT_ORIGINAL: PhotoVariant
+PHOTO_VARIANT_THUMBNAIL: PhotoVariant
+
+class UploadMetadata(_message.Message):
+    __slots__ = ("filename", "content_type", "size_bytes", "sha256", "request_id")
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    request_id: str
+    def __init__(self, filename: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UploadPhotoRequest(_message.Message):
+    __slots__ = ("metadata", "chunk")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    metadata: UploadMetadata
+    chunk: bytes
+    def __init__(self, metadata: _Optional[_Union[UploadMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadPhotoResponse(_message.Message):
+    __slots__ = ("photo", "duplicate")
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    photo: _photo_pb2.Photo
+    duplicate: bool
+    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., duplicate: bool = ...) -> None: ...
+
+class GetPhotoRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetPhotoResponse(_message.Message):
+    __slots__ = ("photo",)
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    photo: _photo_pb2.Photo
+    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ...) -> None: ...
+
+class BatchGetPhotosRequest(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetPhotosResponse(_message.Message):
+    __slots__ = ("photos",)
+    PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    photos: _containers.RepeatedCompositeFieldContainer[_photo_pb2.Photo]
+    def __init__(self, photos: _Optional[_Iterable[_Union[_photo_pb2.Photo, _Mapping]]] = ...) -> None: ...
+
+class ListPhotosRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "status", "start_time", "end_time")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    status: _photo_pb2.PhotoStatus
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., status: _Optional[_Union[_photo_pb2.PhotoStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListPhotosResponse(_message.Message):
+    __slots__ = ("photos", "next_page_token", "total_size")
+    PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    photos: _containers.RepeatedCompositeFieldContainer[_photo_pb2.Photo]
+    next_page_token: str
+    total_size: int
+    def __init__(self, photos: _Optional[_Iterable[_Union[_photo_pb2.Photo, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class DeletePhotoRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeletePhotoResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DownloadPhotoRequest(_message.Message):
+    __slots__ = ("name", "variant")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    variant: PhotoVariant
+    def __init__(self, name: _Optional[str] = ..., variant: _Optional[_Union[PhotoVariant, str]] = ...) -> None: ...
+
+class DownloadPhotoResponse(_message.Message):
+    __slots__ = ("content_type", "size_bytes", "chunk")
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    content_type: str
+    size_bytes: int
+    chunk: bytes
+    def __init__(self, content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class WatchPhotosRequest(_message.Message):
+    __slots__ = ("names", "send_initial")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    SEND_INITIAL_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    send_initial: bool
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., send_initial: bool = ...) -> None: ...
+
+class WatchPhotosResponse(_message.Message):
+    __slots__ = ("photo", "status", "reason", "event_time", "deleted")
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    photo: _photo_pb2.Photo
+    status: _photo_pb2.PhotoStatus
+    reason: str
+    event_time: _timestamp_pb2.Timestamp
+    deleted: bool
+    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., status: _Optional[_Union[_photo_pb2.PhotoStatus, str]] = ..., reason: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: bool = ...) -> None: ...

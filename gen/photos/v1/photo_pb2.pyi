@@ -1,0 +1,71 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PhotoStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHOTO_STATUS_UNSPECIFIED: _ClassVar[PhotoStatus]
+    PHOTO_STATUS_UPLOADED: _ClassVar[PhotoStatus]
+    PHOTO_STATUS_INDEXED: _ClassVar[PhotoStatus]
+    PHOTO_STATUS_FAILED: _ClassVar[PhotoStatus]
+PHOTO_STATUS_UNSPECIFIED: PhotoStatus
+PHOTO_STATUS_UPLOADED: PhotoStatus
+PHOTO_STATUS_INDEXED: PhotoStatus
+PHOTO_STATUS_FAILED: PhotoStatus
+
+class GeoPoint(_message.Message):
+    __slots__ = ("latitude", "longitude", "altitude")
+    LATITUDE_FIELD_NUMBER: _ClassVar[int]
+    LONGITUDE_FIELD_NUMBER: _ClassVar[int]
+    ALTITUDE_FIELD_NUMBER: _ClassVar[int]
+    latitude: float
+    longitude: float
+    altitude: float
+    def __init__(self, latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., altitude: _Optional[float] = ...) -> None: ...
+
+class Photo(_message.Message):
+    __slots__ = ("name", "owner", "sha256", "content_type", "size_bytes", "width", "height", "take_time", "camera_make", "camera_model", "location", "create_time", "update_time", "status", "status_reason", "embedding_model", "filename", "index_attempts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TAKE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_MAKE_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_MODEL_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    owner: str
+    sha256: str
+    content_type: str
+    size_bytes: int
+    width: int
+    height: int
+    take_time: _timestamp_pb2.Timestamp
+    camera_make: str
+    camera_model: str
+    location: GeoPoint
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    status: PhotoStatus
+    status_reason: str
+    embedding_model: str
+    filename: str
+    index_attempts: int
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[PhotoStatus, str]] = ..., status_reason: _Optional[str] = ..., embedding_model: _Optional[str] = ..., filename: _Optional[str] = ..., index_attempts: _Optional[int] = ...) -> None: ...

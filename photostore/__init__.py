@@ -1,0 +1,1 @@
+"""Shared core of Smart Photo Storage: settings, auth, gRPC plumbing and storage backends."""

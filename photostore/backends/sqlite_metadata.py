@@ -1,0 +1,220 @@
+"""Users and photo documents in SQLite, with the unique indexes the MongoDB twin will have."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+from photostore.backends.base import MetadataStore, Page, PhotoRecord, User, utcnow
+from photostore.backends.sqlite_util import SqliteDatabase
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+  key_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id));
+CREATE TABLE IF NOT EXISTS photos (
+  id TEXT PRIMARY KEY, owner TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL,
+  content_type TEXT NOT NULL, size_bytes INTEGER NOT NULL, width INTEGER NOT NULL,
+  height INTEGER NOT NULL, blob_key TEXT NOT NULL, thumbnail_key TEXT NOT NULL,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, taken_at REAL, sort_time REAL NOT NULL,
+  camera_make TEXT NOT NULL, camera_model TEXT NOT NULL,
+  latitude REAL, longitude REAL, altitude REAL,
+  status TEXT NOT NULL, status_reason TEXT NOT NULL, embedding_model TEXT NOT NULL,
+  index_attempts INTEGER NOT NULL, published INTEGER NOT NULL,
+  UNIQUE (owner, sha256));
+CREATE INDEX IF NOT EXISTS photos_by_time ON photos (owner, sort_time DESC, id DESC);
+CREATE INDEX IF NOT EXISTS photos_unpublished ON photos (published) WHERE published = 0;
+CREATE TABLE IF NOT EXISTS upload_requests (
+  owner TEXT NOT NULL, request_id TEXT NOT NULL, photo_id TEXT NOT NULL,
+  PRIMARY KEY (owner, request_id));
+"""
+
+_TIME_FIELDS = ("created_at", "updated_at", "taken_at")
+_FIELDS = [f.name for f in dataclasses.fields(PhotoRecord)]
+
+
+def _epoch(value: dt.datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _datetime(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.timezone.utc)
+
+
+def _record(row: sqlite3.Row) -> PhotoRecord:
+    values = {name: row[name] for name in _FIELDS}
+    for name in _TIME_FIELDS:
+        values[name] = _datetime(values[name])
+    values["published"] = bool(values["published"])
+    return PhotoRecord(**values)
+
+
+def _encode_cursor(sort_time: float, photo_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([sort_time, photo_id]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        sort_time, photo_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(sort_time), str(photo_id)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"invalid page token: {cursor!r}") from e
+
+
+class SqliteMetadataStore(MetadataStore):
+    def __init__(self, path: Path):
+        self.db = SqliteDatabase(path, SCHEMA)
+
+    # Users
+    def create_user(self, name: str, key_hash: str) -> User:
+        user = User(id=uuid.uuid4().hex, name=name, created_at=utcnow())
+        try:
+            with self.db.transaction() as conn:
+                conn.execute("INSERT INTO users VALUES (?, ?, ?)",
+                             (user.id, user.name, _epoch(user.created_at)))
+                conn.execute("INSERT INTO api_keys VALUES (?, ?)", (key_hash, user.id))
+        except sqlite3.IntegrityError:
+            raise ValueError(f"user {name!r} already exists") from None
+        return user
+
+    def add_api_key(self, user_id: str, key_hash: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO api_keys VALUES (?, ?)", (key_hash, user_id))
+
+    def _user(self, rows) -> User | None:
+        if not rows:
+            return None
+        r = rows[0]
+        return User(id=r["id"], name=r["name"], created_at=_datetime(r["created_at"]))
+
+    def user_by_key_hash(self, key_hash: str) -> User | None:
+        return self._user(self.db.query(
+            "SELECT users.* FROM api_keys JOIN users ON users.id = api_keys.user_id"
+            " WHERE key_hash = ?", (key_hash,)))
+
+    def user_by_name(self, name: str) -> User | None:
+        return self._user(self.db.query("SELECT * FROM users WHERE name = ?", (name,)))
+
+    # Photos
+    def _one(self, conn, sql: str, params) -> PhotoRecord | None:
+        row = conn.execute(sql, params).fetchone()
+        return _record(row) if row else None
+
+    def insert_photo(self, record: PhotoRecord, request_id: str) -> tuple[PhotoRecord, bool]:
+        with self.db.transaction() as conn:
+            existing = None
+            if request_id:
+                existing = self._one(conn, "SELECT photos.* FROM upload_requests JOIN photos"
+                                     " ON photos.id = upload_requests.photo_id"
+                                     " WHERE upload_requests.owner = ? AND request_id = ?",
+                                     (record.owner, request_id))
+            if existing is None:
+                existing = self._one(conn, "SELECT * FROM photos WHERE owner = ? AND sha256 = ?",
+                                     (record.owner, record.sha256))
+            if existing is None:
+                values = dataclasses.asdict(record)
+                for name in _TIME_FIELDS:
+                    values[name] = _epoch(values[name])
+                values["sort_time"] = _epoch(record.sort_time)
+                columns = ", ".join(values)
+                conn.execute(f"INSERT INTO photos ({columns}) VALUES ({', '.join('?' * len(values))})",
+                             tuple(values.values()))
+            stored = existing or record
+            if request_id:
+                conn.execute("INSERT OR IGNORE INTO upload_requests VALUES (?, ?, ?)",
+                             (record.owner, request_id, stored.id))
+        return stored, existing is None
+
+    def photo_by_request(self, owner: str, request_id: str) -> PhotoRecord | None:
+        return self._one(self.db.connection(),
+                         "SELECT photos.* FROM upload_requests JOIN photos"
+                         " ON photos.id = upload_requests.photo_id"
+                         " WHERE upload_requests.owner = ? AND request_id = ?", (owner, request_id))
+
+    def photo_by_sha256(self, owner: str, sha256: str) -> PhotoRecord | None:
+        return self._one(self.db.connection(),
+                         "SELECT * FROM photos WHERE owner = ? AND sha256 = ?", (owner, sha256))
+
+    def get_photo(self, photo_id: str, owner: str | None = None) -> PhotoRecord | None:
+        record = self._one(self.db.connection(), "SELECT * FROM photos WHERE id = ?", (photo_id,))
+        if record is not None and owner is not None and record.owner != owner:
+            return None
+        return record
+
+    def get_photos(self, owner: str, photo_ids: Sequence[str]) -> list[PhotoRecord]:
+        if not photo_ids:
+            return []
+        found: dict[str, PhotoRecord] = {}
+        ids = list(photo_ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            rows = self.db.query(f"SELECT * FROM photos WHERE owner = ? AND id IN"
+                                 f" ({', '.join('?' * len(part))})", (owner, *part))
+            found.update((row["id"], _record(row)) for row in rows)
+        return [found[i] for i in ids if i in found]
+
+    def list_photos(self, owner: str, *, status: str | None = None,
+                    start: dt.datetime | None = None, end: dt.datetime | None = None,
+                    page_size: int = 50, cursor: str = "") -> Page:
+        where, params = ["owner = ?"], [owner]
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if start is not None:
+            where.append("sort_time >= ?")
+            params.append(_epoch(start))
+        if end is not None:
+            where.append("sort_time < ?")
+            params.append(_epoch(end))
+        conn = self.db.connection()
+        total = conn.execute(f"SELECT count(*) FROM photos WHERE {' AND '.join(where)}",
+                             params).fetchone()[0]
+        if cursor:
+            sort_time, photo_id = _decode_cursor(cursor)
+            where.append("(sort_time < ? OR (sort_time = ? AND id < ?))")
+            params += [sort_time, sort_time, photo_id]
+        rows = conn.execute(f"SELECT * FROM photos WHERE {' AND '.join(where)}"
+                            " ORDER BY sort_time DESC, id DESC LIMIT ?",
+                            (*params, page_size + 1)).fetchall()
+        records = [_record(r) for r in rows[:page_size]]
+        next_cursor = ""
+        if len(rows) > page_size:
+            last = rows[page_size - 1]
+            next_cursor = _encode_cursor(last["sort_time"], last["id"])
+        return Page(records=records, next_cursor=next_cursor, total=total)
+
+    def update_status(self, photo_id: str, status: str, *, reason: str = "",
+                      embedding_model: str | None = None,
+                      attempts: int | None = None) -> PhotoRecord | None:
+        sets, params = ["status = ?", "status_reason = ?", "updated_at = ?"], [status, reason,
+                                                                                _epoch(utcnow())]
+        if embedding_model is not None:
+            sets.append("embedding_model = ?")
+            params.append(embedding_model)
+        if attempts is not None:
+            sets.append("index_attempts = ?")
+            params.append(attempts)
+        with self.db.transaction() as conn:
+            conn.execute(f"UPDATE photos SET {', '.join(sets)} WHERE id = ?", (*params, photo_id))
+            return self._one(conn, "SELECT * FROM photos WHERE id = ?", (photo_id,))
+
+    def mark_published(self, photo_id: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE photos SET published = 1 WHERE id = ?", (photo_id,))
+
+    def unpublished_photos(self, limit: int = 100) -> list[PhotoRecord]:
+        return [_record(r) for r in self.db.query(
+            "SELECT * FROM photos WHERE published = 0 ORDER BY created_at LIMIT ?", (limit,))]
+
+    def delete_photo(self, photo_id: str) -> PhotoRecord | None:
+        with self.db.transaction() as conn:
+            record = self._one(conn, "SELECT * FROM photos WHERE id = ?", (photo_id,))
+            conn.execute("DELETE FROM photos WHERE id = ?", (photo_id,))
+            conn.execute("DELETE FROM upload_requests WHERE photo_id = ?", (photo_id,))
+        return record

@@ -1,0 +1,62 @@
+"""Conversions between backend records and photos.v1 messages."""
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf import timestamp_pb2
+
+from photos.v1 import photo_pb2
+from photostore.backends.base import STATUS_FAILED, STATUS_INDEXED, STATUS_UPLOADED, PhotoRecord
+from photostore.errors import invalid
+
+NAME_PREFIX = "photos/"
+
+STATUS_TO_PROTO = {
+    STATUS_UPLOADED: photo_pb2.PHOTO_STATUS_UPLOADED,
+    STATUS_INDEXED: photo_pb2.PHOTO_STATUS_INDEXED,
+    STATUS_FAILED: photo_pb2.PHOTO_STATUS_FAILED,
+}
+STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+
+
+def photo_name(photo_id: str) -> str:
+    return NAME_PREFIX + photo_id
+
+
+def photo_id_from_name(name: str, field: str = "name") -> str:
+    if not name.startswith(NAME_PREFIX) or len(name) == len(NAME_PREFIX) or "/" in name[len(NAME_PREFIX):]:
+        raise invalid(f"'{name}' is not a photo name; expected photos/{{id}}", field=field)
+    return name[len(NAME_PREFIX):]
+
+
+def to_timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(dt.timezone.utc))
+    return ts
+
+
+def from_timestamp(ts: timestamp_pb2.Timestamp, present: bool) -> dt.datetime | None:
+    """None when the field is unset (has_field is false)."""
+    if not present:
+        return None
+    return ts.ToDatetime(tzinfo=dt.timezone.utc)
+
+
+def photo_to_proto(r: PhotoRecord) -> photo_pb2.Photo:
+    p = photo_pb2.Photo(
+        name=photo_name(r.id), owner=r.owner, sha256=r.sha256, content_type=r.content_type,
+        size_bytes=r.size_bytes, width=r.width, height=r.height,
+        camera_make=r.camera_make, camera_model=r.camera_model,
+        create_time=to_timestamp(r.created_at), update_time=to_timestamp(r.updated_at),
+        status=STATUS_TO_PROTO.get(r.status, photo_pb2.PHOTO_STATUS_UNSPECIFIED),
+        status_reason=r.status_reason, embedding_model=r.embedding_model, filename=r.filename,
+        index_attempts=r.index_attempts,
+    )
+    if r.taken_at is not None:
+        p.take_time.CopyFrom(to_timestamp(r.taken_at))
+    if r.latitude is not None and r.longitude is not None:
+        p.location.CopyFrom(photo_pb2.GeoPoint(latitude=r.latitude, longitude=r.longitude,
+                                               altitude=r.altitude or 0.0))
+    return p

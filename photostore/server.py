@@ -1,0 +1,117 @@
+"""Boots a gRPC server with health, reflection, auth and graceful shutdown on SIGTERM."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from typing import Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from photostore.auth import AuthInterceptor, Authenticator
+from photostore.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def make_channel(target: str) -> grpc.Channel:
+    """A channel to another service. Create it after any fork."""
+    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS + [
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.enable_retries", 1),
+    ])
+
+
+class GrpcService:
+    """A running server: call `set_serving` to flip a service's health, `wait` to block until SIGTERM."""
+
+    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer,
+                 service_names: list[str], port: int, grace_s: float):
+        self.server = server
+        self.health = health_servicer
+        self.service_names = service_names
+        self.port = port
+        self._grace = grace_s
+        self._stop_callbacks: list[Callable[[], None]] = []
+        self._stopped = threading.Event()
+
+    def set_serving(self, service: str, serving: bool) -> None:
+        self.health.set(service, SERVING if serving else NOT_SERVING)
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Runs at shutdown, after health says NOT_SERVING and before the server drains."""
+        self._stop_callbacks.append(callback)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("shutting down (grace %.0fs)", self._grace)
+        self.health.enter_graceful_shutdown()
+        for cb in self._stop_callbacks:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001 - shutdown goes on regardless
+                log.exception("stop callback failed")
+        self.server.stop(self._grace).wait()
+
+    def wait(self) -> None:
+        """Blocks until SIGTERM/SIGINT (main thread) or stop(), then stops gracefully."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: threading.Thread(target=self.stop, daemon=True).start())
+        self._stopped.wait()
+        self.server.wait_for_termination()
+
+
+def start_server(
+    *,
+    settings: Settings,
+    port: int,
+    servicers: Iterable[tuple[Callable, object]],
+    service_names: list[str],
+    authenticator: Authenticator | None,
+    max_workers: int | None = None,
+) -> GrpcService:
+    """Starts serving `servicers` (pairs of add_XServicer_to_server and servicer) on `port`.
+
+    Health answers from its own thread pool, so it stays responsive while workers are busy.
+    """
+    interceptors = [AuthInterceptor(authenticator)] if authenticator else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers or settings.grpc_max_workers,
+                                   thread_name_prefix="rpc"),
+        interceptors=interceptors, options=CHANNEL_OPTIONS)
+    for add, servicer in servicers:
+        add(servicer, server)
+    health_servicer = health.HealthServicer(
+        experimental_non_blocking=True,
+        experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{settings.host}:{port}")
+    if not bound:
+        raise RuntimeError(f"cannot listen on {settings.host}:{port}")
+    server.start()
+    health_servicer.set("", SERVING)
+    for name in service_names:
+        health_servicer.set(name, SERVING)
+    log.info("serving %s on %s:%d", ", ".join(service_names), settings.host, bound)
+    return GrpcService(server, health_servicer, service_names, bound, settings.shutdown_grace_seconds)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,79 @@
+"""Settings for every process, read from PHOTOSTORE_* environment variables (or a .env file)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PHOTOSTORE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path.home() / ".local" / "share" / "photostore")
+    # Which family of backends to use; only "embedded" (one machine, no servers) ships today.
+    backend: str = "embedded"
+
+    host: str = "127.0.0.1"
+    ingest_port: int = 50061
+    embed_port: int = 50062
+    search_port: int = 50063
+    gateway_port: int = 8000
+    # Where each service is reached; default host:port above.
+    ingest_target: str | None = None
+    embed_target: str | None = None
+    search_target: str | None = None
+    grpc_max_workers: int = 32
+    # Key services use to call each other; default: one kept in data_dir/service.key.
+    service_api_key: str | None = None
+    shutdown_grace_seconds: float = 10.0
+
+    # Upload limits.
+    max_upload_bytes: int = 100 * MIB
+    max_image_pixels: int = 100_000_000
+    max_chunk_bytes: int = 1 * MIB
+    thumbnail_px: int = 320
+
+    # open_clip model: a hub tag for `pretrained`, or a local checkpoint path.
+    model_name: str = "ViT-B-32"
+    model_pretrained: str = "laion2b_s34b_b79k"
+    # Extra directory of open_clip model config JSON files (custom architectures).
+    model_config_dir: Path | None = None
+    model_retry_seconds: float = 30.0
+    model_batch_size: int = 32
+    model_batch_wait_ms: float = 5.0
+    torch_threads: int = 0  # 0: torch's default
+
+    # Embed worker.
+    worker_batch_size: int = 16
+    worker_max_attempts: int = 5
+    worker_backoff_seconds: float = 1.0
+    worker_backoff_max_seconds: float = 30.0
+
+    def target(self, service: str) -> str:
+        explicit = getattr(self, f"{service}_target")
+        return explicit or f"{self.host}:{getattr(self, f'{service}_port')}"
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.data_dir / "metadata.sqlite3"
+
+    @property
+    def events_path(self) -> Path:
+        return self.data_dir / "events.sqlite3"
+
+    @property
+    def vectors_path(self) -> Path:
+        return self.data_dir / "vectors.sqlite3"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
