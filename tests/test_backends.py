@@ -159,13 +159,15 @@ def test_vector_search_matches_numpy_and_filters(tmp_path):
     writer = SqliteVectorStore(tmp_path / "v.db")
     reader = SqliteVectorStore(tmp_path / "v.db")  # as in another process
     base = dt.datetime(2024, 1, 1, tzinfo=UTC)
-    vectors = {}
+    vectors, batch = {}, []
     for i in range(300):
         v = unit(rng.normal(size=16))
         owner = "u1" if i % 3 else "u2"
         vectors[f"p{i}"] = (v, owner)
-        writer.upsert(VectorObject(f"p{i}", owner, "m", v, taken_at=base + dt.timedelta(days=i),
-                                   camera_make="Canon" if i % 2 else "Nikon", camera_model="X"))
+        batch.append(VectorObject(f"p{i}", owner, "m", v, taken_at=base + dt.timedelta(days=i),
+                                  camera_make="Canon" if i % 2 else "Nikon", camera_model="X"))
+    writer.upsert_many(batch)
+    assert writer.count("m") == 300
     q = unit(rng.normal(size=16))
     mine = {k: float(v @ q) for k, (v, o) in vectors.items() if o == "u1"}
     expected = sorted(mine, key=lambda k: -mine[k])[:10]

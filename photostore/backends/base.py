@@ -257,6 +257,11 @@ class VectorStore(abc.ABC):
     def upsert(self, obj: VectorObject) -> None:
         """Creates or replaces the object with this photo_id (idempotent)."""
 
+    def upsert_many(self, objs: Sequence[VectorObject]) -> None:
+        """Batch import; engines override this with their bulk path."""
+        for obj in objs:
+            self.upsert(obj)
+
     @abc.abstractmethod
     def delete(self, photo_id: str) -> None:
         """Idempotent."""

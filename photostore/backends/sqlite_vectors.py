@@ -84,14 +84,18 @@ class SqliteVectorStore(VectorStore):
 
     # Writes
     def upsert(self, obj: VectorObject) -> None:
-        vector = np.asarray(obj.vector, np.float32).reshape(-1)
+        self.upsert_many([obj])
+
+    def upsert_many(self, objs) -> None:
         with self.db.transaction() as conn:
-            seq = conn.execute("INSERT INTO changes (photo_id, op) VALUES (?, 'upsert')",
-                               (obj.photo_id,)).lastrowid
-            conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (obj.photo_id, obj.owner, obj.model, vector.size, vector.tobytes(),
-                          None if obj.taken_at is None else obj.taken_at.timestamp(),
-                          obj.camera_make, obj.camera_model, seq))
+            for obj in objs:
+                vector = np.asarray(obj.vector, np.float32).reshape(-1)
+                seq = conn.execute("INSERT INTO changes (photo_id, op) VALUES (?, 'upsert')",
+                                   (obj.photo_id,)).lastrowid
+                conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (obj.photo_id, obj.owner, obj.model, vector.size, vector.tobytes(),
+                              None if obj.taken_at is None else obj.taken_at.timestamp(),
+                              obj.camera_make, obj.camera_model, seq))
 
     def delete(self, photo_id: str) -> None:
         with self.db.transaction() as conn:
