@@ -1,0 +1,1 @@
+"""IngestService: receives, stores, lists, deletes and streams photos (python -m ingest_svc)."""

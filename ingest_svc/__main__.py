@@ -1,0 +1,3 @@
+from ingest_svc.server import main
+
+main()

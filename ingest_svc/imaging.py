@@ -1,0 +1,190 @@
+"""Checks that uploaded bytes are a supported, sane image; reads its EXIF; makes its thumbnail."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import logging
+import math
+import warnings
+from typing import Any
+
+import pillow_heif
+from PIL import Image, ImageOps
+
+from photostore.errors import invalid, too_large
+
+log = logging.getLogger(__name__)
+
+pillow_heif.register_heif_opener()
+
+# The only decoders ever tried on uploaded bytes.
+SNIFFED_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "HEIF"]
+# Pillow format -> stored content type. A JPEG carrying extra frames (many cameras) opens as MPO.
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "HEIF": "image/heic",
+}
+SUPPORTED_NAMES = "JPEG, PNG, WebP, GIF or HEIC"
+
+# EXIF tags and IFDs.
+IFD_EXIF = 0x8769
+IFD_GPS = 0x8825
+TAG_MAKE = 271
+TAG_MODEL = 272
+TAG_DATETIME = 306
+TAG_DATETIME_ORIGINAL = 36867
+TAG_OFFSET_TIME = 36880
+TAG_OFFSET_TIME_ORIGINAL = 36881
+GPS_LATITUDE_REF, GPS_LATITUDE, GPS_LONGITUDE_REF, GPS_LONGITUDE = 1, 2, 3, 4
+GPS_ALTITUDE_REF, GPS_ALTITUDE = 5, 6
+EXIF_TIME_FORMAT = "%Y:%m:%d %H:%M:%S"
+
+
+@dataclasses.dataclass
+class ExifInfo:
+    taken_at: dt.datetime | None = None
+    camera_make: str = ""
+    camera_model: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    altitude: float | None = None
+
+
+@dataclasses.dataclass
+class ImageInfo:
+    content_type: str
+    # Pixel size with EXIF orientation applied.
+    width: int
+    height: int
+    exif: ExifInfo
+    thumbnail_jpeg: bytes
+
+
+def configure_pillow(max_pixels: int) -> None:
+    """Process-wide: makes Pillow's own decompression-bomb guard use our limit and raise, not warn."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int) -> ImageInfo:
+    """Sniffs, bounds and fully decodes the image at `path`; raises ServiceError when it is unfit."""
+    try:
+        img = Image.open(path, formats=SNIFFED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _pixel_bomb(str(e)) from e
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for non-images
+        raise invalid(f"the data is not a {SUPPORTED_NAMES} image", field="chunk",
+                      reason="UNSUPPORTED_IMAGE_TYPE") from e
+    with img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise _pixel_bomb(f"image is {width}x{height} = {width * height} pixels; "
+                              f"the limit is {max_pixels}")
+        try:
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise _pixel_bomb(str(e)) from e
+        except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError...
+            raise invalid("image data is truncated or corrupt", field="chunk",
+                          reason="CORRUPT_IMAGE") from e
+        exif = read_exif(img)
+        oriented = _apply_orientation(img)
+        return ImageInfo(content_type=CONTENT_TYPES[img.format], width=oriented.width,
+                         height=oriented.height, exif=exif,
+                         thumbnail_jpeg=make_thumbnail(oriented, thumbnail_px))
+
+
+def _pixel_bomb(message: str):
+    return too_large(message, field="pixels", reason="IMAGE_TOO_MANY_PIXELS")
+
+
+def _apply_orientation(img: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - bad EXIF never fails an upload
+        log.warning("ignoring unreadable EXIF orientation", exc_info=True)
+        return img
+
+
+def make_thumbnail(img: Image.Image, longest_side: int) -> bytes:
+    """RGB JPEG whose longest side is at most `longest_side`; transparency becomes white."""
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    working_mode = "RGBA" if has_alpha else "RGB"
+    thumb = img.convert(working_mode) if img.mode != working_mode else img.copy()
+    thumb.thumbnail((longest_side, longest_side))
+    if has_alpha:
+        background = Image.new("RGB", thumb.size, "white")
+        background.paste(thumb, mask=thumb.getchannel("A"))
+        thumb = background
+    out = io.BytesIO()
+    thumb.save(out, "JPEG", quality=85, optimize=True)
+    return out.getvalue()
+
+
+def read_exif(img: Image.Image) -> ExifInfo:
+    """What EXIF says about time, camera and place; anything unreadable is left empty."""
+    info = ExifInfo()
+    try:
+        exif = img.getexif()
+        exif_ifd = exif.get_ifd(IFD_EXIF)
+        gps_ifd = exif.get_ifd(IFD_GPS)
+    except Exception:  # noqa: BLE001 - bad EXIF never fails an upload
+        log.warning("ignoring unreadable EXIF", exc_info=True)
+        return info
+    info.camera_make = _text(exif.get(TAG_MAKE))
+    info.camera_model = _text(exif.get(TAG_MODEL))
+    info.taken_at = (
+        _exif_time(exif_ifd.get(TAG_DATETIME_ORIGINAL), exif_ifd.get(TAG_OFFSET_TIME_ORIGINAL))
+        or _exif_time(exif.get(TAG_DATETIME), exif_ifd.get(TAG_OFFSET_TIME)))
+    latitude = _gps_degrees(gps_ifd.get(GPS_LATITUDE), gps_ifd.get(GPS_LATITUDE_REF), "S", 90)
+    longitude = _gps_degrees(gps_ifd.get(GPS_LONGITUDE), gps_ifd.get(GPS_LONGITUDE_REF), "W", 180)
+    if latitude is not None and longitude is not None:
+        info.latitude, info.longitude = latitude, longitude
+        info.altitude = _gps_altitude(gps_ifd.get(GPS_ALTITUDE), gps_ifd.get(GPS_ALTITUDE_REF))
+    return info
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value.strip("\x00 \t\r\n") if isinstance(value, str) else ""
+
+
+def _exif_time(value: Any, offset: Any) -> dt.datetime | None:
+    """EXIF "YYYY:MM:DD HH:MM:SS" at its "+HH:MM" offset (UTC when it has none), in UTC."""
+    try:
+        naive = dt.datetime.strptime(_text(value), EXIF_TIME_FORMAT)
+    except ValueError:
+        return None
+    try:
+        tz = dt.datetime.strptime(_text(offset), "%z").tzinfo
+    except ValueError:
+        tz = dt.timezone.utc
+    return naive.replace(tzinfo=tz).astimezone(dt.timezone.utc)
+
+
+def _gps_degrees(dms: Any, ref: Any, negative_ref: str, bound: float) -> float | None:
+    try:
+        degrees, minutes, seconds = (float(v) for v in dms)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    value = degrees + minutes / 60 + seconds / 3600
+    if not math.isfinite(value) or value > bound:
+        return None
+    return -value if _text(ref).upper() == negative_ref else value
+
+
+def _gps_altitude(altitude: Any, ref: Any) -> float | None:
+    try:
+        metres = float(altitude)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not math.isfinite(metres):
+        return None
+    below_sea_level = ref in (1, b"\x01")
+    return -metres if below_sea_level else metres

@@ -1,0 +1,352 @@
+"""photos.v1.IngestService: upload, read, list, delete, download and watch the caller's photos."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+import uuid
+from typing import Iterator, Sequence
+
+from prometheus_client import Counter
+
+from ingest_svc import imaging
+from ingest_svc.watch import WatchHub
+from photos.v1 import ingest_pb2, ingest_pb2_grpc, photo_pb2
+from photostore.auth import current_user
+from photostore.backends.base import (
+    STATUS_UPLOADED,
+    TOPIC_PHOTO_UPLOADED,
+    BlobStore,
+    Event,
+    EventProducer,
+    MetadataStore,
+    PhotoRecord,
+    VectorStore,
+    utcnow,
+)
+from photostore.convert import (
+    STATUS_FROM_PROTO,
+    STATUS_TO_PROTO,
+    from_timestamp,
+    photo_id_from_name,
+    photo_to_proto,
+    to_timestamp,
+)
+from photostore.errors import ServiceError, invalid, not_found, too_large
+from photostore.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_BATCH_NAMES = 1000
+MAX_FILENAME_CHARS = 255
+MAX_REQUEST_ID_CHARS = 128
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# How often a WatchPhotos stream looks whether its client is still there.
+WATCH_POLL_S = 1.0
+
+UPLOADS_ACCEPTED = Counter("photostore_uploads_accepted_total",
+                           "Uploads answered with a photo", ["duplicate"])
+UPLOADS_REJECTED = Counter("photostore_uploads_rejected_total",
+                           "Uploads rejected, by reason", ["reason"])
+
+
+def uploaded_event(r: PhotoRecord) -> dict:
+    """The photos.uploaded payload (docs/ARCHITECTURE.md)."""
+    return {
+        "photo_id": r.id, "owner": r.owner, "blob_key": r.blob_key, "sha256": r.sha256,
+        "content_type": r.content_type,
+        "taken_at": r.taken_at.isoformat() if r.taken_at else None,
+        "camera_make": r.camera_make, "camera_model": r.camera_model,
+    }
+
+
+def change_message(r: PhotoRecord, *, deleted: bool = False) -> ingest_pb2.WatchPhotosResponse:
+    return ingest_pb2.WatchPhotosResponse(
+        photo=photo_to_proto(r),
+        status=STATUS_TO_PROTO.get(r.status, photo_pb2.PHOTO_STATUS_UNSPECIFIED),
+        reason=r.status_reason, event_time=to_timestamp(utcnow()), deleted=deleted)
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    def __init__(self, settings: Settings, blobs: BlobStore, metadata: MetadataStore,
+                 producer: EventProducer, vectors: VectorStore, hub: WatchHub):
+        self._settings = settings
+        self._blobs = blobs
+        self._metadata = metadata
+        self._producer = producer
+        self._vectors = vectors
+        self._hub = hub
+        self._spool_dir = settings.data_dir / "tmp"
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+
+    # Upload
+
+    def UploadPhoto(self, request_iterator, context):
+        try:
+            response = self._upload(current_user().id, request_iterator)
+        except ServiceError as e:
+            UPLOADS_REJECTED.labels(reason=e.reason).inc()
+            e.abort(context)
+        UPLOADS_ACCEPTED.labels(duplicate=str(response.duplicate).lower()).inc()
+        return response
+
+    def _upload(self, owner: str, requests: Iterator[ingest_pb2.UploadPhotoRequest]
+                ) -> ingest_pb2.UploadPhotoResponse:
+        first = next(requests, None)
+        if first is None or first.WhichOneof("data") != "metadata":
+            raise invalid("the first message must carry metadata", field="metadata")
+        meta = first.metadata
+        sha256 = meta.sha256.lower()
+        self._check_metadata(meta, sha256)
+
+        if meta.request_id and (earlier := self._metadata.photo_by_request(owner, meta.request_id)):
+            if earlier.sha256 != sha256:
+                raise invalid("request_id was already used for different bytes",
+                              field="metadata.request_id")
+            return ingest_pb2.UploadPhotoResponse(photo=photo_to_proto(earlier), duplicate=False)
+        # The owner already has these bytes: answer without receiving them again.
+        if existing := self._metadata.photo_by_sha256(owner, sha256):
+            return ingest_pb2.UploadPhotoResponse(photo=photo_to_proto(existing), duplicate=True)
+
+        with tempfile.NamedTemporaryFile(dir=self._spool_dir, prefix="upload-", suffix=".part") as spool:
+            self._receive(requests, spool, meta.size_bytes, sha256)
+            info = imaging.inspect_image(spool.name, max_pixels=self._settings.max_image_pixels,
+                                         thumbnail_px=self._settings.thumbnail_px)
+            record, created = self._store(owner, meta, sha256, spool.name, info)
+        if created:
+            self._publish_uploaded(record)
+            self._hub.publish(owner, record.id, change_message(record))
+        return ingest_pb2.UploadPhotoResponse(photo=photo_to_proto(record), duplicate=not created)
+
+    def _check_metadata(self, meta: ingest_pb2.UploadMetadata, sha256: str) -> None:
+        if meta.size_bytes <= 0:
+            raise invalid("the photo is empty: size_bytes must be positive",
+                          field="metadata.size_bytes", reason="EMPTY_UPLOAD")
+        if meta.size_bytes > self._settings.max_upload_bytes:
+            raise too_large(f"{meta.size_bytes} bytes exceeds the upload limit of "
+                            f"{self._settings.max_upload_bytes} bytes", field="metadata.size_bytes",
+                            reason="UPLOAD_TOO_LARGE")
+        if not SHA256_HEX.fullmatch(sha256):
+            raise invalid("sha256 must be 64 hex digits", field="metadata.sha256")
+        if len(meta.filename) > MAX_FILENAME_CHARS:
+            raise invalid(f"filename is longer than {MAX_FILENAME_CHARS} characters",
+                          field="metadata.filename")
+        if len(meta.request_id) > MAX_REQUEST_ID_CHARS:
+            raise invalid(f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters",
+                          field="metadata.request_id")
+
+    def _receive(self, requests, spool, declared_size: int, sha256: str) -> None:
+        """Writes the chunks to `spool` while counting and hashing them; checks both at the end."""
+        limit, max_chunk = self._settings.max_upload_bytes, self._settings.max_chunk_bytes
+        digest = hashlib.sha256()
+        received = 0
+        for request in requests:
+            if request.WhichOneof("data") != "chunk":
+                raise invalid("only the first message may carry metadata", field="metadata")
+            chunk = request.chunk
+            if len(chunk) > max_chunk:
+                raise invalid(f"a chunk of {len(chunk)} bytes exceeds the {max_chunk}-byte limit",
+                              field="chunk", reason="CHUNK_TOO_LARGE")
+            received += len(chunk)
+            if received > limit:
+                raise too_large(f"more than the upload limit of {limit} bytes",
+                                field="chunk", reason="UPLOAD_TOO_LARGE")
+            if received > declared_size:
+                raise invalid(f"more bytes than the declared {declared_size}",
+                              field="metadata.size_bytes", reason="SIZE_MISMATCH")
+            digest.update(chunk)
+            spool.write(chunk)
+        spool.flush()
+        if received != declared_size:
+            raise invalid(f"received {received} bytes but size_bytes says {declared_size}",
+                          field="metadata.size_bytes", reason="SIZE_MISMATCH")
+        if digest.hexdigest() != sha256:
+            raise invalid(f"the bytes hash to sha256 {digest.hexdigest()}, not {sha256}",
+                          field="metadata.sha256", reason="CHECKSUM_MISMATCH")
+
+    def _store(self, owner: str, meta: ingest_pb2.UploadMetadata, sha256: str, path: str,
+               info: imaging.ImageInfo) -> tuple[PhotoRecord, bool]:
+        """Blob, thumbnail, then the row (unpublished). Returns (stored record, created)."""
+        photo_id = uuid.uuid4().hex
+        now = utcnow()
+        record = PhotoRecord(
+            id=photo_id, owner=owner, filename=meta.filename, sha256=sha256,
+            content_type=info.content_type, size_bytes=meta.size_bytes,
+            width=info.width, height=info.height,
+            blob_key=f"originals/{owner}/{sha256}", thumbnail_key=f"thumbnails/{owner}/{photo_id}.jpg",
+            created_at=now, updated_at=now, taken_at=info.exif.taken_at,
+            camera_make=info.exif.camera_make, camera_model=info.exif.camera_model,
+            latitude=info.exif.latitude, longitude=info.exif.longitude, altitude=info.exif.altitude,
+            status=STATUS_UPLOADED, published=False)
+        try:
+            self._blobs.put_file(record.blob_key, path, record.content_type)
+            self._blobs.put_bytes(record.thumbnail_key, info.thumbnail_jpeg, "image/jpeg")
+            stored, created = self._metadata.insert_photo(record, meta.request_id)
+        except Exception:
+            self._remove_blobs(record)
+            raise
+        if not created:  # a concurrent upload of these bytes or this request won the race
+            self._remove_blobs(record)
+        return stored, created
+
+    def _remove_blobs(self, record: PhotoRecord) -> None:
+        """Removes what _store wrote, leaving an original that a stored photo uses."""
+        self._blobs.delete(record.thumbnail_key)
+        if self._metadata.photo_by_sha256(record.owner, record.sha256) is None:
+            self._blobs.delete(record.blob_key)
+
+    def _publish_uploaded(self, record: PhotoRecord) -> None:
+        """Sends the upload event and flags the row; on failure the outbox sends it later."""
+        try:
+            self._producer.send(TOPIC_PHOTO_UPLOADED, key=record.id, value=uploaded_event(record))
+            self._metadata.mark_published(record.id)
+        except Exception:  # noqa: BLE001 - the photo is stored; the outbox retries the event
+            log.exception("could not publish the upload of %s; the outbox will", record.id)
+
+    def relay_unpublished(self, min_age_s: float = 0.0) -> int:
+        """Outbox: sends the upload event of rows stored at least min_age_s ago but not yet published."""
+        sent = 0
+        cutoff = utcnow().timestamp() - min_age_s
+        while True:
+            batch = [r for r in self._metadata.unpublished_photos(limit=100)
+                     if r.created_at.timestamp() <= cutoff]
+            for record in batch:
+                self._producer.send(TOPIC_PHOTO_UPLOADED, key=record.id, value=uploaded_event(record))
+                self._metadata.mark_published(record.id)
+            sent += len(batch)
+            if len(batch) < 100:
+                return sent
+
+    # Status changes from the embed worker
+
+    def apply_status_events(self, events: Sequence[Event]) -> None:
+        """Writes each photos.status event to its row and tells watchers."""
+        for event in events:
+            value = event.value
+            photo_id, status = value.get("photo_id"), value.get("status")
+            if not photo_id or status not in STATUS_TO_PROTO:
+                log.warning("skipping malformed status event at offset %d: %r", event.offset, value)
+                continue
+            record = self._metadata.update_status(
+                photo_id, status, reason=value.get("reason") or "",
+                embedding_model=value.get("embedding_model") or None, attempts=value.get("attempts"))
+            if record is None:  # deleted while it was being indexed
+                self._vectors.delete(photo_id)
+            else:
+                self._hub.publish(record.owner, record.id, change_message(record))
+
+    # Reads
+
+    def GetPhoto(self, request, context):
+        try:
+            record = self._owned(current_user().id, request.name)
+            return ingest_pb2.GetPhotoResponse(photo=photo_to_proto(record))
+        except ServiceError as e:
+            e.abort(context)
+
+    def BatchGetPhotos(self, request, context):
+        try:
+            if len(request.names) > MAX_BATCH_NAMES:
+                raise invalid(f"at most {MAX_BATCH_NAMES} names per call", field="names")
+            ids = [photo_id_from_name(n, field=f"names[{i}]") for i, n in enumerate(request.names)]
+            records = self._metadata.get_photos(current_user().id, ids)
+            return ingest_pb2.BatchGetPhotosResponse(photos=[photo_to_proto(r) for r in records])
+        except ServiceError as e:
+            e.abort(context)
+
+    def ListPhotos(self, request, context):
+        try:
+            if request.page_size < 0:
+                raise invalid("page_size must not be negative", field="page_size")
+            page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            status = None
+            if request.status != photo_pb2.PHOTO_STATUS_UNSPECIFIED:
+                status = STATUS_FROM_PROTO.get(request.status)
+                if status is None:
+                    raise invalid(f"unknown status {request.status}", field="status")
+            start = from_timestamp(request.start_time, request.HasField("start_time"))
+            end = from_timestamp(request.end_time, request.HasField("end_time"))
+            if start and end and start >= end:
+                raise invalid("start_time must be before end_time", field="start_time")
+            try:
+                page = self._metadata.list_photos(current_user().id, status=status, start=start,
+                                                  end=end, page_size=page_size,
+                                                  cursor=request.page_token)
+            except ValueError as e:
+                raise invalid(str(e), field="page_token") from e
+            return ingest_pb2.ListPhotosResponse(photos=[photo_to_proto(r) for r in page.records],
+                                                 next_page_token=page.next_cursor,
+                                                 total_size=page.total)
+        except ServiceError as e:
+            e.abort(context)
+
+    def DownloadPhoto(self, request, context):
+        try:
+            record = self._owned(current_user().id, request.name)
+            if request.variant == ingest_pb2.PHOTO_VARIANT_THUMBNAIL:
+                key, content_type = record.thumbnail_key, "image/jpeg"
+            else:
+                key, content_type = record.blob_key, record.content_type
+            try:
+                size = self._blobs.size(key)
+                chunks = self._blobs.iter_chunks(key, DOWNLOAD_CHUNK_BYTES)
+                yield ingest_pb2.DownloadPhotoResponse(content_type=content_type, size_bytes=size,
+                                                       chunk=next(chunks, b""))
+                for chunk in chunks:
+                    yield ingest_pb2.DownloadPhotoResponse(chunk=chunk)
+            except KeyError:  # deleted meanwhile
+                raise not_found(f"{request.name} not found") from None
+        except ServiceError as e:
+            e.abort(context)
+
+    # Delete
+
+    def DeletePhoto(self, request, context):
+        try:
+            owner = current_user().id
+            record = self._owned(owner, request.name)
+            # Row first: a status event for it arriving later then removes a late vector too.
+            self._metadata.delete_photo(record.id)
+            self._vectors.delete(record.id)
+            self._blobs.delete(record.thumbnail_key)
+            self._blobs.delete(record.blob_key)
+            self._hub.publish(owner, record.id, change_message(record, deleted=True))
+            return ingest_pb2.DeletePhotoResponse()
+        except ServiceError as e:
+            e.abort(context)
+
+    # Watch
+
+    def WatchPhotos(self, request, context):
+        try:
+            owner = current_user().id
+            ids = [photo_id_from_name(n, field=f"names[{i}]") for i, n in enumerate(request.names)]
+            if request.send_initial and not ids:
+                raise invalid("send_initial needs names", field="send_initial")
+            with self._hub.subscribe(owner, ids) as subscription:
+                context.add_callback(subscription.close)  # wakes the wait below when the client leaves
+                context.send_initial_metadata(())  # tells the client the watch is live
+                if request.send_initial:
+                    for record in self._metadata.get_photos(owner, ids):
+                        yield change_message(record)
+                while context.is_active():
+                    change = subscription.next_change(WATCH_POLL_S)
+                    if change is not None:
+                        yield change
+                    elif subscription.ended:
+                        break
+                if subscription.end_reason is not None:
+                    raise subscription.end_reason
+        except ServiceError as e:
+            e.abort(context)
+
+    def _owned(self, owner: str, name: str) -> PhotoRecord:
+        record = self._metadata.get_photo(photo_id_from_name(name), owner=owner)
+        if record is None:
+            raise not_found(f"{name} not found")
+        return record
