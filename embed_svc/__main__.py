@@ -1,0 +1,3 @@
+from embed_svc.server import main
+
+main()
