@@ -1,0 +1,490 @@
+"""`photostore`: run the stack, add users, import folders, search and check status.
+
+Everything but `up` and `users add` talks to the services over gRPC.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import hashlib
+import mimetypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import grpc
+import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tenacity import (retry, retry_if_exception, retry_if_not_exception_type, retry_if_result,
+                      stop_after_attempt, stop_after_delay, wait_exponential, wait_fixed)
+from tqdm import tqdm
+
+from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
+                       search_pb2_grpc)
+from photostore.auth import bearer_metadata, hash_key, new_api_key, service_api_key
+from photostore.backends import open_metadata
+from photostore.server import make_channel
+from photostore.settings import Settings, get_settings
+
+API_KEY_ENV = "PHOTOSTORE_API_KEY"
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif"}
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+# Upload failures that mean "this file is not acceptable", not "something went wrong".
+REJECTION_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
+DONE_STATUSES = {photo_pb2.PHOTO_STATUS_INDEXED, photo_pb2.PHOTO_STATUS_FAILED}
+# Processes `up` starts, in start order: (label, module, settings service name for its gRPC port).
+SERVICES = [
+    ("ingest", "ingest_svc", "ingest"),
+    ("embed", "embed_svc", "embed"),
+    ("embed worker", "embed_svc.worker", None),
+    ("search", "search_svc", "search"),
+    ("gateway", "gateway", None),
+]
+STARTUP_TIMEOUT_S = 120.0
+# How long `up` lets the model load before it reports the model's state.
+MODEL_WAIT_S = 15.0
+STATUS_LABELS = {
+    photo_pb2.PHOTO_STATUS_UNSPECIFIED: "",
+    photo_pb2.PHOTO_STATUS_UPLOADED: "uploaded",
+    photo_pb2.PHOTO_STATUS_INDEXED: "indexed",
+    photo_pb2.PHOTO_STATUS_FAILED: "failed",
+}
+
+
+class CliError(Exception):
+    """A failure reported to the user as one line, exit status 1."""
+
+
+def _api_key(args) -> str:
+    key = args.key or os.environ.get(API_KEY_ENV, "")
+    if not key:
+        raise CliError(f"no API key: pass --key or set {API_KEY_ENV} "
+                       "(create one with `photostore users add NAME`)")
+    return key
+
+
+def _rpc_failure(err: grpc.RpcError, target: str) -> CliError:
+    hint = f" (is the service at {target} running? try `photostore up`)" \
+        if err.code() == grpc.StatusCode.UNAVAILABLE else ""
+    return CliError(f"{err.code().name}: {err.details()}{hint}")
+
+
+# users add
+
+def cmd_users_add(args, settings: Settings) -> int:
+    name = args.name.strip()
+    if not name or name.startswith("_") or any(c.isspace() for c in name):
+        raise CliError(f"invalid user name {args.name!r}: no spaces, must not start with '_'")
+    key = new_api_key()
+    try:
+        user = open_metadata(settings).create_user(name, hash_key(key))
+    except ValueError:
+        raise CliError(f"user '{name}' already exists") from None
+    print(f"created user '{user.name}' (id {user.id})")
+    print(f"API key (shown only once, store it now): {key}")
+    print(f"  export {API_KEY_ENV}={key}")
+    return 0
+
+
+# import
+
+@dataclasses.dataclass
+class UploadResult:
+    path: Path
+    outcome: str  # "uploaded" | "duplicate" | "rejected" | "failed"
+    name: str = ""
+    status: int = photo_pb2.PHOTO_STATUS_UNSPECIFIED
+    reason: str = ""  # why it was rejected, failed, or failed to index
+
+
+def find_images(folder: Path, recursive: bool) -> list[Path]:
+    """Image-like files by extension (the server still sniffs the bytes)."""
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(UPLOAD_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def upload_request_id(path: Path, sha256: str) -> str:
+    """Same file with the same bytes -> same id, so a rerun (or retry) is idempotent."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"file://{path.resolve()}#{sha256}"))
+
+
+def _upload_messages(path: Path, sha256: str, size: int) -> Iterator[ingest_pb2.UploadPhotoRequest]:
+    yield ingest_pb2.UploadPhotoRequest(metadata=ingest_pb2.UploadMetadata(
+        filename=path.name, content_type=mimetypes.guess_type(path.name)[0] or "",
+        size_bytes=size, sha256=sha256, request_id=upload_request_id(path, sha256)))
+    with path.open("rb") as f:
+        while chunk := f.read(UPLOAD_CHUNK_BYTES):
+            yield ingest_pb2.UploadPhotoRequest(chunk=chunk)
+
+
+def _is_unavailable(err: BaseException) -> bool:
+    return isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def upload_file(stub: ingest_pb2_grpc.IngestServiceStub, metadata, path: Path,
+                started: dt.datetime) -> UploadResult:
+    """Uploads one file; retries while the service is unavailable (safe: the request id is stable).
+
+    A rerun replays the request id and gets the photo stored back then, not flagged duplicate;
+    a photo created before this import `started` counts as a duplicate all the same.
+    """
+    try:
+        sha256, size = file_digest(path)
+    except OSError as e:
+        return UploadResult(path, "failed", reason=str(e))
+
+    @retry(retry=retry_if_exception(_is_unavailable), stop=stop_after_attempt(4),
+           wait=wait_exponential(multiplier=0.5, max=5), reraise=True)
+    def send() -> ingest_pb2.UploadPhotoResponse:
+        return stub.UploadPhoto(_upload_messages(path, sha256, size), metadata=metadata)
+
+    try:
+        response = send()
+    except grpc.RpcError as e:
+        outcome = "rejected" if e.code() in REJECTION_CODES else "failed"
+        return UploadResult(path, outcome, reason=f"{e.code().name}: {e.details()}")
+    photo = response.photo
+    stored_before = photo.create_time.ToDatetime(tzinfo=dt.timezone.utc) < started
+    return UploadResult(path, "duplicate" if response.duplicate or stored_before else "uploaded",
+                        name=photo.name, status=photo.status, reason=photo.status_reason)
+
+
+def wait_until_indexed(stub: ingest_pb2_grpc.IngestServiceStub, metadata, by_name: dict[str, UploadResult],
+                       timeout_s: float | None) -> list[tuple[UploadResult, str]]:
+    """Follows WatchPhotos until every photo is indexed or failed; returns the failed ones with why."""
+    pending = {name for name, r in by_name.items() if r.status not in DONE_STATUSES}
+    failed = [(r, r.reason) for r in by_name.values() if r.status == photo_pb2.PHOTO_STATUS_FAILED]
+    if not pending:
+        return failed
+    stream = stub.WatchPhotos(ingest_pb2.WatchPhotosRequest(names=sorted(pending), send_initial=True),
+                              metadata=metadata, timeout=timeout_s)
+    with tqdm(total=len(by_name), initial=len(by_name) - len(pending), unit="photo",
+              desc="indexing", disable=None) as bar:
+        try:
+            for change in stream:
+                name = change.photo.name
+                if name not in pending or not (change.deleted or change.status in DONE_STATUSES):
+                    continue
+                pending.discard(name)
+                bar.update(1)
+                if change.deleted:
+                    failed.append((by_name[name], "deleted"))
+                elif change.status == photo_pb2.PHOTO_STATUS_FAILED:
+                    failed.append((by_name[name], change.reason or change.photo.status_reason))
+                if not pending:
+                    break
+        finally:
+            stream.cancel()
+    if pending:
+        raise CliError(f"stopped waiting with {len(pending)} photo(s) not indexed yet")
+    return failed
+
+
+def cmd_import(args, settings: Settings) -> int:
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise CliError(f"{folder} is not a folder")
+    if args.jobs < 1:
+        raise CliError("--jobs must be at least 1")
+    metadata = bearer_metadata(_api_key(args))
+    target = settings.target("ingest")
+    paths = find_images(folder, args.recursive)
+    if not paths:
+        print(f"no image files in {folder}" + ("" if args.recursive else " (try --recursive)"))
+        return 0
+    with make_channel(target) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        try:  # one cheap call first: a wrong key or a stopped service fails once, not per file
+            stub.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=1), metadata=metadata, timeout=30)
+        except grpc.RpcError as e:
+            raise _rpc_failure(e, target) from e
+        results: list[UploadResult] = []
+        counts = dict.fromkeys(("uploaded", "duplicate", "rejected", "failed"), 0)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool, \
+                tqdm(total=len(paths), unit="file", desc="uploading", disable=None) as bar:
+            started = dt.datetime.now(dt.timezone.utc)
+            futures = [pool.submit(upload_file, stub, metadata, p, started) for p in paths]
+            try:
+                for future in as_completed(futures):
+                    result = future.result()
+                    results.append(result)
+                    counts[result.outcome] += 1
+                    bar.update(1)
+                    bar.set_postfix(counts, refresh=False)
+            except KeyboardInterrupt:
+                for future in futures:  # uploads under way finish; queued ones never start
+                    future.cancel()
+                raise
+        print(f"uploaded {counts['uploaded']}, duplicates {counts['duplicate']}, "
+              f"rejected {counts['rejected']}" + (f", failed {counts['failed']}" if counts["failed"] else ""))
+        for r in sorted(results, key=lambda r: r.path):
+            if r.outcome in ("rejected", "failed"):
+                print(f"  {r.outcome}: {r.path}: {r.reason}")
+        # One entry per photo: a copy of a file under another name is the same photo.
+        stored = {r.name: r for r in results if r.outcome in ("uploaded", "duplicate")}
+        index_failures = []
+        if args.wait and stored:
+            try:
+                index_failures = wait_until_indexed(stub, metadata, stored, args.wait_timeout)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise CliError(f"photos not all indexed after {args.wait_timeout:g}s") from e
+                raise _rpc_failure(e, target) from e
+            print(f"indexed {len(stored) - len(index_failures)}, failed {len(index_failures)}")
+            for r, reason in index_failures:
+                print(f"  not indexed: {r.path} ({r.name}): {reason}")
+    return 1 if counts["rejected"] or counts["failed"] or index_failures else 0
+
+
+# search
+
+def _time_text(photo: photo_pb2.Photo) -> str:
+    if not photo.HasField("take_time"):
+        return "-"
+    return photo.take_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")
+
+
+def cmd_search(args, settings: Settings) -> int:
+    metadata = bearer_metadata(_api_key(args))
+    target = settings.target("search")
+    request = search_pb2.SearchPhotosRequest(query=args.query, page_size=args.limit, min_score=args.min_score)
+    with make_channel(target) as channel:
+        try:
+            response = search_pb2_grpc.SearchServiceStub(channel).SearchPhotos(
+                request, metadata=metadata, timeout=60)
+        except grpc.RpcError as e:
+            raise _rpc_failure(e, target) from e
+    if not response.hits:
+        print("no matches")
+        return 0
+    print(f"{'rank':>4}  {'score':>6}  {'filename':<32}  {'name':<40}  taken")
+    for rank, hit in enumerate(response.hits, 1):
+        p = hit.photo
+        print(f"{rank:>4}  {hit.score:6.3f}  {p.filename:<32}  {p.name:<40}  {_time_text(p)}")
+    print(f"model: {response.model}")
+    return 0
+
+
+# status
+
+def _model_line(info: embed_pb2.GetModelInfoResponse) -> str:
+    if info.ready:
+        return f"model {info.model} (dim {info.dimension}, {info.device}): ready"
+    return f"model {info.model}: not ready: {info.reason}"
+
+
+def cmd_status(args, settings: Settings) -> int:
+    metadata = bearer_metadata(_api_key(args))
+    ingest_target, embed_target = settings.target("ingest"), settings.target("embed")
+    with make_channel(ingest_target) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        try:
+            totals = {status: stub.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=1, status=status),
+                                              metadata=metadata, timeout=30).total_size
+                      for status in STATUS_LABELS}
+        except grpc.RpcError as e:
+            raise _rpc_failure(e, ingest_target) from e
+    print(f"photos: {totals[photo_pb2.PHOTO_STATUS_UNSPECIFIED]} (" + ", ".join(
+        f"{label} {totals[status]}" for status, label in STATUS_LABELS.items() if label) + ")")
+    with make_channel(embed_target) as channel:
+        try:
+            info = embed_pb2_grpc.EmbedServiceStub(channel).GetModelInfo(
+                embed_pb2.GetModelInfoRequest(), metadata=metadata, timeout=30)
+        except grpc.RpcError as e:
+            raise _rpc_failure(e, embed_target) from e
+    print(_model_line(info))
+    return 0
+
+
+# up
+
+class _StartupInterrupted(Exception):
+    """A child exited, or we were asked to stop, before every service answered."""
+
+
+def _wait_until(probe, children: Sequence[tuple[str, subprocess.Popen]], stop: threading.Event) -> None:
+    """Retries `probe` until it passes; gives up at once if a child exits or a signal came."""
+    @retry(retry=retry_if_not_exception_type(_StartupInterrupted), stop=stop_after_delay(STARTUP_TIMEOUT_S),
+           wait=wait_fixed(0.25), reraise=True)
+    def attempt() -> None:
+        if stop.is_set():
+            raise _StartupInterrupted("stopped by signal")
+        for label, proc in children:
+            if proc.poll() is not None:
+                raise _StartupInterrupted(f"{label} exited with status {proc.returncode}")
+        probe()
+    attempt()
+
+
+def _grpc_health_probe(target: str):
+    def probe():
+        with make_channel(target) as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2)
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            state = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+            raise RuntimeError(f"{target} is {state}")
+    return probe
+
+
+def _http_health_probe(url: str):
+    def probe():
+        requests.get(url, timeout=2).raise_for_status()
+    return probe
+
+
+def _stop_children(children: Sequence[tuple[str, subprocess.Popen]], grace_s: float) -> None:
+    for _, proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for label, proc in children:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{label} did not stop in {grace_s:g}s; killing it", file=sys.stderr)
+            proc.kill()
+            proc.wait()
+
+
+def cmd_up(args, settings: Settings) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    gateway_url = f"http://{settings.host}:{settings.gateway_port}"
+    children: list[tuple[str, subprocess.Popen]] = []
+    try:
+        for label, module, _ in SERVICES:
+            # Own process group: a terminal's Ctrl-C reaches only us, and we stop the children.
+            children.append((label, subprocess.Popen([sys.executable, "-m", module], env=os.environ.copy(),
+                                                     process_group=0)))
+        for _, _, service in SERVICES:
+            if service:
+                _wait_until(_grpc_health_probe(settings.target(service)), children, stop)
+        _wait_until(_http_health_probe(gateway_url + "/healthz"), children, stop)
+    except _StartupInterrupted as e:
+        print(f"{e} during start-up; stopping the others", file=sys.stderr)
+        _stop_children(children, settings.shutdown_grace_seconds + 5)
+        return 0 if stop.is_set() else 1
+    except Exception as e:  # noqa: BLE001 - a probe that never passed
+        print(f"error: services did not come up in {STARTUP_TIMEOUT_S:g}s: {e}", file=sys.stderr)
+        _stop_children(children, settings.shutdown_grace_seconds + 5)
+        return 1
+
+    for label, _, service in SERVICES:
+        if service:
+            print(f"{label:<8} {settings.target(service)}")
+    print(f"{'gateway':<8} {gateway_url}")
+    print(_model_status(settings))
+    print(f"data in {settings.data_dir}")
+    print("create a user with: photostore users add NAME")
+    sys.stdout.flush()
+
+    exit_code = 0
+    while not stop.wait(0.5):
+        dead = [(label, proc.returncode) for label, proc in children if proc.poll() is not None]
+        if dead:
+            for label, code in dead:
+                print(f"error: {label} exited unexpectedly with status {code}; stopping the others",
+                      file=sys.stderr)
+            exit_code = 1
+            break
+    _stop_children(children, settings.shutdown_grace_seconds + 5)
+    return exit_code
+
+
+def _model_status(settings: Settings) -> str:
+    """The model's state, after giving it MODEL_WAIT_S to finish loading."""
+    key = service_api_key(settings, open_metadata(settings))
+    with make_channel(settings.target("embed")) as channel:
+        stub = embed_pb2_grpc.EmbedServiceStub(channel)
+
+        @retry(retry=retry_if_result(lambda info: not info.ready), stop=stop_after_delay(MODEL_WAIT_S),
+               wait=wait_fixed(0.5), retry_error_callback=lambda state: state.outcome.result())
+        def model_info() -> embed_pb2.GetModelInfoResponse:
+            return stub.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=bearer_metadata(key),
+                                     timeout=30)
+
+        try:
+            return _model_line(model_info())
+        except grpc.RpcError as e:
+            return f"model: unknown ({e.code().name}: {e.details()})"
+
+
+# argument parsing
+
+def _add_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", help=f"API key (default: ${API_KEY_ENV})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="photostore", description="Self-hosted photo storage with semantic search.",
+        epilog="Services are found at PHOTOSTORE_HOST/PHOTOSTORE_*_PORT or PHOTOSTORE_*_TARGET.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run every service on this machine until Ctrl-C")
+    up.set_defaults(handler=cmd_up)
+
+    users = commands.add_parser("users", help="manage users")
+    users_commands = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    users_add = users_commands.add_parser("add", help="create a user and print its API key")
+    users_add.add_argument("name")
+    users_add.set_defaults(handler=cmd_users_add)
+
+    imp = commands.add_parser(
+        "import", help="upload the images of a folder",
+        description="Uploads image files (by extension) from DIR. Reruns are idempotent.",
+        epilog="Exit status: 0 when every file was stored (or already was); 1 when any file was "
+               "rejected by the server or failed (each is listed with its reason).")
+    imp.add_argument("dir", metavar="DIR")
+    imp.add_argument("--recursive", "-r", action="store_true", help="include sub-folders")
+    imp.add_argument("--jobs", "-j", type=int, default=4, help="parallel uploads (default 4)")
+    imp.add_argument("--wait", action="store_true", help="then wait until the photos are indexed")
+    imp.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
+                     help="give up waiting after this long (default: no limit)")
+    _add_key_option(imp)
+    imp.set_defaults(handler=cmd_import)
+
+    search = commands.add_parser("search", help="find photos by a text description")
+    search.add_argument("query", metavar="QUERY")
+    search.add_argument("--limit", "-n", type=int, default=10, help="number of results (default 10)")
+    search.add_argument("--min-score", type=float, default=None, help="leave out hits scoring below")
+    _add_key_option(search)
+    search.set_defaults(handler=cmd_search)
+
+    status = commands.add_parser("status", help="photo counts per status and model state")
+    _add_key_option(status)
+    status.set_defaults(handler=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args, get_settings())
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,164 @@
+"""The photostore CLI: `users add` against the metadata store, `import` against a real in-process
+IngestService on a free port."""
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import threading
+
+import pytest
+from PIL import Image
+
+from ingest_svc.server import serve as serve_ingest
+from photostore import cli
+from photostore.auth import Authenticator, hash_key, new_api_key
+from photostore.backends import open_events, open_metadata
+from photostore.backends.base import STATUS_FAILED, STATUS_INDEXED, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED
+from photostore.errors import ServiceError
+from photostore.settings import Settings, get_settings
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch) -> Settings:
+    """Settings the CLI reads from the environment, with data in tmp_path."""
+    monkeypatch.setenv("PHOTOSTORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PHOTOSTORE_SHUTDOWN_GRACE_SECONDS", "0.5")
+    monkeypatch.setenv("PHOTOSTORE_GRPC_MAX_WORKERS", "8")
+    monkeypatch.delenv("PHOTOSTORE_API_KEY", raising=False)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def ingest(settings, monkeypatch):
+    """A running IngestService the CLI finds through PHOTOSTORE_INGEST_TARGET; yields alice's key."""
+    server = serve_ingest(settings, port=0, max_watchers=2)
+    monkeypatch.setenv("PHOTOSTORE_INGEST_TARGET", f"127.0.0.1:{server.port}")
+    get_settings.cache_clear()
+    key = new_api_key()
+    open_metadata(settings).create_user("alice", hash_key(key))
+    try:
+        yield key
+    finally:
+        server.stop()
+
+
+def image_bytes(fmt: str, colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 24), colour).save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    """4 distinct images, a byte-for-byte copy of one, a text file posing as bad.jpg, a non-image
+    extension, and one more image in a sub-folder."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(image_bytes("JPEG", (200, 30, 30)))
+    (folder / "b.png").write_bytes(image_bytes("PNG", (30, 200, 30)))
+    (folder / "C.JPEG").write_bytes(image_bytes("JPEG", (30, 30, 200)))
+    (folder / "d.webp").write_bytes(image_bytes("WEBP", (200, 200, 30)))
+    shutil.copy(folder / "a.jpg", folder / "a copy.jpg")
+    (folder / "bad.jpg").write_text("this is not a photo\n")
+    (folder / "notes.txt").write_text("not even looked at\n")
+    (folder / "sub" / "e.png").write_bytes(image_bytes("PNG", (90, 90, 90)))
+    return folder
+
+
+def summary(out: str) -> tuple[int, int, int]:
+    found = re.search(r"uploaded (\d+), duplicates (\d+), rejected (\d+)", out)
+    assert found, out
+    return tuple(int(n) for n in found.groups())
+
+
+# users add
+
+def test_users_add_prints_a_key_that_authenticates(settings, capsys):
+    assert cli.main(["users", "add", "alice"]) == 0
+    keys = re.findall(r"psk_[\w-]+", capsys.readouterr().out)
+    assert keys
+    user = Authenticator(open_metadata(settings)).user_for_key(keys[0])
+    assert user.name == "alice"
+    with pytest.raises(ServiceError):
+        Authenticator(open_metadata(settings)).user_for_key(keys[0] + "x")
+
+
+def test_users_add_refuses_a_taken_name(settings, capsys):
+    assert cli.main(["users", "add", "alice"]) == 0
+    capsys.readouterr()
+    assert cli.main(["users", "add", "alice"]) == 1
+    captured = capsys.readouterr()
+    assert "user 'alice' already exists" in captured.err
+    assert "psk_" not in captured.out
+
+
+# import
+
+def test_import_reports_uploads_duplicates_and_rejections(settings, ingest, photo_folder, capsys,
+                                                          monkeypatch):
+    monkeypatch.setenv("PHOTOSTORE_API_KEY", ingest)
+    assert cli.main(["import", str(photo_folder), "--jobs", "3"]) == 1  # bad.jpg was rejected
+    out = capsys.readouterr().out
+    assert summary(out) == (4, 1, 1)
+    rejected = [line for line in out.splitlines() if line.strip().startswith("rejected:")]
+    assert len(rejected) == 1 and "bad.jpg" in rejected[0] and "INVALID_ARGUMENT" in rejected[0]
+    owner = open_metadata(settings).user_by_name("alice").id
+    page = open_metadata(settings).list_photos(owner, page_size=100)
+    assert page.total == 4
+    assert {r.filename for r in page.records} <= {"a.jpg", "a copy.jpg", "b.png", "C.JPEG", "d.webp"}
+
+    # A rerun is idempotent; --recursive adds the sub-folder's photo.
+    assert cli.main(["import", str(photo_folder), "--recursive", "--key", ingest]) == 1
+    assert summary(capsys.readouterr().out) == (1, 5, 1)
+    assert open_metadata(settings).list_photos(owner, page_size=100).total == 5
+
+
+def test_import_succeeds_when_nothing_is_rejected(settings, ingest, photo_folder, capsys):
+    (photo_folder / "bad.jpg").unlink()
+    assert cli.main(["import", str(photo_folder / "sub"), "--key", ingest]) == 0
+    assert summary(capsys.readouterr().out) == (1, 0, 0)
+
+
+def test_import_wait_follows_indexing(settings, ingest, photo_folder, capsys):
+    """A stand-in for the embed worker marks each uploaded photo indexed (d.webp failed)."""
+    (photo_folder / "bad.jpg").unlink()
+    stop = threading.Event()
+
+    def index_uploads():
+        events = open_events(settings)
+        consumer, producer = events.consumer("fake-worker", [TOPIC_PHOTO_UPLOADED]), events.producer()
+        metadata = open_metadata(settings)
+        while not stop.is_set():
+            for event in consumer.poll(timeout_s=0.1):
+                photo = metadata.get_photo(event.key)
+                failed = photo.filename == "d.webp"
+                producer.send(TOPIC_PHOTO_STATUS, event.key, {
+                    "photo_id": event.key, "owner": photo.owner,
+                    "status": STATUS_FAILED if failed else STATUS_INDEXED,
+                    "reason": "model gave up" if failed else "", "embedding_model": "tiny", "attempts": 1})
+                consumer.commit([event])
+
+    worker = threading.Thread(target=index_uploads, daemon=True)
+    worker.start()
+    try:
+        code = cli.main(["import", str(photo_folder), "--key", ingest, "--wait", "--wait-timeout", "30"])
+    finally:
+        stop.set()
+        worker.join()
+    out = capsys.readouterr().out
+    assert code == 1  # one photo failed to index
+    assert summary(out) == (4, 1, 0)
+    assert "indexed 3, failed 1" in out
+    assert re.search(r"not indexed: .*d\.webp .*model gave up", out)
+
+
+def test_import_needs_a_valid_key(settings, ingest, photo_folder, capsys):
+    assert cli.main(["import", str(photo_folder)]) == 1
+    assert "no API key" in capsys.readouterr().err
+    assert cli.main(["import", str(photo_folder), "--key", "psk_wrong"]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
