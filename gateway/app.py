@@ -1,0 +1,446 @@
+"""HTTP/JSON and Server-Sent Events in front of the gRPC services, plus a plain web page.
+
+JSON bodies are the services' messages rendered by protobuf's json_format (camelCase), errors a
+JSON google.rpc.Status with the HTTP status grpc-gateway would give. The caller's API key (an
+`Authorization: Bearer` header, or the cookie set by POST /api/v1/session) goes on as gRPC metadata.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import uuid
+from typing import Iterator
+
+import grpc
+from flask import Flask, Response, jsonify, request
+from google.protobuf import json_format, timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import HTTPException
+
+from gateway import errors, openapi
+from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
+                       search_pb2_grpc)
+from photostore.auth import api_key_from_metadata, bearer_metadata
+from photostore.convert import photo_id_from_name, photo_name
+from photostore.errors import ServiceError, invalid, too_large
+from photostore.server import MAX_MESSAGE_BYTES, make_channel
+from photostore.settings import MIB, Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1"
+KEY_COOKIE = "api_key"
+MAX_FILES_PER_UPLOAD = 20
+RPC_TIMEOUT_S = 60.0
+STREAM_TIMEOUT_S = 600.0
+HEALTH_TIMEOUT_S = 2.0
+SSE_HEARTBEAT_S = 15.0
+SSE_RETRY_MS = 3000
+THUMBNAIL_CACHE = "private, max-age=86400"
+
+SERVICE_NAMES = {
+    "ingest": ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
+    "embed": embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name,
+    "search": search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name,
+}
+STATUS_PARAM = {
+    "uploaded": photo_pb2.PHOTO_STATUS_UPLOADED,
+    "indexed": photo_pb2.PHOTO_STATUS_INDEXED,
+    "failed": photo_pb2.PHOTO_STATUS_FAILED,
+}
+VARIANTS = {
+    "original": ingest_pb2.PHOTO_VARIANT_ORIGINAL,
+    "thumbnail": ingest_pb2.PHOTO_VARIANT_THUMBNAIL,
+}
+
+
+class Clients:
+    """Channels and stubs to the services, made on first use in each process (so after any fork)."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def channel(self, service: str) -> grpc.Channel:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid, self._channels = os.getpid(), {}
+            if service not in self._channels:
+                self._channels[service] = make_channel(self._settings.target(service))
+            return self._channels[service]
+
+    @property
+    def ingest(self) -> ingest_pb2_grpc.IngestServiceStub:
+        return ingest_pb2_grpc.IngestServiceStub(self.channel("ingest"))
+
+    @property
+    def embed(self) -> embed_pb2_grpc.EmbedServiceStub:
+        return embed_pb2_grpc.EmbedServiceStub(self.channel("embed"))
+
+    @property
+    def search(self) -> search_pb2_grpc.SearchServiceStub:
+        return search_pb2_grpc.SearchServiceStub(self.channel("search"))
+
+    def health(self, service: str) -> health_pb2_grpc.HealthStub:
+        return health_pb2_grpc.HealthStub(self.channel(service))
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels = {}
+
+
+def to_json(message) -> dict:
+    # Unset scalars and empty lists are written out, as grpc-gateway's default marshaler does.
+    return json_format.MessageToDict(message, preserving_proto_field_name=False,
+                                     always_print_fields_with_no_presence=True)
+
+
+# Request parsing
+
+
+def caller_metadata() -> list[tuple[str, str]]:
+    """The caller's key as gRPC metadata: Authorization header first, else the session cookie."""
+    key = api_key_from_metadata([("authorization", request.headers.get("Authorization", ""))])
+    key = key or request.cookies.get(KEY_COOKIE, "").strip()
+    if not key:
+        raise ServiceError(grpc.StatusCode.UNAUTHENTICATED,
+                           "missing API key: send 'Authorization: Bearer <key>' or sign in "
+                           f"with POST {API}/session", reason="API_KEY_MISSING")
+    return bearer_metadata(key)
+
+
+def int_param(name: str) -> int:
+    raw = request.args.get(name, "").strip()
+    try:
+        return int(raw) if raw else 0
+    except ValueError:
+        raise invalid(f"{name} must be an integer, got '{raw}'", field=name) from None
+
+
+def float_param(name: str) -> float | None:
+    """None when the parameter is absent."""
+    raw = request.args.get(name, "").strip()
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        raise invalid(f"{name} must be a number, got '{raw}'", field=name) from None
+
+
+def time_param(name: str) -> timestamp_pb2.Timestamp | None:
+    """An ISO 8601 date or date-time; without a zone it is taken as UTC."""
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise invalid(f"{name} must be an ISO 8601 date-time, got '{raw}'", field=name) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(dt.timezone.utc))
+    return ts
+
+
+def search_filter() -> search_pb2.SearchFilter:
+    return search_pb2.SearchFilter(
+        start_time=time_param("startTime"), end_time=time_param("endTime"),
+        camera_make=request.args.get("cameraMake", "").strip(),
+        camera_model=request.args.get("cameraModel", "").strip())
+
+
+def single_file(field: str = "file") -> FileStorage:
+    upload = request.files.get(field)
+    if upload is None:
+        raise invalid(f"send the image as a multipart form field named '{field}'", field=field)
+    return upload
+
+
+# Streaming helpers
+
+
+def upload_requests(upload: FileStorage, request_id: str, chunk_bytes: int
+                    ) -> Iterator[ingest_pb2.UploadPhotoRequest]:
+    """UploadMetadata, then the file in chunks, read from werkzeug's spooled copy twice:
+    once to hash it, once to send it, never holding it whole in memory."""
+    stream = upload.stream
+    stream.seek(0)
+    sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
+    size = stream.tell()
+    stream.seek(0)
+    yield ingest_pb2.UploadPhotoRequest(metadata=ingest_pb2.UploadMetadata(
+        filename=upload.filename or "", content_type=upload.mimetype or "",
+        size_bytes=size, sha256=sha256, request_id=request_id))
+    while chunk := stream.read(chunk_bytes):
+        yield ingest_pb2.UploadPhotoRequest(chunk=chunk)
+
+
+def sse_event(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def sse_stream(call, heartbeat_s: float) -> Iterator[str]:
+    """WatchPhotos messages as SSE `photo` events, a comment line when idle for heartbeat_s.
+
+    A thread drains the gRPC stream so the response can send heartbeats; the stream is cancelled
+    when the client goes away (the server notices when a write fails and closes this generator).
+    """
+    inbox: queue.Queue = queue.Queue()
+
+    def drain() -> None:
+        try:
+            for message in call:
+                inbox.put(message)
+            inbox.put(None)
+        except grpc.RpcError as err:
+            inbox.put(err)
+
+    threading.Thread(target=drain, name="sse-drain", daemon=True).start()
+    try:
+        yield f"retry: {SSE_RETRY_MS}\n\n"
+        while True:
+            try:
+                item = inbox.get(timeout=heartbeat_s)
+            except queue.Empty:
+                yield ": heartbeat\n\n"
+                continue
+            if item is None:
+                return
+            if isinstance(item, grpc.RpcError):
+                if item.code() != grpc.StatusCode.CANCELLED:
+                    yield sse_event("rpc_error", errors.rpc_error_json(item)[0])
+                return
+            yield sse_event("photo", to_json(item))
+    finally:
+        call.cancel()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    # Room for MAX_FILES_PER_UPLOAD files of the largest size, plus multipart framing.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes * MAX_FILES_PER_UPLOAD + MIB
+    app.config["SSE_HEARTBEAT_S"] = SSE_HEARTBEAT_S
+    app.json.sort_keys = False
+    clients = Clients(settings)
+    app.extensions["photostore_clients"] = clients
+
+    app.register_error_handler(grpc.RpcError, errors.handle_rpc_error)
+    app.register_error_handler(ServiceError, errors.handle_service_error)
+    app.register_error_handler(HTTPException, errors.handle_http_exception)
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Content-Security-Policy",
+                                    "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'")
+        return response
+
+    def check_key(metadata) -> None:
+        """Raises the service's UNAUTHENTICATED error when the key is not valid."""
+        clients.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=1), metadata=metadata,
+                                  timeout=RPC_TIMEOUT_S)
+
+    # Page, API description, health
+
+    @app.get("/")
+    def index():
+        return app.send_static_file("index.html")
+
+    @app.get("/openapi.json")
+    def openapi_document():
+        return jsonify(openapi.document())
+
+    @app.get("/healthz")
+    def healthz():
+        calls = {name: clients.health(service).Check.future(
+                     health_pb2.HealthCheckRequest(service=name), timeout=HEALTH_TIMEOUT_S)
+                 for service, name in SERVICE_NAMES.items()}
+        states = {}
+        for name, call in calls.items():
+            try:
+                states[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(call.result().status)
+            except grpc.RpcError as err:
+                reachable = err.code() == grpc.StatusCode.NOT_FOUND
+                states[name] = "SERVICE_UNKNOWN" if reachable else "UNREACHABLE"
+        return jsonify(states), 503 if "UNREACHABLE" in states.values() else 200
+
+    # Session cookie for the page and EventSource (which cannot send headers)
+
+    @app.post(f"{API}/session")
+    def create_session():
+        body = request.get_json(silent=True) or {}
+        key = str(body.get("apiKey", "")).strip()
+        metadata = bearer_metadata(key) if key else caller_metadata()
+        check_key(metadata)
+        response = jsonify({})
+        # SameSite=Strict keeps other sites from riding on the cookie (no CSRF).
+        response.set_cookie(KEY_COOKIE, api_key_from_metadata(metadata), httponly=True,
+                            samesite="Strict", secure=request.is_secure, path=API)
+        return response
+
+    @app.delete(f"{API}/session")
+    def delete_session():
+        response = jsonify({})
+        response.delete_cookie(KEY_COOKIE, path=API, httponly=True, samesite="Strict",
+                               secure=request.is_secure)
+        return response
+
+    # Photos
+
+    @app.post(f"{API}/photos")
+    def upload_photos():
+        metadata = caller_metadata()
+        uploads = request.files.getlist("file")
+        if not uploads:
+            raise invalid("send one or more images as multipart form fields named 'file'", field="file")
+        if len(uploads) > MAX_FILES_PER_UPLOAD:
+            raise too_large(f"at most {MAX_FILES_PER_UPLOAD} files per request", field="file",
+                            reason="TOO_MANY_FILES")
+        idempotency_key = request.headers.get("Idempotency-Key", "").strip()
+        results, failures = [], []
+        for index, upload in enumerate(uploads):
+            # A retry with the same Idempotency-Key gives each file its first result again.
+            request_id = f"{idempotency_key}/{index}" if idempotency_key else uuid.uuid4().hex
+            try:
+                response = clients.ingest.UploadPhoto(
+                    upload_requests(upload, request_id, settings.max_chunk_bytes),
+                    metadata=metadata, timeout=STREAM_TIMEOUT_S)
+            except grpc.RpcError as err:
+                body, status = errors.rpc_error_json(err)
+                results.append({"filename": upload.filename, "error": body})
+                failures.append((body, status))
+            else:
+                results.append({"filename": upload.filename, "photo": to_json(response.photo),
+                                "duplicate": response.duplicate})
+        if len(failures) < len(results):
+            return jsonify(results=results)
+        # Nothing stored: the first failure's Status is the body, with every file's result beside it.
+        body, status = failures[0]
+        return jsonify({**body, "results": results}), status
+
+    @app.get(f"{API}/photos")
+    def list_photos():
+        metadata = caller_metadata()
+        status = request.args.get("status", "").strip().lower()
+        if status and status not in STATUS_PARAM:
+            raise invalid(f"status must be one of {', '.join(STATUS_PARAM)}", field="status")
+        response = clients.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(
+            page_size=int_param("pageSize"), page_token=request.args.get("pageToken", ""),
+            status=STATUS_PARAM.get(status, photo_pb2.PHOTO_STATUS_UNSPECIFIED),
+            start_time=time_param("startTime"), end_time=time_param("endTime"),
+        ), metadata=metadata, timeout=RPC_TIMEOUT_S)
+        return jsonify(to_json(response))
+
+    @app.get(f"{API}/photos/<photo_id>")
+    def get_photo(photo_id: str):
+        response = clients.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=photo_name(photo_id)),
+                                           metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
+        return jsonify(to_json(response))
+
+    @app.delete(f"{API}/photos/<photo_id>")
+    def delete_photo(photo_id: str):
+        response = clients.ingest.DeletePhoto(ingest_pb2.DeletePhotoRequest(name=photo_name(photo_id)),
+                                              metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
+        return jsonify(to_json(response))
+
+    def download(photo_id: str, variant: str) -> Response:
+        call = clients.ingest.DownloadPhoto(
+            ingest_pb2.DownloadPhotoRequest(name=photo_name(photo_id), variant=VARIANTS[variant]),
+            metadata=caller_metadata(), timeout=STREAM_TIMEOUT_S)
+        # The first message carries type and size; waiting for it lets errors get their status.
+        first = next(call, None)
+        if first is None:
+            raise ServiceError(grpc.StatusCode.INTERNAL, f"the {variant} of photos/{photo_id} came back empty")
+
+        def body() -> Iterator[bytes]:
+            # A failure after the headers went out can only cut the response short.
+            try:
+                yield first.chunk
+                for message in call:
+                    yield message.chunk
+            finally:
+                call.cancel()
+
+        response = Response(body(), content_type=first.content_type or "application/octet-stream")
+        response.content_length = first.size_bytes
+        response.headers["Cache-Control"] = THUMBNAIL_CACHE if variant == "thumbnail" else "private"
+        return response
+
+    @app.get(f"{API}/photos/<photo_id>/original")
+    def download_original(photo_id: str):
+        return download(photo_id, "original")
+
+    @app.get(f"{API}/photos/<photo_id>/thumbnail")
+    def download_thumbnail(photo_id: str):
+        return download(photo_id, "thumbnail")
+
+    # Search
+
+    @app.get(f"{API}/search")
+    def search_photos():
+        response = clients.search.SearchPhotos(search_pb2.SearchPhotosRequest(
+            query=request.args.get("q", ""), filter=search_filter(),
+            page_size=int_param("pageSize"), min_score=float_param("minScore"),
+        ), metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
+        return jsonify(to_json(response))
+
+    @app.get(f"{API}/photos/<photo_id>/similar")
+    def similar_to_photo(photo_id: str):
+        response = clients.search.FindSimilar(search_pb2.FindSimilarRequest(
+            name=photo_name(photo_id), filter=search_filter(),
+            page_size=int_param("pageSize"), min_score=float_param("minScore"),
+        ), metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
+        return jsonify(to_json(response))
+
+    @app.post(f"{API}/similar")
+    def similar_to_image():
+        metadata = caller_metadata()
+        upload = single_file()
+        limit = min(settings.max_upload_bytes, MAX_MESSAGE_BYTES - MIB)
+        image = upload.stream.read(limit + 1)
+        if len(image) > limit:
+            raise too_large(f"the image is larger than {limit} bytes", field="file")
+        response = clients.search.FindSimilar(search_pb2.FindSimilarRequest(
+            image=image, filter=search_filter(),
+            page_size=int_param("pageSize"), min_score=float_param("minScore"),
+        ), metadata=metadata, timeout=RPC_TIMEOUT_S)
+        return jsonify(to_json(response))
+
+    # Live status
+
+    @app.get(f"{API}/events")
+    def watch_photos():
+        metadata = caller_metadata()
+        # Fail with a proper HTTP status now rather than inside an already started stream.
+        check_key(metadata)
+        names = [name.strip() for value in request.args.getlist("names")
+                 for name in value.split(",") if name.strip()]
+        for index, name in enumerate(names):
+            photo_id_from_name(name, field=f"names[{index}]")  # a malformed name is a 400 now
+        call = clients.ingest.WatchPhotos(
+            ingest_pb2.WatchPhotosRequest(names=names, send_initial=bool(names)), metadata=metadata)
+        # IngestService sends initial metadata once the watch is live: nothing after this is missed.
+        # A refusal after the key check (too many watchers) comes as an rpc_error event.
+        call.initial_metadata()
+        return Response(sse_stream(call, app.config["SSE_HEARTBEAT_S"]),
+                        content_type="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get(f"{API}/model")
+    def model_info():
+        response = clients.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(),
+                                              metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
+        return jsonify(to_json(response))
+
+    return app

@@ -1,0 +1,211 @@
+"""The OpenAPI 3.1 description of the gateway; message schemas are derived from the protos."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
+
+API = "/api/v1"
+
+_SCALARS = {
+    FieldDescriptor.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FieldDescriptor.TYPE_FLOAT: {"type": "number", "format": "float"},
+    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
+    FieldDescriptor.TYPE_STRING: {"type": "string"},
+    FieldDescriptor.TYPE_BYTES: {"type": "string", "format": "byte"},
+    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_UINT32: {"type": "integer", "format": "uint32"},
+    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "format": "uint32"},
+    # Proto3 JSON writes 64-bit integers as strings.
+    FieldDescriptor.TYPE_INT64: {"type": "string", "format": "int64"},
+    FieldDescriptor.TYPE_SINT64: {"type": "string", "format": "int64"},
+    FieldDescriptor.TYPE_SFIXED64: {"type": "string", "format": "int64"},
+    FieldDescriptor.TYPE_UINT64: {"type": "string", "format": "uint64"},
+    FieldDescriptor.TYPE_FIXED64: {"type": "string", "format": "uint64"},
+}
+_WELL_KNOWN = {"google.protobuf.Timestamp": {"type": "string", "format": "date-time"}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _field_schema(field: FieldDescriptor, schemas: dict) -> dict:
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        full_name = field.message_type.full_name
+        schema = _WELL_KNOWN.get(full_name) or _ref(_message_schema(field.message_type, schemas))
+    elif field.type == FieldDescriptor.TYPE_ENUM:
+        schema = {"type": "string", "enum": [v.name for v in field.enum_type.values]}
+    else:
+        schema = dict(_SCALARS[field.type])
+    return {"type": "array", "items": schema} if field.is_repeated else schema
+
+
+def _message_schema(descriptor: Descriptor, schemas: dict) -> str:
+    """Adds the JSON schema of a message (and the messages it uses) to `schemas`; returns its name."""
+    name = descriptor.name
+    if name not in schemas:
+        schemas[name] = {}  # placeholder, in case a message refers to itself
+        schemas[name] = {"type": "object", "properties": {
+            field.json_name: _field_schema(field, schemas) for field in descriptor.fields}}
+    return name
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERROR = {"default": _json(_ref("Status"), "Error: a google.rpc.Status with grpc-gateway's HTTP status")}
+
+
+def _op(summary: str, ok: dict, *, params: list | None = None, body: dict | None = None,
+        public: bool = False) -> dict:
+    op = {"summary": summary, "responses": {"200": ok, **ERROR}}
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = body
+    if public:
+        op["security"] = []
+    return op
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+PHOTO_ID = {"name": "photo_id", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "The id in the photo's name photos/{id}"}
+PAGE_SIZE = _query("pageSize", {"type": "integer", "minimum": 0}, "Results per page; 0: the service default")
+MIN_SCORE = _query("minScore", {"type": "number", "minimum": -1, "maximum": 1},
+                   "Hits scoring below are left out")
+START = _query("startTime", {"type": "string", "format": "date-time"},
+               "Inclusive lower bound on the time taken (ISO 8601; UTC when no zone)")
+END = _query("endTime", {"type": "string", "format": "date-time"}, "Exclusive upper bound on the time taken")
+FILTER = [START, END, _query("cameraMake", {"type": "string"}, "Case-insensitive exact camera make"),
+          _query("cameraModel", {"type": "string"}, "Case-insensitive exact camera model")]
+
+
+def _multipart(description: str, many: bool) -> dict:
+    file = {"type": "string", "format": "binary"}
+    return {"required": True, "description": description, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "array", "items": file} if many else file}}}}}
+
+
+def _download(variant: str) -> dict:
+    return _op(f"The {variant} bytes, streamed", {
+        "description": "The image, with its sniffed content type and Content-Length",
+        "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}, params=[PHOTO_ID])
+
+
+@lru_cache(maxsize=1)
+def document() -> dict:
+    schemas: dict = {}
+    for message in (ingest_pb2.ListPhotosResponse, ingest_pb2.GetPhotoResponse,
+                    ingest_pb2.DeletePhotoResponse, ingest_pb2.WatchPhotosResponse,
+                    search_pb2.SearchPhotosResponse, search_pb2.FindSimilarResponse,
+                    embed_pb2.GetModelInfoResponse, photo_pb2.Photo):
+        _message_schema(message.DESCRIPTOR, schemas)
+    schemas["Status"] = {
+        "type": "object", "description": "google.rpc.Status, as grpc-gateway renders errors",
+        "required": ["code", "message", "details"],
+        "properties": {
+            "code": {"type": "integer", "description": "gRPC status code"},
+            "message": {"type": "string"},
+            "details": {"type": "array", "items": {
+                "type": "object", "required": ["@type"], "additionalProperties": True,
+                "properties": {"@type": {"type": "string"}}}},
+        }}
+    schemas["UploadResult"] = {
+        "type": "object", "required": ["filename"],
+        "properties": {"filename": {"type": "string"}, "photo": _ref("Photo"),
+                       "duplicate": {"type": "boolean"}, "error": _ref("Status")},
+        "description": "Either photo and duplicate, or error"}
+    schemas["UploadPhotosResponse"] = {"type": "object", "required": ["results"], "properties": {
+        "results": {"type": "array", "items": _ref("UploadResult")}}}
+    schemas["Session"] = {"type": "object", "required": ["apiKey"],
+                          "properties": {"apiKey": {"type": "string"}}}
+    empty = _json({"type": "object"})
+
+    paths = {
+        f"{API}/session": {
+            "post": _op("Checks an API key and keeps it in an HttpOnly cookie for the page", empty,
+                        body={"required": False, "content": {"application/json": {"schema": _ref("Session")}},
+                              "description": "The key; without it the Authorization header's"}),
+            "delete": _op("Forgets the key cookie", empty, public=True),
+        },
+        f"{API}/photos": {
+            "post": _op("Uploads one or more photos", _json(
+                _ref("UploadPhotosResponse"),
+                "At least one file stored; each result says how its file went. When none was, the "
+                "response has the first failure's status and its Status as the body, with results "
+                "beside code, message and details"),
+                params=[{"name": "Idempotency-Key", "in": "header", "required": False,
+                         "schema": {"type": "string"},
+                         "description": "A retry with the same key returns the first results"}],
+                body=_multipart("Images as form fields named file", many=True)),
+            "get": _op("Lists photos, newest first", _json(_ref("ListPhotosResponse")), params=[
+                PAGE_SIZE, _query("pageToken", {"type": "string"}, "nextPageToken of the page before"),
+                _query("status", {"type": "string", "enum": ["uploaded", "indexed", "failed"]},
+                       "Only photos in this status"), START, END]),
+        },
+        f"{API}/photos/{{photo_id}}": {
+            "get": _op("One photo", _json(_ref("GetPhotoResponse")), params=[PHOTO_ID]),
+            "delete": _op("Deletes a photo with its blobs and vector", _json(_ref("DeletePhotoResponse")),
+                          params=[PHOTO_ID]),
+        },
+        f"{API}/photos/{{photo_id}}/original": {"get": _download("original")},
+        f"{API}/photos/{{photo_id}}/thumbnail": {"get": _download("thumbnail")},
+        f"{API}/photos/{{photo_id}}/similar": {
+            "get": _op("Photos that look like this one", _json(_ref("FindSimilarResponse")),
+                       params=[PHOTO_ID, PAGE_SIZE, MIN_SCORE, *FILTER]),
+        },
+        f"{API}/similar": {
+            "post": _op("Photos that look like the posted image", _json(_ref("FindSimilarResponse")),
+                        params=[PAGE_SIZE, MIN_SCORE, *FILTER],
+                        body=_multipart("One image as the form field file", many=False)),
+        },
+        f"{API}/search": {
+            "get": _op("Natural-language search", _json(_ref("SearchPhotosResponse")), params=[
+                {"name": "q", "in": "query", "required": True, "schema": {"type": "string"},
+                 "description": "What to look for"}, PAGE_SIZE, MIN_SCORE, *FILTER]),
+        },
+        f"{API}/events": {
+            "get": _op("Status changes as Server-Sent Events", {
+                "description": "text/event-stream: `event: photo` with a WatchPhotosResponse as data, "
+                               "`event: rpc_error` with a Status when the stream fails, and a comment "
+                               "line every 15 s",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}}, params=[
+                _query("names", {"type": "string"},
+                       "Comma-separated photo names to watch (their current state comes first); "
+                       "default: all of the caller's photos")]),
+        },
+        f"{API}/model": {"get": _op("The embedding model and whether it is ready",
+                                    _json(_ref("GetModelInfoResponse")))},
+        "/healthz": {"get": _op("gRPC health of each service", _json(
+            {"type": "object", "additionalProperties": {
+                "type": "string",
+                "enum": ["SERVING", "NOT_SERVING", "UNKNOWN", "SERVICE_UNKNOWN", "UNREACHABLE"]}},
+            "Every service answered (503 with the same body when one did not)"), public=True)},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Smart Photo Storage gateway", "version": "1.0.0",
+                 "description": "HTTP/JSON over the photos.v1 gRPC services. Field names are the "
+                                 "protos' in lowerCamelCase; errors are google.rpc.Status objects."},
+        "security": [{"bearer": []}, {"cookie": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "api_key",
+                           "description": f"Set by POST {API}/session"},
+            },
+        },
+    }
