@@ -18,7 +18,7 @@ def serve(settings: Settings, port: int) -> GrpcService:
         servicers=[(embed_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedService(model))],
         service_names=[SERVICE_NAME], authenticator=Authenticator(open_metadata(settings)))
     svc.set_serving(SERVICE_NAME, False)
-    svc.on_stop(model.close)
+    svc.on_stop(model.close, after_drain=True)
     model.start_loading(on_ready=lambda: svc.set_serving(SERVICE_NAME, True))
     return svc
 

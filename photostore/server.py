@@ -44,14 +44,24 @@ class GrpcService:
         self.port = port
         self._grace = grace_s
         self._stop_callbacks: list[Callable[[], None]] = []
+        self._after_drain_callbacks: list[Callable[[], None]] = []
         self._stopped = threading.Event()
 
     def set_serving(self, service: str, serving: bool) -> None:
         self.health.set(service, SERVING if serving else NOT_SERVING)
 
-    def on_stop(self, callback: Callable[[], None]) -> None:
-        """Runs at shutdown, after health says NOT_SERVING and before the server drains."""
-        self._stop_callbacks.append(callback)
+    def on_stop(self, callback: Callable[[], None], *, after_drain: bool = False) -> None:
+        """Runs at shutdown, after health says NOT_SERVING: before the server drains in-flight
+        RPCs (to end long streams and background work), or after it (to release what they use)."""
+        (self._after_drain_callbacks if after_drain else self._stop_callbacks).append(callback)
+
+    @staticmethod
+    def _run(callbacks: list[Callable[[], None]]) -> None:
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001 - shutdown goes on regardless
+                log.exception("stop callback failed")
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -59,12 +69,9 @@ class GrpcService:
         self._stopped.set()
         log.info("shutting down (grace %.0fs)", self._grace)
         self.health.enter_graceful_shutdown()
-        for cb in self._stop_callbacks:
-            try:
-                cb()
-            except Exception:  # noqa: BLE001 - shutdown goes on regardless
-                log.exception("stop callback failed")
+        self._run(self._stop_callbacks)
         self.server.stop(self._grace).wait()
+        self._run(self._after_drain_callbacks)
 
     def wait(self) -> None:
         """Blocks until SIGTERM/SIGINT (main thread) or stop(), then stops gracefully."""

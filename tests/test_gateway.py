@@ -17,13 +17,13 @@ from embed_svc.worker import GROUP as WORKER_GROUP
 from embed_svc.worker import EmbedWorker
 from gateway import create_app, errors, openapi
 from ingest_svc.server import serve as serve_ingest
-from photos.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2_grpc, search_pb2, search_pb2_grpc
-from photostore.auth import Authenticator, hash_key, new_api_key, service_api_key
+from photos.v1 import embed_pb2, embed_pb2_grpc, search_pb2
+from photostore.auth import hash_key, new_api_key, service_api_key
 from photostore.backends import open_blobs, open_events, open_metadata, open_vectors
 from photostore.backends.base import TOPIC_PHOTO_UPLOADED
-from photostore.server import make_channel, start_server
+from photostore.server import make_channel
 from photostore.settings import Settings
-from search_svc.service import SearchService
+from search_svc.server import serve as serve_search
 from tests.tinyclip import write_tiny_checkpoint
 
 API = "/api/v1"
@@ -41,17 +41,6 @@ GRPC_GATEWAY_STATUS = {
 }
 
 
-def start_search(settings: Settings):
-    """SearchService wired as search_svc's main does it, on a free port."""
-    channels = [make_channel(settings.target("embed")), make_channel(settings.target("ingest"))]
-    service = SearchService(open_vectors(settings), embed_pb2_grpc.EmbedServiceStub(channels[0]),
-                            ingest_pb2_grpc.IngestServiceStub(channels[1]))
-    svc = start_server(settings=settings, port=0,
-                       servicers=[(search_pb2_grpc.add_SearchServiceServicer_to_server, service)],
-                       service_names=[SEARCH_SERVICE], authenticator=Authenticator(open_metadata(settings)))
-    return svc, channels
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """Real ingest, embed (tiny random-weight CLIP) and search services; yields gateway settings."""
@@ -65,13 +54,11 @@ def stack(tmp_path_factory):
     embed = serve_embed(settings, 0)
     settings = settings.model_copy(update={"ingest_target": f"127.0.0.1:{ingest.port}",
                                            "embed_target": f"127.0.0.1:{embed.port}"})
-    search, search_channels = start_search(settings)
+    search = serve_search(settings, 0)
     settings = settings.model_copy(update={"search_target": f"127.0.0.1:{search.port}"})
     yield settings
     for svc in (search, embed, ingest):
         svc.stop()
-    for channel in search_channels:
-        channel.close()
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,12 @@ from PIL import Image
 
 from embed_svc.server import serve as serve_embed
 from ingest_svc.server import serve as serve_ingest
-from photos.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2_grpc, search_pb2, search_pb2_grpc
-from photostore.auth import Authenticator, bearer_metadata, hash_key, new_api_key
+from photos.v1 import embed_pb2, embed_pb2_grpc, search_pb2, search_pb2_grpc
+from photostore.auth import bearer_metadata, hash_key, new_api_key
 from photostore.backends import open_metadata, open_vectors
 from photostore.backends.base import STATUS_INDEXED, PhotoRecord, VectorObject, utcnow
-from photostore.server import GrpcService, start_server
-from search_svc.server import SERVICE_NAME
-from search_svc.service import SearchService
+from photostore.server import GrpcService
+from search_svc.server import serve as serve_search
 from tests.tinyclip import TINY_EMBED_DIM, tiny_settings, write_tiny_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,14 +103,9 @@ def wait_until_ready(embed: embed_pb2_grpc.EmbedServiceStub, auth) -> embed_pb2.
     return info
 
 
-def start_search(settings, embed_port: int, ingest_port: int) -> tuple[GrpcService, list[grpc.Channel]]:
-    channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in (embed_port, ingest_port)]
-    service = SearchService(open_vectors(settings), embed_pb2_grpc.EmbedServiceStub(channels[0]),
-                            ingest_pb2_grpc.IngestServiceStub(channels[1]))
-    server = start_server(settings=settings, port=0,
-                          servicers=[(search_pb2_grpc.add_SearchServiceServicer_to_server, service)],
-                          service_names=[SERVICE_NAME], authenticator=Authenticator(open_metadata(settings)))
-    return server, channels
+def start_search(settings, embed_port: int, ingest_port: int) -> GrpcService:
+    return serve_search(settings.model_copy(update={"embed_target": f"127.0.0.1:{embed_port}",
+                                                    "ingest_target": f"127.0.0.1:{ingest_port}"}), 0)
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +125,8 @@ def stack(tiny, tmp_path_factory):
 
     embed_server = serve_embed(settings, port=0)
     ingest_server = serve_ingest(settings, port=0)
-    search_server, channels = start_search(settings, embed_server.port, ingest_server.port)
-    channels += [grpc.insecure_channel(f"127.0.0.1:{search_server.port}"),
+    search_server = start_search(settings, embed_server.port, ingest_server.port)
+    channels = [grpc.insecure_channel(f"127.0.0.1:{search_server.port}"),
                  grpc.insecure_channel(f"127.0.0.1:{embed_server.port}")]
     embed = embed_pb2_grpc.EmbedServiceStub(channels[-1])
     model = wait_until_ready(embed, keys["alice"]).model
@@ -340,8 +334,8 @@ def test_model_not_ready_is_passed_on_as_unavailable(stack, tiny, tmp_path):
     metadata.create_user("carol", hash_key(key))
     embed_server = serve_embed(settings, port=0)
     ingest_server = serve_ingest(settings, port=0)
-    search_server, channels = start_search(settings, embed_server.port, ingest_server.port)
-    channels.append(grpc.insecure_channel(f"127.0.0.1:{search_server.port}"))
+    search_server = start_search(settings, embed_server.port, ingest_server.port)
+    channels = [grpc.insecure_channel(f"127.0.0.1:{search_server.port}")]
     try:
         stub = search_pb2_grpc.SearchServiceStub(channels[-1])
         err = rpc_error(stub.SearchPhotos, search_pb2.SearchPhotosRequest(query=QUERY),
