@@ -201,3 +201,12 @@ def test_vector_upsert_is_idempotent_and_delete_propagates(tmp_path):
     # A fresh process rebuilds the same index from disk.
     fresh = SqliteVectorStore(tmp_path / "v.db")
     assert [h[0] for h in fresh.search(unit([0, 1, 0]), "m", VectorFilter("u"), 5)] == ["a"]
+
+
+def test_bulk_load_of_new_photos(tmp_path):
+    store = SqliteMetadataStore(tmp_path / "m.db")
+    base = dt.datetime(2024, 5, 1, tzinfo=UTC)
+    store.insert_new_photos([record(f"b{i}", taken=base + dt.timedelta(hours=i)) for i in range(3)])
+    page = store.list_photos("u1")
+    assert [r.id for r in page.records] == ["b2", "b1", "b0"] and page.total == 3
+    assert page.records[0].taken_at == base + dt.timedelta(hours=2)

@@ -55,6 +55,17 @@ def _record(row: sqlite3.Row) -> PhotoRecord:
     return PhotoRecord(**values)
 
 
+def _row(record: PhotoRecord) -> tuple:
+    values = dataclasses.asdict(record)
+    for name in _TIME_FIELDS:
+        values[name] = _epoch(values[name])
+    return (*values.values(), _epoch(record.sort_time))
+
+
+_INSERT_PHOTO = (f"INSERT INTO photos ({', '.join(_FIELDS)}, sort_time)"
+                 f" VALUES ({', '.join('?' * (len(_FIELDS) + 1))})")
+
+
 def _encode_cursor(sort_time: float, photo_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([sort_time, photo_id]).encode()).decode()
 
@@ -118,18 +129,17 @@ class SqliteMetadataStore(MetadataStore):
                 existing = self._one(conn, "SELECT * FROM photos WHERE owner = ? AND sha256 = ?",
                                      (record.owner, record.sha256))
             if existing is None:
-                values = dataclasses.asdict(record)
-                for name in _TIME_FIELDS:
-                    values[name] = _epoch(values[name])
-                values["sort_time"] = _epoch(record.sort_time)
-                columns = ", ".join(values)
-                conn.execute(f"INSERT INTO photos ({columns}) VALUES ({', '.join('?' * len(values))})",
-                             tuple(values.values()))
+                conn.execute(_INSERT_PHOTO, _row(record))
             stored = existing or record
             if request_id:
                 conn.execute("INSERT OR IGNORE INTO upload_requests VALUES (?, ?, ?)",
                              (record.owner, request_id, stored.id))
         return stored, existing is None
+
+    def insert_new_photos(self, records: Sequence[PhotoRecord]) -> None:
+        """Bulk load of records known to be new, in one transaction (benchmarks, migrations)."""
+        with self.db.transaction() as conn:
+            conn.executemany(_INSERT_PHOTO, [_row(r) for r in records])
 
     def photo_by_request(self, owner: str, request_id: str) -> PhotoRecord | None:
         return self._one(self.db.connection(),
