@@ -13,6 +13,7 @@ const STATUS_LABELS = {
 const $ = (id) => document.getElementById(id);
 const libraryCards = new Map(); // photo name -> card element in the library grid
 let nextPageToken = "";
+let libraryTotal = 0; // photos the server counts, kept current as photos come and go
 let events = null;
 
 class ApiError extends Error {
@@ -99,12 +100,19 @@ function addToLibrary(photo, { prepend = false } = {}) {
   }
   const card = photoCard(photo);
   libraryCards.set(photo.name, card);
-  if (prepend) $("photos").prepend(card);
-  else $("photos").append(card);
+  if (prepend) {
+    $("photos").prepend(card);
+    showTotal(libraryTotal + 1); // a new photo, not one of a listed page
+  } else $("photos").append(card);
+}
+
+function showTotal(total) {
+  libraryTotal = total;
+  $("total").textContent = `(${total})`;
 }
 
 function removeEverywhere(name) {
-  libraryCards.delete(name);
+  if (libraryCards.delete(name)) showTotal(Math.max(0, libraryTotal - 1));
   for (const card of document.querySelectorAll(".card")) {
     if (card.dataset.name === name) card.remove();
   }
@@ -117,7 +125,7 @@ async function loadPhotos(pageToken = "") {
   page.photos.forEach((photo) => addToLibrary(photo));
   nextPageToken = page.nextPageToken;
   $("more").hidden = !nextPageToken;
-  $("total").textContent = `(${page.totalSize})`;
+  showTotal(page.totalSize);
 }
 
 async function deletePhoto(photo) {
@@ -146,7 +154,7 @@ async function upload(event) {
       if (result.error) {
         return el("li", { class: "error" }, `${result.filename}: rejected, ${reasonOf(result.error)}`);
       }
-      addToLibrary(result.photo, { prepend: true });
+      if (!result.duplicate) addToLibrary(result.photo, { prepend: true });
       return result.duplicate
         ? el("li", { class: "duplicate" }, `${result.filename}: already stored as ${result.photo.filename}`)
         : el("li", { class: "ok" }, `${result.filename}: stored`);
