@@ -7,7 +7,6 @@ JSON google.rpc.Status with the HTTP status grpc-gateway would give. The caller'
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from gateway import errors, openapi
 from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
                        search_pb2_grpc)
+from photostore import uploads
 from photostore.auth import api_key_from_metadata, bearer_metadata
 from photostore.convert import photo_id_from_name, photo_name
 from photostore.errors import ServiceError, invalid, too_large
@@ -171,18 +171,15 @@ def single_file(field: str = "file") -> FileStorage:
 
 def upload_requests(upload: FileStorage, request_id: str, chunk_bytes: int
                     ) -> Iterator[ingest_pb2.UploadPhotoRequest]:
-    """UploadMetadata, then the file in chunks, read from werkzeug's spooled copy twice:
-    once to hash it, once to send it, never holding it whole in memory."""
+    """The upload stream of a form file, read from werkzeug's spooled copy twice:
+    once to hash it, once to send it."""
     stream = upload.stream
     stream.seek(0)
-    sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
-    size = stream.tell()
+    sha256, size = uploads.digest(stream)
     stream.seek(0)
-    yield ingest_pb2.UploadPhotoRequest(metadata=ingest_pb2.UploadMetadata(
-        filename=upload.filename or "", content_type=upload.mimetype or "",
-        size_bytes=size, sha256=sha256, request_id=request_id))
-    while chunk := stream.read(chunk_bytes):
-        yield ingest_pb2.UploadPhotoRequest(chunk=chunk)
+    return uploads.upload_requests(stream, filename=upload.filename or "",
+                                   content_type=upload.mimetype or "", size=size, sha256=sha256,
+                                   request_id=request_id, chunk_bytes=chunk_bytes)
 
 
 def sse_event(event: str, data: dict) -> str:

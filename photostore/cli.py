@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import hashlib
 import mimetypes
 import os
 import signal
@@ -30,13 +29,13 @@ from tqdm import tqdm
 from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
                        search_pb2_grpc)
 from photostore.auth import bearer_metadata, hash_key, new_api_key, service_api_key
+from photostore import uploads
 from photostore.backends import open_metadata
 from photostore.server import make_channel
 from photostore.settings import Settings, get_settings
 
 API_KEY_ENV = "PHOTOSTORE_API_KEY"
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif"}
-UPLOAD_CHUNK_BYTES = 1024 * 1024
 # Upload failures that mean "this file is not acceptable", not "something went wrong".
 REJECTION_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
 DONE_STATUSES = {photo_pb2.PHOTO_STATUS_INDEXED, photo_pb2.PHOTO_STATUS_FAILED}
@@ -112,13 +111,8 @@ def find_images(folder: Path, recursive: bool) -> list[Path]:
 
 
 def file_digest(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as f:
-        while chunk := f.read(UPLOAD_CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+        return uploads.digest(f)
 
 
 def upload_request_id(path: Path, sha256: str) -> str:
@@ -127,12 +121,10 @@ def upload_request_id(path: Path, sha256: str) -> str:
 
 
 def _upload_messages(path: Path, sha256: str, size: int) -> Iterator[ingest_pb2.UploadPhotoRequest]:
-    yield ingest_pb2.UploadPhotoRequest(metadata=ingest_pb2.UploadMetadata(
-        filename=path.name, content_type=mimetypes.guess_type(path.name)[0] or "",
-        size_bytes=size, sha256=sha256, request_id=upload_request_id(path, sha256)))
     with path.open("rb") as f:
-        while chunk := f.read(UPLOAD_CHUNK_BYTES):
-            yield ingest_pb2.UploadPhotoRequest(chunk=chunk)
+        yield from uploads.upload_requests(
+            f, filename=path.name, content_type=mimetypes.guess_type(path.name)[0] or "",
+            size=size, sha256=sha256, request_id=upload_request_id(path, sha256))
 
 
 def _is_unavailable(err: BaseException) -> bool:

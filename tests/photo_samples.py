@@ -11,7 +11,9 @@ import sklearn.datasets
 from PIL import Image
 
 from photos.v1 import ingest_pb2
+from photostore import uploads
 from photostore.auth import bearer_metadata
+from photostore.uploads import CHUNK_BYTES
 
 SKIMAGE_DIR = Path(skimage.__file__).parent / "data"
 SKLEARN_DIR = Path(sklearn.datasets.__file__).parent / "images"
@@ -21,7 +23,6 @@ SAMPLE_FILES = [
         "hubble_deep_field.jpg", "moon.png", "motorcycle_left.png", "page.png", "rocket.jpg",
         "text.png", "brick.png", "grass.png", "retina.jpg", "ihc.png", "logo.png", "clock_motion.png")
 ] + [SKLEARN_DIR / "china.jpg", SKLEARN_DIR / "flower.jpg"]
-CHUNK = 1024 * 1024
 
 
 def sample_photos() -> dict[str, bytes]:
@@ -37,14 +38,13 @@ def jpeg_bytes(size=(64, 48), color=(200, 30, 30)) -> bytes:
 
 def upload_requests(data: bytes, filename: str, *, sha256: str | None = None,
                     size: int | None = None, request_id: str | None = None,
-                    content_type: str = "image/jpeg", chunk: int = CHUNK):
-    yield ingest_pb2.UploadPhotoRequest(metadata=ingest_pb2.UploadMetadata(
-        filename=filename, content_type=content_type,
-        size_bytes=len(data) if size is None else size,
+                    content_type: str = "image/jpeg", chunk: int = CHUNK_BYTES):
+    """The upload stream of `data`; size and sha256 may be set wrong on purpose."""
+    return uploads.upload_requests(
+        io.BytesIO(data), filename=filename, content_type=content_type,
+        size=len(data) if size is None else size,
         sha256=hashlib.sha256(data).hexdigest() if sha256 is None else sha256,
-        request_id=request_id or uuid.uuid4().hex))
-    for start in range(0, len(data), chunk):
-        yield ingest_pb2.UploadPhotoRequest(chunk=data[start:start + chunk])
+        request_id=request_id or uuid.uuid4().hex, chunk_bytes=chunk)
 
 
 def upload(stub, key: str, data: bytes, filename: str, **kwargs) -> ingest_pb2.UploadPhotoResponse:

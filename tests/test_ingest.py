@@ -38,6 +38,7 @@ from photostore.backends.base import (
     VectorStore,
     utcnow,
 )
+from photostore import uploads
 from photostore.server import GrpcService
 from photostore.settings import MIB, Settings
 
@@ -144,11 +145,10 @@ class Ingest:
 
 def upload_requests(data: bytes, *, filename="photo.jpg", size=None, checksum=None, request_id="",
                     chunk=UPLOAD_CHUNK):
-    yield ingest_pb2.UploadPhotoRequest(metadata=ingest_pb2.UploadMetadata(
-        filename=filename, content_type="image/jpeg", size_bytes=len(data) if size is None else size,
-        sha256=checksum or sha256(data), request_id=request_id))
-    for start in range(0, len(data), chunk):
-        yield ingest_pb2.UploadPhotoRequest(chunk=data[start:start + chunk])
+    return uploads.upload_requests(
+        io.BytesIO(data), filename=filename, content_type="image/jpeg",
+        size=len(data) if size is None else size, sha256=checksum or sha256(data),
+        request_id=request_id, chunk_bytes=chunk)
 
 
 def make_settings(data_dir) -> Settings:
