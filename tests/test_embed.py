@@ -11,10 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
-import open_clip
 import pytest
 import skimage.data
-import torch
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -28,7 +26,7 @@ from photostore.auth import bearer_metadata, hash_key, new_api_key
 from photostore.backends import open_metadata
 from photostore.server import GrpcService
 from photostore.settings import Settings
-from tests.tinyclip import TINY_EMBED_DIM, TinyClip, tiny_settings, write_tiny_checkpoint
+from tests.tinyclip import TINY_EMBED_DIM, ReferenceClip, TinyClip, tiny_settings, write_tiny_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -133,25 +131,7 @@ def tiny(tmp_path_factory) -> TinyClip:
 
 @pytest.fixture(scope="module")
 def reference(tiny):
-    """The same checkpoint loaded by open_clip directly: what the service must reproduce."""
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        tiny.model_name, pretrained=str(tiny.checkpoint_path))
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(tiny.model_name)
-
-    class Reference:
-        @staticmethod
-        @torch.no_grad()
-        def images(images: list[Image.Image]) -> np.ndarray:
-            batch = torch.stack([preprocess(im.convert("RGB")) for im in images])
-            return torch.nn.functional.normalize(model.encode_image(batch), dim=-1).numpy()
-
-        @staticmethod
-        @torch.no_grad()
-        def texts(texts: list[str]) -> np.ndarray:
-            return torch.nn.functional.normalize(model.encode_text(tokenizer(texts)), dim=-1).numpy()
-
-    return Reference
+    return ReferenceClip(tiny)
 
 
 @pytest.fixture(scope="module")

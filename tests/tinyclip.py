@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import torch
 
@@ -48,3 +49,23 @@ def tiny_settings(tiny: TinyClip, data_dir: Path, **overrides) -> Settings:
                   grpc_max_workers=8, model_name=tiny.model_name, model_config_dir=tiny.config_dir,
                   model_pretrained=str(tiny.checkpoint_path), model_retry_seconds=0.5, torch_threads=1)
     return Settings(**{**values, **overrides})
+
+
+class ReferenceClip:
+    """A checkpoint loaded by open_clip directly: the vectors the services must reproduce."""
+
+    def __init__(self, tiny: TinyClip):
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+            tiny.model_name, pretrained=str(tiny.checkpoint_path))
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(tiny.model_name)
+
+    @torch.no_grad()
+    def images(self, images: list) -> np.ndarray:
+        """L2-normalised vectors of PIL images (orientation already applied)."""
+        batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images])
+        return torch.nn.functional.normalize(self.model.encode_image(batch), dim=-1).numpy()
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> np.ndarray:
+        return torch.nn.functional.normalize(self.model.encode_text(self.tokenizer(texts)), dim=-1).numpy()

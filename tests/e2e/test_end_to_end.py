@@ -12,10 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
-import numpy as np
-import open_clip
 import pytest
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from PIL import Image, ImageOps
@@ -23,6 +20,7 @@ from PIL import Image, ImageOps
 from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
 from photostore.auth import bearer_metadata
 from tests.photo_samples import jpeg_bytes, sample_photos, upload, upload_requests
+from tests.tinyclip import ReferenceClip
 
 INDEX_TIMEOUT_S = 240
 
@@ -101,28 +99,8 @@ def test_uploads_wait_for_weights_then_get_indexed(stack, state, tiny_clip):
 
 
 @pytest.fixture(scope="module")
-def clip_math(tiny_clip):
-    """The same checkpoint loaded straight through open_clip, for reference rankings."""
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        tiny_clip.model_name, pretrained=str(tiny_clip.checkpoint_path))
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(tiny_clip.model_name)
-
-    def image_vectors(photos: dict[str, bytes]) -> dict[str, np.ndarray]:
-        out = {}
-        with torch.inference_mode():
-            for name, data in photos.items():
-                img = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
-                v = model.encode_image(preprocess(img).unsqueeze(0))[0]
-                out[name] = (v / v.norm()).numpy()
-        return out
-
-    def text_vector(text: str) -> np.ndarray:
-        with torch.inference_mode():
-            v = model.encode_text(tokenizer([text]))[0]
-        return (v / v.norm()).numpy()
-
-    return image_vectors, text_vector
+def reference(tiny_clip):
+    return ReferenceClip(tiny_clip)
 
 
 def assert_same_ranking(hits, expected: list[tuple[str, float]]):
@@ -136,11 +114,12 @@ def assert_same_ranking(hits, expected: list[tuple[str, float]]):
 
 
 @pytest.mark.parametrize("query", ["a cat", "an astronaut", "a cup of coffee", "a rocket"])
-def test_search_ranking_equals_open_clip_math(stack, state, clip_math, query):
-    image_vectors, text_vector = clip_math
+def test_search_ranking_equals_open_clip_math(stack, state, reference, query):
     if "vectors" not in state:
-        state["vectors"] = {state["names"][f]: v for f, v in image_vectors(state["photos"]).items()}
-    q = text_vector(query)
+        files = list(state["photos"])
+        images = [ImageOps.exif_transpose(Image.open(io.BytesIO(state["photos"][f]))) for f in files]
+        state["vectors"] = dict(zip((state["names"][f] for f in files), reference.images(images)))
+    q = reference.texts([query])[0]
     expected = sorted(((name, float(v @ q)) for name, v in state["vectors"].items()),
                       key=lambda item: -item[1])[:10]
     resp = stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query=query, page_size=10),
