@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import os
 import secrets
 import threading
 import time
@@ -135,15 +136,16 @@ def service_api_key(settings, store: MetadataStore) -> str:
         if path.exists():
             key = path.read_text().strip()
         else:
-            key = new_api_key()
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(key)
+            tmp = path.with_suffix(f".tmp-{os.getpid()}")
+            tmp.write_text(new_api_key())
             tmp.chmod(0o600)
             try:
-                tmp.rename(path) if not path.exists() else tmp.unlink()
-            except FileNotFoundError:
+                os.link(tmp, path)  # atomic: the first process to get here sets the key
+            except FileExistsError:
                 pass
+            finally:
+                tmp.unlink()
             key = path.read_text().strip()
     if store.user_by_key_hash(hash_key(key)) is None:
         user = store.user_by_name(SERVICE_USER)
