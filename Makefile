@@ -7,6 +7,8 @@ BUF := tools/node_modules/.bin/buf
 # never swaps torch out from under open-clip.
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check
 
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: install up test lint-proto check-generated breaking-proto gen bench
 
 install: $(VENV)/.installed $(BUF)
@@ -20,6 +22,11 @@ $(VENV)/.installed: pyproject.toml
 $(BUF): tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund
 	touch $@
+
+# Browser tests drive Debian's Chromium through playwright-core (tools/).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "the browser tests need Chromium: sudo apt-get install chromium"; exit 1; fi
 
 gen: install
 	scripts/gen_proto.sh
@@ -41,7 +48,7 @@ breaking-proto: install
 	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
 	  $(BUF) breaking --against '.git#ref=HEAD~1'; else echo "no earlier commit with buf.yaml"; fi
 
-test: install lint-proto check-generated breaking-proto
+test: install $(CHROMIUM) lint-proto check-generated breaking-proto
 	$(VENV)/bin/pytest -ra
 
 bench: install
