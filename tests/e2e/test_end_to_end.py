@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
 from photostore.auth import bearer_metadata
+from tests.stack import wait_serving
 from tests.photo_samples import jpeg_bytes, sample_photos, upload, upload_requests
 from tests.tinyclip import ReferenceClip
 
@@ -287,7 +288,6 @@ def test_killed_ingest_restarts_with_everything(stack, state):
     before = list_all(stack, alice)
     stack.stop("ingest", sig=signal.SIGKILL)
     stack.start("ingest")
-    from tests.e2e.conftest import wait_serving
     wait_serving(stack.target("ingest"))
     after = list_all(stack, alice)
     assert [p.name for p in after.photos] == [p.name for p in before.photos]

@@ -1,0 +1,141 @@
+"""The real service processes on free ports, as `photostore up` runs them."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from photos.v1 import embed_pb2_grpc, ingest_pb2_grpc, search_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = {
+    "ingest": ["-m", "ingest_svc"],
+    "embed": ["-m", "embed_svc"],
+    "worker": ["-m", "embed_svc.worker"],
+    "search": ["-m", "search_svc"],
+    "gateway": ["-m", "gateway"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(target: str, service: str = "", timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status \
+                        == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{target} {service!r} not SERVING after {timeout}s")
+            time.sleep(0.2)
+
+
+class Stack:
+    """The embedded default, one process per service, as `photostore up` runs it."""
+
+    def __init__(self, workdir: Path, checkpoint_path: Path, tiny):
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.tiny = tiny
+        self.checkpoint_path = checkpoint_path
+        ports = {name: free_port() for name in ("ingest", "embed", "search", "gateway")}
+        self.ports = ports
+        self.env = {
+            **os.environ,
+            "PHOTOSTORE_DATA_DIR": str(self.data_dir),
+            "PHOTOSTORE_INGEST_PORT": str(ports["ingest"]),
+            "PHOTOSTORE_EMBED_PORT": str(ports["embed"]),
+            "PHOTOSTORE_SEARCH_PORT": str(ports["search"]),
+            "PHOTOSTORE_GATEWAY_PORT": str(ports["gateway"]),
+            "PHOTOSTORE_MODEL_NAME": tiny.model_name,
+            "PHOTOSTORE_MODEL_CONFIG_DIR": str(tiny.config_dir),
+            "PHOTOSTORE_MODEL_PRETRAINED": str(checkpoint_path),
+            "PHOTOSTORE_MODEL_RETRY_SECONDS": "0.5",
+            "PHOTOSTORE_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
+            "PHOTOSTORE_WORKER_BACKOFF_SECONDS": "0.1",
+            "PHOTOSTORE_WORKER_BACKOFF_MAX_SECONDS": "0.5",
+            "PHOTOSTORE_TORCH_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.channels: dict[str, grpc.Channel] = {}
+
+    def target(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def start(self, name: str) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen([sys.executable, *SERVICES[name]], cwd=ROOT,
+                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_all(self) -> None:
+        for name in SERVICES:
+            self.start(name)
+        for name in ("ingest", "embed", "search"):
+            wait_serving(self.target(name))
+
+    def stop(self, name: str, sig=signal.SIGTERM, timeout: float = 30) -> int:
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        return proc.wait(timeout)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            try:
+                self.stop(name)
+            except subprocess.TimeoutExpired:
+                self.procs.get(name, None) and self.procs[name].kill()
+        for channel in self.channels.values():
+            channel.close()
+
+    def channel(self, service: str) -> grpc.Channel:
+        if service not in self.channels:
+            self.channels[service] = grpc.insecure_channel(self.target(service))
+        return self.channels[service]
+
+    @property
+    def ingest(self):
+        return ingest_pb2_grpc.IngestServiceStub(self.channel("ingest"))
+
+    @property
+    def search(self):
+        return search_pb2_grpc.SearchServiceStub(self.channel("search"))
+
+    @property
+    def embed(self):
+        return embed_pb2_grpc.EmbedServiceStub(self.channel("embed"))
+
+    def add_user(self, name: str) -> str:
+        out = subprocess.run([str(Path(sys.executable).parent / "photostore"), "users", "add", name],
+                             cwd=ROOT, env=self.env, capture_output=True, text=True, check=True)
+        key = re.search(r"psk_[A-Za-z0-9_-]+", out.stdout)
+        assert key, out.stdout
+        return key.group(0)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+                         for p in sorted(self.workdir.glob("*.log")))
+
+    def install_checkpoint(self, source: Path) -> None:
+        """The weights 'arrive': copy them to where the embed service looks."""
+        tmp = self.checkpoint_path.with_suffix(".partial")
+        shutil.copy(source, tmp)
+        tmp.rename(self.checkpoint_path)
