@@ -1,278 +1,281 @@
-// Plain page over the gateway's JSON API. The key lives in sessionStorage (for fetch headers)
-// and in an HttpOnly cookie set by POST /api/v1/session (for <img> and EventSource).
-"use strict";
+// Entry point: sign-in, the live event stream, hash routing and keyboard shortcuts.
+//   #/photos        timeline            #/search?q=...   search results
+//   #/photos/<id>   viewer over whichever of the two was shown last
+import { API, api, CODE, forgetKey, setSessionExpiredHandler, storedKey, storeKey } from "./api.js";
+import { $, toast } from "./dom.js";
+import { forgetAllPhotos, forgetPhoto, onPhotoChange, rememberPhoto, statusOf } from "./photos.js";
+import { clearSearch, searchHash, searchResultNames, showSearch } from "./search.js";
+import { startTimeline, stopTimeline, timelineNames } from "./timeline.js";
+import { initUploads, photosBeingIndexed, resetUploads } from "./upload.js";
+import { hideViewer, initViewer, showPhoto } from "./viewer.js";
 
-const API = "/api/v1";
-const KEY_STORAGE = "photostore.apiKey";
-const STATUS_LABELS = {
-  PHOTO_STATUS_UPLOADED: ["uploaded", "Indexing…"],
-  PHOTO_STATUS_INDEXED: ["indexed", "Indexed"],
-  PHOTO_STATUS_FAILED: ["failed", "Failed"],
-};
+const RECONNECT_MS = 5000;
+const MODEL_POLL_MS = 3000;
+const PHOTO_ROUTE = /^#\/photos\/([^/?#]+)$/;
 
-const $ = (id) => document.getElementById(id);
-const libraryCards = new Map(); // photo name -> card element in the library grid
-let nextPageToken = "";
-let libraryTotal = 0; // photos the server counts, kept current as photos come and go
+let baseHash = "#/photos"; // the view under the viewer
+let leavingViewer = false; // a history.go back to that view is on its way
+let shownBase = "";
 let events = null;
+let everConnected = false;
+let reconnectTimer = 0;
+let modelTimer = 0;
 
-class ApiError extends Error {
-  constructor(status, body) {
-    super(body && body.message ? body.message : `HTTP ${status}`);
-    this.status = status;
-    this.body = body;
+// Routing
+
+const isPhotoHash = (hash) => PHOTO_ROUTE.test(hash);
+const viewerDepth = () => (history.state && history.state.viewerDepth) || 0;
+
+function showBase(hash) {
+  if (hash === shownBase) return;
+  shownBase = hash;
+  const search = hash.startsWith("#/search");
+  $("timeline-view").hidden = search;
+  $("search-view").hidden = !search;
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    if (link.dataset.nav === (search ? "search" : "photos")) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (search) showSearch(new URLSearchParams(hash.split("?")[1] || ""));
+  else {
+    clearSearch();
+    $("search-input").value = "";
   }
 }
 
-async function api(path, options = {}) {
-  const headers = new Headers(options.headers || {});
-  const key = sessionStorage.getItem(KEY_STORAGE);
-  if (key) headers.set("Authorization", `Bearer ${key}`);
-  const response = await fetch(API + path, { ...options, headers });
-  const body = await response.json().catch(() => null);
-  if (!response.ok && !(body && body.results)) throw new ApiError(response.status, body);
-  return body;
-}
-
-function notify(message) {
-  $("notice").textContent = message;
-}
-
-function reasonOf(status) {
-  // The first ErrorInfo reason or field violation, as a hint next to the message.
-  const details = (status && status.details) || [];
-  const violation = details.flatMap((d) => d.fieldViolations || [])[0];
-  const info = details.find((d) => d.reason);
-  if (violation && violation.field) return `${status.message} (${violation.field})`;
-  return info ? `${status.message} [${info.reason}]` : (status && status.message) || "failed";
-}
-
-function photoId(name) {
-  return name.slice("photos/".length);
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  node.append(...children);
-  return node;
-}
-
-function setStatus(badge, photo) {
-  const [cls, label] = STATUS_LABELS[photo.status] || ["", photo.status || ""];
-  badge.className = `status ${cls}`;
-  badge.textContent = photo.statusReason ? `${label}: ${photo.statusReason}` : label;
-}
-
-function photoCard(photo, score) {
-  const filename = photo.filename || photo.name;
-  const badge = el("span", { class: "status" });
-  setStatus(badge, photo);
-  const card = el("li", { class: "card", "data-name": photo.name },
-    el("a", { href: `${API}/photos/${photoId(photo.name)}/original`, target: "_blank", rel: "noopener" },
-      el("img", { src: `${API}/photos/${photoId(photo.name)}/thumbnail`, alt: filename, loading: "lazy" })),
-    el("span", { class: "name" }, filename),
-    badge,
-  );
-  if (score !== undefined) {
-    card.append(el("span", { class: "score" }, `score ${score.toFixed(3)}`));
-  }
-  card.append(el("div", { class: "actions" },
-    el("button", { type: "button", "aria-label": `Find photos similar to ${filename}`,
-                   onclick: () => showSimilar(photo) }, "Similar"),
-    el("button", { type: "button", "aria-label": `Delete ${filename}`,
-                   onclick: () => deletePhoto(photo) }, "Delete"),
-  ));
-  return card;
-}
-
-// Library
-
-function addToLibrary(photo, { prepend = false } = {}) {
-  const existing = libraryCards.get(photo.name);
-  if (existing) {
-    setStatus(existing.querySelector(".status"), photo);
+function route() {
+  leavingViewer = false;
+  if (!storedKey()) return;
+  const hash = location.hash || "#/photos";
+  const photo = hash.match(PHOTO_ROUTE);
+  if (photo) {
+    showBase(baseHash);
+    showPhoto(`photos/${decodeURIComponent(photo[1])}`);
     return;
   }
-  const card = photoCard(photo);
-  libraryCards.set(photo.name, card);
-  if (prepend) {
-    $("photos").prepend(card);
-    showTotal(libraryTotal + 1); // a new photo, not one of a listed page
-  } else $("photos").append(card);
+  hideViewer();
+  baseHash = hash.startsWith("#/search") ? hash : "#/photos";
+  showBase(baseHash);
 }
 
-function showTotal(total) {
-  libraryTotal = total;
-  $("total").textContent = `(${total})`;
+/** Opens a photo as a new history entry, so Back closes the viewer again. */
+function openPhoto(hash) {
+  if (hash === location.hash) return;
+  const depth = isPhotoHash(location.hash) ? viewerDepth() : 0;
+  history.pushState({ viewerDepth: depth + 1 }, "", hash);
+  route();
 }
 
-function removeEverywhere(name) {
-  if (libraryCards.delete(name)) showTotal(Math.max(0, libraryTotal - 1));
-  for (const card of document.querySelectorAll(".card")) {
-    if (card.dataset.name === name) card.remove();
+/** Back to the view under the viewer, past every photo opened on the way. */
+function closeViewer() {
+  if (!isPhotoHash(location.hash) || leavingViewer) return;
+  const depth = viewerDepth();
+  if (depth > 0) {
+    leavingViewer = true;
+    history.go(-depth);
+  } else {
+    history.replaceState(null, "", baseHash);
+    route();
   }
 }
 
-async function loadPhotos(pageToken = "") {
-  const params = new URLSearchParams({ pageSize: "60" });
-  if (pageToken) params.set("pageToken", pageToken);
-  const page = await api(`/photos?${params}`);
-  page.photos.forEach((photo) => addToLibrary(photo));
-  nextPageToken = page.nextPageToken;
-  $("more").hidden = !nextPageToken;
-  showTotal(page.totalSize);
+function neighbour(name, offset) {
+  const names = baseHash.startsWith("#/search") ? searchResultNames() : timelineNames();
+  const index = names.indexOf(name);
+  return index < 0 ? "" : names[index + offset] || "";
 }
 
-async function deletePhoto(photo) {
-  if (!confirm(`Delete ${photo.filename || photo.name}?`)) return;
-  try {
-    await api(`/photos/${photoId(photo.name)}`, { method: "DELETE" });
-    removeEverywhere(photo.name);
-    notify(`Deleted ${photo.filename || photo.name}.`);
-  } catch (err) {
-    notify(`Could not delete: ${err.message}`);
-  }
-}
-
-// Upload
-
-async function upload(event) {
-  event.preventDefault();
-  const files = $("files").files;
-  const form = new FormData();
-  for (const file of files) form.append("file", file, file.name);
-  const list = $("upload-results");
-  list.replaceChildren(el("li", {}, `Uploading ${files.length} file(s)…`));
-  try {
-    const body = await api("/photos", { method: "POST", body: form });
-    list.replaceChildren(...body.results.map((result) => {
-      if (result.error) {
-        return el("li", { class: "error" }, `${result.filename}: rejected, ${reasonOf(result.error)}`);
-      }
-      if (!result.duplicate) addToLibrary(result.photo, { prepend: true });
-      return result.duplicate
-        ? el("li", { class: "duplicate" }, `${result.filename}: already stored as ${result.photo.filename}`)
-        : el("li", { class: "ok" }, `${result.filename}: stored`);
-    }));
-    $("upload-form").reset();
-  } catch (err) {
-    list.replaceChildren(el("li", { class: "error" }, `Upload failed: ${reasonOf(err.body) || err.message}`));
-  }
-}
-
-// Search and similar
-
-function showHits(heading, response) {
-  $("hits-heading").textContent = heading;
-  $("hits-model").textContent = response.hits.length
-    ? `Best first; scores are cosine similarities (${response.model}).`
-    : "Nothing found.";
-  $("hits").replaceChildren(...response.hits.map((hit) => photoCard(hit.photo, hit.score)));
-  $("hits-section").hidden = false;
-  $("hits-heading").focus();
-}
-
-async function search(event) {
-  event.preventDefault();
-  const q = $("query").value.trim();
-  try {
-    showHits(`Results for “${q}”`, await api(`/search?${new URLSearchParams({ q })}`));
-  } catch (err) {
-    notify(`Search failed: ${reasonOf(err.body) || err.message}`);
-  }
-}
-
-async function showSimilar(photo) {
-  try {
-    const response = await api(`/photos/${photoId(photo.name)}/similar`);
-    showHits(`Similar to ${photo.filename || photo.name}`, response);
-  } catch (err) {
-    notify(`Could not find similar photos: ${reasonOf(err.body) || err.message}`);
-  }
+function navigate(hash) {
+  if (hash !== location.hash) history.pushState(null, "", hash);
+  route();
 }
 
 // Live status
 
-function watch() {
+function watchEvents() {
+  clearTimeout(reconnectTimer);
   if (events) events.close();
-  events = new EventSource(`${API}/events`);
-  events.addEventListener("photo", (message) => {
+  const source = new EventSource(`${API}/events`);
+  events = source;
+  source.addEventListener("open", () => {
+    $("live-state").dataset.state = "on";
+    if (everConnected) refreshIndexing(); // changes made while disconnected were missed
+    everConnected = true;
+  });
+  source.addEventListener("photo", (message) => {
     const change = JSON.parse(message.data);
-    if (!change.photo) return;
-    if (change.deleted) {
-      removeEverywhere(change.photo.name);
-      return;
-    }
-    const photo = { ...change.photo, status: change.status, statusReason: change.reason };
-    addToLibrary(photo, { prepend: true });
-    for (const card of document.querySelectorAll("#hits .card")) {
-      if (card.dataset.name === photo.name) setStatus(card.querySelector(".status"), photo);
-    }
+    if (change.deleted) forgetPhoto(change.photo.name);
+    else rememberPhoto({ ...change.photo, status: change.status, statusReason: change.reason });
   });
-  events.addEventListener("rpc_error", (message) => {
+  source.addEventListener("rpc_error", (message) => {
     const status = JSON.parse(message.data);
-    notify(`Live updates stopped: ${reasonOf(status)}`);
-    if (status.code === 16) events.close(); // UNAUTHENTICATED: reconnecting will not help
+    if (status.code === CODE.UNAUTHENTICATED) sessionExpired();
+    else toast(`Live updates interrupted: ${status.message}. Reconnecting…`, { error: true });
   });
-  const source = events;
   source.addEventListener("error", () => {
-    // EventSource retries by itself unless the server answered with an error status.
+    $("live-state").dataset.state = "off";
+    // EventSource retries by itself, unless the server answered with an error status. A revoked
+    // key then ends the session (through api's 401 handler); anything else is tried again later.
     if (source.readyState === EventSource.CLOSED && source === events) {
-      notify("Live updates lost; reconnecting in a few seconds…");
-      setTimeout(() => { if (source === events && sessionStorage.getItem(KEY_STORAGE)) watch(); }, 5000);
+      api("/model").catch(() => {});
+      reconnectTimer = setTimeout(watchEvents, RECONNECT_MS);
     }
   });
+}
+
+async function refreshIndexing() {
+  for (const name of photosBeingIndexed()) {
+    try {
+      rememberPhoto((await api(`/${name}`)).photo);
+    } catch (err) {
+      if (err.code === CODE.NOT_FOUND) forgetPhoto(name);
+    }
+  }
+}
+
+async function showModelState() {
+  clearTimeout(modelTimer);
+  const box = $("model-state");
+  try {
+    const model = await api("/model");
+    box.dataset.state = model.ready ? "ready" : "loading";
+    box.textContent = model.ready ? `Search model ${model.model} is ready.` : "Search model is not ready yet.";
+    box.title = model.ready ? `${model.dimension} dimensions on ${model.device}` : model.reason;
+    if (model.ready) return;
+  } catch (err) {
+    box.dataset.state = "loading";
+    box.textContent = `Search model unavailable: ${err.message}`;
+  }
+  modelTimer = setTimeout(showModelState, MODEL_POLL_MS);
 }
 
 // Session
 
+function showSignIn(message = "") {
+  $("sign-in").hidden = false;
+  $("app").hidden = true;
+  const error = $("sign-in-error");
+  error.textContent = message;
+  error.hidden = !message;
+  $("api-key").setAttribute("aria-invalid", String(Boolean(message)));
+  $("api-key").focus();
+  $("api-key").select();
+}
+
+function enterApp() {
+  $("sign-in").hidden = true;
+  $("app").hidden = false;
+  $("key-form").reset();
+  everConnected = false;
+  watchEvents();
+  showModelState();
+  shownBase = "";
+  startTimeline();
+  route();
+}
+
 async function signIn(key) {
-  sessionStorage.setItem(KEY_STORAGE, key);
+  const button = $("key-form").querySelector("button");
+  button.disabled = true;
+  forgetKey(); // kept only once the server accepts it
   try {
-    await api("/session", { method: "POST", headers: { "Content-Type": "application/json" },
-                            body: JSON.stringify({ apiKey: key }) });
+    await api("/session", { method: "POST", json: { apiKey: key } });
   } catch (err) {
-    sessionStorage.removeItem(KEY_STORAGE);
-    notify(err.status === 401 ? "That API key is not valid." : `Cannot sign in: ${err.message}`);
+    showSignIn(err.status === 401
+      ? "That API key was not accepted. Check that you copied all of it; it starts with psk_."
+      : `Cannot sign in right now: ${err.message}`);
     return;
+  } finally {
+    button.disabled = false;
   }
-  notify("");
-  $("key-form").hidden = true;
-  $("signed-in").hidden = false;
-  $("main").hidden = false;
-  libraryCards.clear();
-  $("photos").replaceChildren();
-  watch();
-  await loadPhotos().catch((err) => notify(`Cannot list photos: ${err.message}`));
+  storeKey(key);
+  enterApp();
+}
+
+function leaveApp() {
+  forgetKey();
+  clearTimeout(reconnectTimer);
+  clearTimeout(modelTimer);
+  if (events) events.close();
+  events = null;
+  resetUploads();
+  hideViewer();
+  stopTimeline();
+  clearSearch();
+  forgetAllPhotos();
+  shownBase = "";
+  history.replaceState(null, "", location.pathname + location.search);
 }
 
 async function signOut() {
-  if (events) events.close();
   await api("/session", { method: "DELETE" }).catch(() => {});
-  sessionStorage.removeItem(KEY_STORAGE);
-  events = null;
-  $("main").hidden = true;
-  $("signed-in").hidden = true;
-  $("key-form").hidden = false;
-  $("key-form").reset();
-  $("api-key").focus();
+  leaveApp();
+  showSignIn();
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+function sessionExpired() {
+  leaveApp();
+  showSignIn("Your API key is no longer accepted. Sign in again.");
+}
+
+// Keyboard: "/" searches, "u" uploads; arrows, Delete and Escape work in the viewer.
+function shortcut(event) {
+  if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey || $("app").hidden) return;
+  if (event.target.closest("input, textarea, select, [contenteditable]") || document.querySelector("dialog[open]")) {
+    return;
+  }
+  if (event.key === "/") $("search-input").focus();
+  else if (event.key === "u") $("file-input").click();
+  else return;
+  event.preventDefault();
+}
+
+function init() {
+  initUploads();
+  initViewer({ close: closeViewer, neighbour, step: (name) => {
+    history.replaceState(history.state, "", `#/${name}`);
+    route();
+  } });
+  setSessionExpiredHandler(sessionExpired);
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    signIn($("api-key").value.trim());
+    const key = $("api-key").value.trim();
+    if (key) signIn(key);
+    else showSignIn("Enter your API key.");
   });
   $("sign-out").addEventListener("click", signOut);
-  $("upload-form").addEventListener("submit", upload);
-  $("search-form").addEventListener("submit", search);
-  $("clear-hits").addEventListener("click", () => { $("hits-section").hidden = true; });
-  $("more").addEventListener("click", () => loadPhotos(nextPageToken));
-  const key = sessionStorage.getItem(KEY_STORAGE);
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    navigate(searchHash());
+  });
+  $("search-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    navigate(searchHash());
+  });
+  $("search-filters").addEventListener("reset", () => setTimeout(() => navigate(searchHash())));
+  // The skip link moves focus without touching the route.
+  document.querySelector(".skip-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    $($("app").hidden ? "api-key" : "main").focus();
+  });
+  // Photo links open the viewer as a history entry of their own.
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("a[href^='#/photos/']");
+    if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    openPhoto(link.getAttribute("href"));
+  });
+  document.addEventListener("keydown", shortcut);
+  // A photo got indexed: the model is ready now, whatever the last look said.
+  onPhotoChange((photo) => {
+    if (!photo.deleted && statusOf(photo).key === "indexed" && $("model-state").dataset.state === "loading") {
+      showModelState();
+    }
+  });
+  window.addEventListener("hashchange", route);
+  const key = storedKey();
   if (key) signIn(key);
-});
+  else showSignIn();
+}
+
+init();

@@ -1,0 +1,383 @@
+// The web page in headless Chromium through playwright-core, run by tests/browser/test_ui.py
+// (node --test), which starts the services and passes PHOTOSTORE_UI_TEST as JSON:
+// {url, key, emptyKey (a user without photos), photos: [3 paths], exifPhoto, notAPhoto,
+//  screenshots: dir, installWeights: marker}.
+// The services start without model weights; printing the marker makes them arrive.
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const { chromium } = createRequire(import.meta.url)(path.join(repoRoot, "tools/node_modules/playwright-core"));
+const config = JSON.parse(process.env.PHOTOSTORE_UI_TEST);
+
+const CONTEXT = { locale: "en-US", timezoneId: "UTC", deviceScaleFactor: 1 };
+const DESKTOP = { viewport: { width: 1280, height: 800 } };
+const PHONE = { viewport: { width: 375, height: 812 }, isMobile: true, hasTouch: true };
+const STEP = { timeout: 30_000 };
+const INDEXING = { timeout: 60_000 };
+const SCORE = /^-?\d\.\d{3}$/;
+
+let browser;
+let page; // the desktop page, signed in once and used throughout
+const pageErrors = [];
+
+async function newPage(device) {
+  const context = await browser.newContext({ ...CONTEXT, ...device });
+  const newOne = await context.newPage();
+  newOne.setDefaultTimeout(15_000);
+  newOne.on("pageerror", (error) => pageErrors.push(error.message));
+  newOne.on("console", (message) => {
+    if (message.text().includes("Content Security Policy")) pageErrors.push(message.text());
+  });
+  return newOne;
+}
+
+async function signIn(target, query = "", key = config.key) {
+  await target.goto(`${config.url}/${query}`);
+  await target.fill("#api-key", key);
+  await target.press("#api-key", "Enter");
+  await target.waitForSelector("#app:not([hidden])");
+}
+
+const screenshot = (target, name) => target.screenshot({
+  path: path.join(config.screenshots, `${name}.png`), animations: "disabled" });
+
+const text = (target, selector) => target.locator(selector).first().textContent();
+
+/** Names of the tiles under `scope`, in order. */
+const tileNames = (target, scope) => target.$$eval(`${scope} li[data-name]`, (items) => items.map((li) => li.dataset.name));
+
+/** Photo name of the timeline tile whose alt text starts with the file name. */
+const tileOf = (target, filename) => target.$eval(`#timeline img[alt^="${filename},"]`, (img) => img.closest("li").dataset.name);
+
+/** Waits until the dialog is closed (a closed dialog is hidden, so waitForSelector cannot). */
+const waitClosed = (target, id) => target.waitForFunction((dialog) => !document.getElementById(dialog).open, id);
+
+async function search(target, query) {
+  await target.fill("#search-input", query);
+  await target.press("#search-input", "Enter");
+  await waitForSearch(target);
+}
+
+/** Waits until the search in the URL has its answer on screen. */
+function waitForSearch(target) {
+  return target.waitForFunction(() => location.hash.startsWith("#/search?")
+    && !document.getElementById("search-view").hasAttribute("aria-busy")
+    && (document.querySelector("#search-results li") || !document.getElementById("search-empty").hidden));
+}
+
+async function applyFilters(target, values) {
+  for (const [name, value] of Object.entries(values)) await target.fill(`#search-filters [name=${name}]`, value);
+  await target.click("#search-filters button[type=submit]");
+  await waitForSearch(target);
+}
+
+async function assertNoHorizontalScroll(target, selector = "html") {
+  const [scrollWidth, clientWidth] = await target.$eval(selector, (node) => [node.scrollWidth, node.clientWidth]);
+  assert.ok(scrollWidth <= clientWidth, `${selector} scrolls sideways: ${scrollWidth} > ${clientWidth}`);
+}
+
+describe("Photostore web page", () => {
+  before(async () => {
+    browser = await chromium.launch({
+      executablePath: "/usr/bin/chromium",
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    });
+    page = await newPage(DESKTOP);
+  });
+
+  after(() => browser && browser.close());
+
+  it("refuses a wrong key with a message, then signs in", STEP, async () => {
+    await page.goto(`${config.url}/`);
+    await page.fill("#api-key", "psk_not-a-real-key");
+    await page.press("#api-key", "Enter");
+    await page.waitForSelector("#sign-in-error:not([hidden])");
+    assert.match(await text(page, "#sign-in-error"), /not accepted/);
+    assert.equal(await page.getAttribute("#api-key", "aria-invalid"), "true");
+    await screenshot(page, "sign-in-desktop");
+
+    await page.fill("#api-key", config.key);
+    await page.press("#api-key", "Enter");
+    await page.waitForSelector("#timeline-empty:not([hidden])");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("photostore.apiKey")), config.key);
+  });
+
+  it("says why search cannot answer before the model is ready", STEP, async () => {
+    await search(page, "a cat");
+    assert.match(page.url(), /#\/search\?q=a\+cat$/);
+    const message = await text(page, "#search-empty");
+    assert.match(message, /The search model is not ready/);
+    assert.match(message, /model not ready/); // the UNAVAILABLE status message itself
+  });
+
+  it("uploads with per-file progress, names rejected and duplicate files, and shows indexing live",
+    INDEXING, async () => {
+      await page.click(".brand");
+      await page.waitForSelector("#timeline-view:not([hidden])");
+      await page.evaluate(() => {
+        window.notReloaded = true;
+        window.uploadWatch = { mostSending: 0, progressShown: false };
+        new MutationObserver(() => {
+          const sending = document.querySelectorAll(
+            ".upload-item[data-state=uploading], .upload-item[data-state=checking]").length;
+          window.uploadWatch.mostSending = Math.max(window.uploadWatch.mostSending, sending);
+          if (document.querySelector(".upload-item[data-state=uploading] progress:not([hidden])")) {
+            window.uploadWatch.progressShown = true;
+          }
+        }).observe(document.getElementById("upload-list"),
+          { subtree: true, childList: true, attributes: true, characterData: true });
+      });
+      await page.setInputFiles("#file-input", [...config.photos, config.exifPhoto, config.notAPhoto]);
+      await page.waitForFunction(() => document.querySelectorAll(".upload-item[data-state=uploaded]").length === 4
+        && document.querySelector(".upload-item[data-state=rejected]"));
+      const watch = await page.evaluate(() => window.uploadWatch);
+      assert.equal(watch.mostSending, 3, "three uploads at once");
+      assert.ok(watch.progressShown);
+      const rejected = await text(page, ".upload-item[data-state=rejected]");
+      assert.match(rejected, /^notes\.jpg/);
+      assert.match(rejected, /Rejected: the data is not a JPEG, PNG, WebP, GIF or HEIC image/);
+      await page.waitForFunction(() => document.querySelectorAll("#timeline .tile[data-status=uploaded]").length === 4);
+      assert.match(await text(page, "#timeline .badge"), /Indexing/);
+      await screenshot(page, "upload-desktop");
+
+      // The same bytes again, dropped on the page under another name.
+      const astronaut = await tileOf(page, "astronaut.png");
+      await page.evaluate(async (name) => {
+        const blob = await (await fetch(`/api/v1/${name}/original`)).blob();
+        const files = new DataTransfer();
+        files.items.add(new File([blob], "astronaut-again.png", { type: blob.type }));
+        for (const type of ["dragover", "drop"]) {
+          document.body.dispatchEvent(new DragEvent(type, { dataTransfer: files, bubbles: true, cancelable: true }));
+        }
+      }, astronaut);
+      await page.waitForSelector(".upload-item[data-state=duplicate]");
+      assert.match(await text(page, ".upload-item[data-state=duplicate]"),
+        /^astronaut-again\.pngAlready stored as astronaut\.png$/);
+      assert.ok(await page.isHidden("#drop-overlay"));
+
+      console.log(config.installWeights); // the weights arrive; the photos get indexed
+      await page.waitForFunction(() => document.querySelectorAll(".upload-item[data-state=indexed]").length === 4,
+        null, INDEXING);
+      await page.waitForFunction(() => [...document.querySelectorAll("#timeline .tile")]
+        .every((tile) => tile.dataset.status === "indexed"));
+      assert.ok(await page.evaluate(() => window.notReloaded), "no reload");
+      assert.equal(await text(page, "#upload-summary"), "4 indexed · 1 already stored · 1 not stored");
+    });
+
+  it("groups the timeline by day taken, newest first, with thumbnails only", STEP, async () => {
+    await page.click("#upload-close");
+    assert.ok(await page.isHidden("#upload-panel"));
+    const days = await page.$$eval("#timeline section.day", (sections) => sections.map((section) => ({
+      day: section.dataset.day,
+      heading: section.querySelector("h2").textContent,
+      photos: [...section.querySelectorAll("img")].map((img) => img.alt).sort(),
+      sources: [...section.querySelectorAll("img")].map((img) => new URL(img.src).pathname),
+    })));
+    assert.equal(days.length, 2);
+    assert.equal(days[0].heading, "Today");
+    assert.deepEqual(days[0].photos.map((alt) => alt.split(",")[0]), ["astronaut.png", "coffee.png", "rocket.jpg"]);
+    assert.deepEqual([days[1].day, days[1].heading, days[1].photos],
+      ["2024-06-01", "Sat, Jun 1, 2024", ["cat-in-paris.jpg, June 1, 2024"]]);
+    for (const source of days.flatMap((day) => day.sources)) assert.match(source, /^\/api\/v1\/photos\/\w+\/thumbnail$/);
+    assert.equal(await text(page, "#photo-count"), "4 photos");
+    await screenshot(page, "timeline-desktop");
+  });
+
+  it("ranks search results with scores, filters them, and explains an empty result", STEP, async () => {
+    await search(page, "a cat in paris");
+    const hits = await page.$$eval("#search-results li", (items) => items.map((li) => ({
+      score: li.querySelector(".score").textContent, whatMatched: Boolean(li.querySelector(".what-matched")) })));
+    assert.equal(hits.length, 4);
+    for (const hit of hits) assert.match(hit.score, SCORE);
+    const scores = hits.map((hit) => Number(hit.score));
+    assert.deepEqual(scores, [...scores].sort((a, b) => b - a), "best first");
+    assert.ok(hits.every((hit) => !hit.whatMatched), "no labels or OCR text in the API yet");
+    assert.match(await text(page, "#search-summary"), /^4 photos, best match first/);
+    await screenshot(page, "search-desktop");
+
+    const paris = await tileOf(page, "cat-in-paris.jpg");
+    await page.click("#search-filter-box summary");
+    await applyFilters(page, { cameraMake: "canon" });
+    assert.match(page.url(), /cameraMake=canon/);
+    assert.deepEqual(await tileNames(page, "#search-results"), [paris]);
+    await applyFilters(page, { cameraMake: "", from: "2024-06-01", to: "2024-06-01" });
+    assert.deepEqual(await tileNames(page, "#search-results"), [paris]);
+    await applyFilters(page, { from: "2024-06-02", to: "" });
+    assert.match(await text(page, "#search-empty"), /Nothing matched these filters.*EXIF/);
+    await applyFilters(page, { from: "", minScore: "0.999" });
+    assert.match(await text(page, "#search-empty"), /Nothing matched above the cut-off/);
+    await applyFilters(page, { minScore: "", cameraModel: "canon eos 5d" });
+    assert.deepEqual(await tileNames(page, "#search-results"), [paris]);
+  });
+
+  it("opens a result with its details, the full-size image and a download", STEP, async () => {
+    const [paris] = await tileNames(page, "#search-results");
+    await page.click("#search-results .tile");
+    await page.waitForSelector("#viewer[open]");
+    assert.ok(page.url().endsWith(`#/${paris}`));
+    assert.equal(await text(page, "#viewer-title"), "cat-in-paris.jpg");
+    await page.waitForFunction(() => {
+      const image = document.getElementById("viewer-image");
+      return image.complete && image.naturalWidth === 320 && !image.classList.contains("loading");
+    });
+    assert.ok((await page.getAttribute("#viewer-image", "src")).endsWith(`/${paris}/original`));
+    assert.equal(await page.getAttribute("#viewer-image", "alt"), "cat-in-paris.jpg, June 1, 2024");
+    const detail = (field) => text(page, `#viewer-details [data-field=${field}] dd`);
+    assert.match(await detail("taken"), /^Jun 1, 2024, 2:30\sPM$/);
+    assert.equal(await detail("camera"), "Canon EOS 5D");
+    assert.match(await detail("place"), /^48\.85820, 2\.29450/);
+    assert.match(await page.getAttribute("#viewer-details [data-field=place] a", "href"),
+      /^https:\/\/www\.openstreetmap\.org\/\?mlat=48\.85820&mlon=2\.29450/);
+    assert.equal(await detail("dimensions"), "320 × 213 px (0.1 MP)");
+    assert.match(await detail("size"), /^\d+\.\d KB$/);
+    assert.equal(await detail("type"), "image/jpeg");
+    assert.equal(await detail("status"), "Indexed");
+    assert.match(await detail("model"), /tiny-clip/);
+
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#viewer-download")]);
+    assert.equal(download.suggestedFilename(), "cat-in-paris.jpg");
+    assert.ok(download.url().endsWith(`/${paris}/original`));
+  });
+
+  it("finds similar photos from the viewer, the photo itself first, and opens them in turn", STEP, async () => {
+    const paris = page.url().split("#/")[1];
+    await page.click("#viewer-similar");
+    await page.waitForFunction(() => document.querySelectorAll("#similar-strip li").length === 4);
+    const strip = await tileNames(page, "#similar-strip");
+    assert.equal(strip[0], paris);
+    assert.equal(await text(page, "#similar-strip li .similar-score"), "This photo");
+    for (const score of (await page.$$eval("#similar-strip .similar-score", (s) => s.map((n) => n.textContent))).slice(1)) {
+      assert.match(score, SCORE);
+    }
+    await page.waitForFunction(() => [...document.querySelectorAll("#similar-strip img")].every((img) => img.complete));
+    await screenshot(page, "photo-desktop");
+    await page.click("#similar-strip li:nth-child(2) .tile");
+    await page.waitForFunction((name) => location.hash === `#/${name}`, strip[1]);
+    await page.waitForFunction(() => document.querySelector("#similar-strip li")?.dataset.name
+      === location.hash.slice(2), null); // the strip follows the photo shown
+    await page.goBack();
+    await page.waitForFunction((name) => location.hash === `#/${name}`
+      && document.getElementById("viewer-title").textContent === "cat-in-paris.jpg", paris);
+    await page.keyboard.press("Escape");
+    await page.waitForFunction(() => location.hash.startsWith("#/search?") && !document.getElementById("viewer").open);
+  });
+
+  it("deletes a photo only after a confirm dialog", STEP, async () => {
+    await page.click(".brand");
+    const coffee = await tileOf(page, "coffee.png");
+    await page.click(`#timeline li[data-name="${coffee}"] .tile`);
+    await page.waitForSelector("#viewer[open]");
+    await page.click("#viewer-delete");
+    await page.waitForSelector("#confirm-delete[open]");
+    assert.equal(await page.evaluate(() => document.activeElement.textContent), "Cancel");
+    await page.keyboard.press("Escape");
+    await waitClosed(page, "confirm-delete");
+    assert.ok(await page.isVisible("#viewer[open]"), "cancelling keeps the photo open");
+
+    await page.click("#viewer-delete");
+    await page.click("#confirm-delete button[value=delete]");
+    await page.waitForFunction(() => location.hash === "#/photos" && !document.getElementById("viewer").open);
+    await page.waitForSelector(`#timeline li[data-name="${coffee}"]`, { state: "detached" });
+    assert.equal(await text(page, "#toast"), "Deleted coffee.png.");
+    assert.equal(await page.evaluate((name) => fetch(`/api/v1/${name}`).then((r) => r.status), coffee), 404);
+    await page.waitForFunction(() => document.getElementById("photo-count").textContent === "3 photos");
+  });
+
+  it("works by keyboard: Tab to a photo, Enter opens it, arrows step, Escape closes", STEP, async () => {
+    await page.focus("#search-input");
+    let focused = null;
+    for (let press = 0; press < 30 && !focused; press += 1) {
+      await page.keyboard.press("Tab");
+      focused = await page.evaluate(() => document.activeElement.closest(".tile")?.dataset.name || null);
+    }
+    assert.ok(focused, "a photo tile takes focus");
+    assert.notEqual(await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle), "none");
+    const tiles = await tileNames(page, "#timeline");
+    assert.equal(focused, tiles[0]);
+
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("#viewer[open]");
+    assert.ok(page.url().endsWith(`#/${focused}`));
+    await page.keyboard.press("ArrowRight");
+    await page.waitForFunction((name) => location.hash === `#/${name}`, tiles[1]);
+    await page.keyboard.press("Escape");
+    await page.waitForFunction(() => location.hash === "#/photos" && !document.getElementById("viewer").open);
+    assert.equal(await page.evaluate(() => document.activeElement.closest(".tile")?.dataset.name), focused);
+
+    await page.keyboard.press("/");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "search-input");
+  });
+
+  it("fits a phone screen, and pages the timeline in as it scrolls", { timeout: 60_000 }, async () => {
+    const phone = await newPage(PHONE);
+    await signIn(phone, "?pageSize=2", config.emptyKey);
+    await phone.waitForSelector("#timeline-empty:not([hidden])");
+    await search(phone, "anything");
+    assert.match(await text(phone, "#search-empty"), /No photos yet/);
+    await phone.click("#sign-out");
+    await phone.waitForSelector("#sign-in:not([hidden])");
+
+    const pages = [];
+    phone.on("request", (request) => {
+      if (request.url().includes("/api/v1/photos?pageSize=2")) pages.push(request.url());
+    });
+    await phone.fill("#api-key", config.key);
+    await phone.press("#api-key", "Enter");
+    await phone.waitForFunction(() => document.querySelectorAll("#timeline .tile").length === 3);
+    assert.ok(pages.length >= 2, `pages fetched: ${pages}`);
+    assert.ok(pages.slice(1).every((url) => url.includes("pageToken=")));
+    await assertNoHorizontalScroll(phone);
+    await screenshot(phone, "timeline-phone");
+
+    await search(phone, "a rocket");
+    assert.equal((await tileNames(phone, "#search-results")).length, 3);
+    await assertNoHorizontalScroll(phone);
+    await screenshot(phone, "search-phone");
+
+    await phone.click("#search-results .tile");
+    await phone.waitForFunction(() => {
+      const image = document.getElementById("viewer-image");
+      return image.complete && image.naturalWidth > 0 && !image.classList.contains("loading");
+    });
+    await assertNoHorizontalScroll(phone, "#viewer");
+    await screenshot(phone, "photo-phone");
+    await phone.keyboard.press("Escape");
+    await waitClosed(phone, "viewer");
+
+    // A slow uplink, so the upload's progress bar can be seen part way.
+    await phone.click(".brand");
+    const network = await phone.context().newCDPSession(phone);
+    const uplink = (bytesPerSecond) => network.send("Network.emulateNetworkConditions",
+      { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: bytesPerSecond });
+    await network.send("Network.enable");
+    await uplink(200_000);
+    const coffee = config.photos.find((file) => file.endsWith("coffee.png")); // deleted above: new again
+    await phone.setInputFiles("#file-input", [coffee, config.notAPhoto]);
+    await phone.waitForFunction(() => {
+      const progress = document.querySelector(".upload-item[data-state=uploading] progress");
+      return progress && progress.value > 0.2 && progress.value < 0.8
+        && document.querySelector(".upload-item[data-state=rejected]");
+    });
+    assert.match(await text(phone, ".upload-item[data-state=uploading] .upload-state"), /^Uploading \d+%$/);
+    await assertNoHorizontalScroll(phone);
+    await screenshot(phone, "upload-phone");
+    await uplink(-1);
+    await phone.waitForSelector(".upload-item[data-state=indexed]", INDEXING);
+    await phone.context().close();
+  });
+
+  it("signs out: the key and the cookie are gone", STEP, async () => {
+    await page.click("#sign-out");
+    await page.waitForSelector("#sign-in:not([hidden])");
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    assert.equal(await page.evaluate(() => fetch("/api/v1/photos").then((r) => r.status)), 401);
+  });
+
+  it("raised no script errors", () => {
+    assert.deepEqual(pageErrors, []);
+  });
+});
