@@ -147,14 +147,12 @@ def main() -> None:
     photos = make_photos(args.photos)
     settings = Settings(data_dir=workdir / "data")
     raw_images_per_s = raw_encode_image(model, preprocess, photos, settings.model_batch_size)
-    with torch.inference_mode():
-        model.encode_text(tokenizer(["warm-up"]))
-        text_samples = []
-        for i in range(args.queries):
-            started = time.perf_counter()
-            model.encode_text(tokenizer([QUERIES[i % len(QUERIES)]]))
-            text_samples.append(time.perf_counter() - started)
-    del model
+
+    @torch.inference_mode()
+    def encode_text(text: str) -> None:
+        model.encode_text(tokenizer([text]))
+
+    encode_text("warm-up")
 
     ports = {name: free_port() for name in ("ingest", "embed", "search", "gateway")}
     env = {**os.environ, "PHOTOSTORE_DATA_DIR": str(settings.data_dir),
@@ -216,16 +214,20 @@ def main() -> None:
                 vectors.upsert_many([VectorObject(photo_id, owner, model_id, v)
                                      for photo_id, v in zip(ids, batch)])
             search.SearchPhotos(search_pb2.SearchPhotosRequest(query="warm-up"), metadata=meta)
-            search_samples, embed_samples = [], []
+            # Interleaved, so all three see the same load from the running services.
+            search_samples, embed_samples, text_samples = [], [], []
             for i in range(args.queries):
                 q = QUERIES[i % len(QUERIES)]
                 t0 = time.perf_counter()
-                embed.EmbedText(embed_pb2.EmbedTextRequest(texts=[q]), metadata=meta)
+                encode_text(q)
                 t1 = time.perf_counter()
-                search.SearchPhotos(search_pb2.SearchPhotosRequest(query=q, page_size=20), metadata=meta)
+                embed.EmbedText(embed_pb2.EmbedTextRequest(texts=[q]), metadata=meta)
                 t2 = time.perf_counter()
-                embed_samples.append(t1 - t0)
-                search_samples.append(t2 - t1)
+                search.SearchPhotos(search_pb2.SearchPhotosRequest(query=q, page_size=20), metadata=meta)
+                t3 = time.perf_counter()
+                text_samples.append(t1 - t0)
+                embed_samples.append(t2 - t1)
+                search_samples.append(t3 - t2)
             s50, s99 = percentiles(search_samples)
             e50, e99 = percentiles(embed_samples)
             r50, r99 = percentiles(text_samples)
