@@ -1,6 +1,7 @@
 """Runs the IngestService with its background work: the outbox relay and the status consumer."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 
@@ -10,7 +11,7 @@ from ingest_svc.watch import WatchHub
 from photos.v1 import ingest_pb2_grpc
 from photostore.auth import Authenticator
 from photostore.backends import open_blobs, open_events, open_metadata, open_vectors
-from photostore.backends.base import TOPIC_PHOTO_STATUS
+from photostore.backends.base import TOPIC_PHOTO_STATUS, utcnow
 from photostore.server import GrpcService, setup_logging, start_server
 from photostore.settings import Settings, get_settings
 
@@ -22,6 +23,7 @@ MAX_WATCHERS = 64
 OUTBOX_INTERVAL_S = 30.0
 # The periodic relay leaves rows this young alone: their upload is still sending the event.
 OUTBOX_MIN_AGE_S = 10.0
+PRUNE_INTERVAL_S = 3600.0
 STATUS_POLL_S = 0.5
 STATUS_RETRY_S = 2.0
 
@@ -43,6 +45,8 @@ def serve(settings: Settings, port: int, max_watchers: int = MAX_WATCHERS) -> Gr
         threading.Thread(target=_relay_outbox, args=(servicer, stopping), name="outbox", daemon=True),
         threading.Thread(target=_consume_status, args=(servicer, events, stopping),
                          name="status-consumer", daemon=True),
+        threading.Thread(target=_prune_events, args=(events, settings.event_retention_hours, stopping),
+                         name="event-retention", daemon=True),
     ]
     for thread in threads:
         thread.start()
@@ -68,6 +72,18 @@ def _relay_outbox(servicer: IngestServicer, stopping: threading.Event) -> None:
             log.exception("outbox relay failed")
         min_age_s = OUTBOX_MIN_AGE_S
         stopping.wait(OUTBOX_INTERVAL_S)
+
+
+def _prune_events(events, retention_hours: float, stopping: threading.Event) -> None:
+    """Drops consumed events past their retention, at start-up and then hourly."""
+    while not stopping.is_set():
+        try:
+            if dropped := events.prune(utcnow() - dt.timedelta(hours=retention_hours)):
+                log.info("event log: dropped %d consumed events older than %.0f h",
+                         dropped, retention_hours)
+        except Exception:  # noqa: BLE001 - the log only grows a while longer
+            log.exception("pruning the event log failed")
+        stopping.wait(PRUNE_INTERVAL_S)
 
 
 def _consume_status(servicer: IngestServicer, events, stopping: threading.Event) -> None:

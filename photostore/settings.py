@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     model_batch_wait_ms: float = 5.0
     torch_threads: int = 0  # 0: torch's default
 
+    # Events older than this that every consumer group has committed are dropped.
+    event_retention_hours: float = 168.0
+
     # Embed worker.
     worker_batch_size: int = 16
     worker_max_attempts: int = 5

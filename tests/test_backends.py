@@ -210,3 +210,18 @@ def test_bulk_load_of_new_photos(tmp_path):
     page = store.list_photos("u1")
     assert [r.id for r in page.records] == ["b2", "b1", "b0"] and page.total == 3
     assert page.records[0].taken_at == base + dt.timedelta(hours=2)
+
+
+def test_prune_drops_only_old_events_every_group_committed(tmp_path):
+    log = SqliteEventLog(tmp_path / "e.db")
+    producer = log.producer()
+    for i in range(4):
+        producer.send("t", str(i), {"i": i})
+    producer.send("u", "x", {})  # no group has read topic u
+    fast, slow = log.consumer("fast", ["t"]), log.consumer("slow", ["t"])
+    fast.commit(fast.poll(timeout_s=0))
+    slow.commit(slow.poll(max_records=2, timeout_s=0))
+    assert log.prune(utcnow() - dt.timedelta(hours=1)) == 0  # nothing old enough
+    assert log.prune(utcnow() + dt.timedelta(seconds=1)) == 2  # what both groups committed
+    assert [e.value["i"] for e in log.consumer("slow", ["t"]).poll(timeout_s=0)] == [2, 3]
+    assert len(log.consumer("new", ["u"]).poll(timeout_s=0)) == 1

@@ -229,6 +229,11 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     def consumer(self, group: str, topics: Sequence[str]) -> EventConsumer: ...
 
+    @abc.abstractmethod
+    def prune(self, older_than: dt.datetime) -> int:
+        """Drops records written before `older_than` that every known consumer group has committed
+        (Kafka does this itself with retention.ms); returns how many went."""
+
 
 @dataclasses.dataclass
 class VectorFilter:

@@ -98,3 +98,10 @@ class SqliteEventLog(EventLog):
 
     def consumer(self, group: str, topics: Sequence[str]) -> EventConsumer:
         return SqliteEventConsumer(self.db, group, topics)
+
+    def prune(self, older_than: dt.datetime) -> int:
+        with self.db.transaction() as conn:
+            return conn.execute(
+                'DELETE FROM events WHERE ts < ? AND "offset" <= coalesce('
+                ' (SELECT min(c."offset") FROM committed c WHERE c.topic = events.topic), 0)',
+                (older_than.timestamp(),)).rowcount
