@@ -53,6 +53,8 @@ def photo_to_proto(r: PhotoRecord) -> photo_pb2.Photo:
         status=STATUS_TO_PROTO.get(r.status, photo_pb2.PHOTO_STATUS_UNSPECIFIED),
         status_reason=r.status_reason, embedding_model=r.embedding_model, filename=r.filename,
         index_attempts=r.index_attempts,
+        labels=[photo_pb2.Label(name=name, score=score) for name, score in r.labels],
+        ocr_text=r.ocr_text, embedding_models=r.embedding_models,
     )
     if r.taken_at is not None:
         p.take_time.CopyFrom(to_timestamp(r.taken_at))

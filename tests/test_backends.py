@@ -6,7 +6,7 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from photostore.backends.base import (STATUS_INDEXED, PhotoRecord, VectorFilter, VectorObject,
+from photostore.backends.base import (SPACE_TEXT, STATUS_INDEXED, PhotoRecord, VectorFilter, VectorObject,
                                       utcnow)
 from photostore.backends.local_blobs import LocalBlobStore
 from photostore.backends.sqlite_events import SqliteEventLog
@@ -225,3 +225,37 @@ def test_prune_drops_only_old_events_every_group_committed(tmp_path):
     assert log.prune(utcnow() + dt.timedelta(seconds=1)) == 2  # what both groups committed
     assert [e.value["i"] for e in log.consumer("slow", ["t"]).poll(timeout_s=0)] == [2, 3]
     assert len(log.consumer("new", ["u"]).poll(timeout_s=0)) == 1
+
+
+def test_vectors_per_space_and_delete_removes_all(tmp_path):
+    writer = SqliteVectorStore(tmp_path / "v.db")
+    reader = SqliteVectorStore(tmp_path / "v.db")
+    writer.upsert(VectorObject("a", "u", "clip-m", unit([1, 0, 0])))
+    writer.upsert(VectorObject("a", "u", "text-m", unit([0, 1, 0, 0]), space=SPACE_TEXT))
+    writer.upsert(VectorObject("b", "u", "text-m", unit([0, 0, 1, 0]), space=SPACE_TEXT))
+    assert writer.count() == 3
+    assert writer.get("a").model == "clip-m" and writer.get("a", SPACE_TEXT).model == "text-m"
+    assert [h[0] for h in reader.search(unit([0, 1, 0, 0]), "text-m", VectorFilter("u"), 5)] == ["a", "b"]
+    assert [h[0] for h in reader.search(unit([1, 0, 0]), "clip-m", VectorFilter("u"), 5)] == ["a"]
+    writer.delete("a")
+    assert writer.get("a") is None and writer.get("a", SPACE_TEXT) is None
+    assert [h[0] for h in reader.search(unit([0, 1, 0, 0]), "text-m", VectorFilter("u"), 5)] == ["b"]
+    assert reader.search(unit([1, 0, 0]), "clip-m", VectorFilter("u"), 5) == []
+
+
+def test_labels_ocr_and_keyword_search(tmp_path):
+    store = SqliteMetadataStore(tmp_path / "m.db")
+    store.insert_photo(record("p1"), "")
+    store.insert_photo(record("p2"), "")
+    store.insert_photo(record("other", owner="u2"), "")
+    updated = store.update_status("p1", STATUS_INDEXED, labels=[("tiger cat", 0.4), ("tabby", 0.2)],
+                                  ocr_text="CAFE ROMA\nopen daily", embedding_models=["clip", "text"])
+    assert updated.labels == [("tiger cat", 0.4), ("tabby", 0.2)]
+    assert updated.ocr_text == "CAFE ROMA\nopen daily" and updated.embedding_models == ["clip", "text"]
+    store.update_status("p2", STATUS_INDEXED, labels=[("catamaran", 0.9)], ocr_text="")
+    store.update_status("other", STATUS_INDEXED, labels=[("tabby", 0.9)])
+    assert store.update_status("p1", STATUS_INDEXED).labels == [("tiger cat", 0.4), ("tabby", 0.2)]
+    assert store.keyword_search("u1", ["cat"]) == [("p1", ["cat"])]  # a word, not "catamaran"
+    assert store.keyword_search("u1", ["roma", "cafe", "zebra"]) == [("p1", ["roma", "cafe"])]
+    assert store.keyword_search("u1", ["p2"]) == [("p2", ["p2"])]  # filename p2.jpg
+    assert store.keyword_search("u2", ["cat"]) == []

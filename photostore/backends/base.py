@@ -14,6 +14,10 @@ STATUS_UPLOADED = "uploaded"
 STATUS_INDEXED = "indexed"
 STATUS_FAILED = "failed"
 
+# Vector spaces: one vector per photo in each.
+SPACE_CLIP = "clip"  # CLIP image embedding
+SPACE_TEXT = "text"  # sentence embedding of the photo's labels and OCR text
+
 TOPIC_PHOTO_UPLOADED = "photos.uploaded"
 TOPIC_PHOTO_STATUS = "photos.status"
 
@@ -53,6 +57,11 @@ class PhotoRecord:
     status_reason: str = ""
     embedding_model: str = ""
     index_attempts: int = 0
+    # (ImageNet label, probability), best first.
+    labels: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    ocr_text: str = ""
+    # Every model with a vector of this photo.
+    embedding_models: list[str] = dataclasses.field(default_factory=list)
     # Outbox flag: the upload event has been written to the event log.
     published: bool = False
 
@@ -166,8 +175,17 @@ class MetadataStore(abc.ABC):
         reason: str = "",
         embedding_model: str | None = None,
         attempts: int | None = None,
+        labels: Sequence[tuple[str, float]] | None = None,
+        ocr_text: str | None = None,
+        embedding_models: Sequence[str] | None = None,
     ) -> PhotoRecord | None:
-        """Sets status fields and updated_at; None when the photo is gone."""
+        """Sets status fields and updated_at (None leaves a field as is); None when the photo is gone."""
+
+    @abc.abstractmethod
+    def keyword_search(self, owner: str, terms: Sequence[str], limit: int = 200
+                       ) -> list[tuple[str, list[str]]]:
+        """(photo_id, terms found) of the owner's photos whose filename, label names or OCR text
+        contain any of the lower-case `terms` as a word; most terms found first."""
 
     @abc.abstractmethod
     def mark_published(self, photo_id: str) -> None: ...
@@ -253,14 +271,16 @@ class VectorObject:
     taken_at: dt.datetime | None = None
     camera_make: str = ""
     camera_model: str = ""
+    space: str = SPACE_CLIP
 
 
 class VectorStore(abc.ABC):
-    """Vectors with filterable properties (Weaviate-like): one object per photo id."""
+    """Vectors with filterable properties (Weaviate-like, named vectors): one vector per photo id
+    and space."""
 
     @abc.abstractmethod
     def upsert(self, obj: VectorObject) -> None:
-        """Creates or replaces the object with this photo_id (idempotent)."""
+        """Creates or replaces the vector of this photo_id in obj.space (idempotent)."""
 
     def upsert_many(self, objs: Sequence[VectorObject]) -> None:
         """Batch import; engines override this with their bulk path."""
@@ -269,16 +289,16 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, photo_id: str) -> None:
-        """Idempotent."""
+        """Removes the photo's vectors in every space; idempotent."""
 
     @abc.abstractmethod
-    def get(self, photo_id: str) -> VectorObject | None: ...
+    def get(self, photo_id: str, space: str = SPACE_CLIP) -> VectorObject | None: ...
 
     @abc.abstractmethod
     def search(
         self, vector: Any, model: str, flt: VectorFilter, limit: int, min_score: float = -1.0
     ) -> list[tuple[str, float]]:
-        """(photo_id, cosine score) best first, among objects of `model` matching the filter."""
+        """(photo_id, cosine score) best first, among vectors of `model` matching the filter."""
 
     @abc.abstractmethod
     def count(self, model: str | None = None) -> int: ...

@@ -5,6 +5,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import re
 import sqlite3
 import uuid
 from pathlib import Path
@@ -26,7 +27,9 @@ CREATE TABLE IF NOT EXISTS photos (
   camera_make TEXT NOT NULL, camera_model TEXT NOT NULL,
   latitude REAL, longitude REAL, altitude REAL,
   status TEXT NOT NULL, status_reason TEXT NOT NULL, embedding_model TEXT NOT NULL,
-  index_attempts INTEGER NOT NULL, published INTEGER NOT NULL,
+  index_attempts INTEGER NOT NULL,
+  labels TEXT NOT NULL, ocr_text TEXT NOT NULL, embedding_models TEXT NOT NULL,
+  published INTEGER NOT NULL,
   UNIQUE (owner, sha256));
 CREATE INDEX IF NOT EXISTS photos_by_time ON photos (owner, sort_time DESC, id DESC);
 CREATE INDEX IF NOT EXISTS photos_unpublished ON photos (published) WHERE published = 0;
@@ -36,6 +39,8 @@ CREATE TABLE IF NOT EXISTS upload_requests (
 """
 
 _TIME_FIELDS = ("created_at", "updated_at", "taken_at")
+_JSON_FIELDS = ("labels", "embedding_models")
+_WORD = re.compile(r"[^\W_]+")  # letters and digits; "_", "-" and "." separate words
 _FIELDS = [f.name for f in dataclasses.fields(PhotoRecord)]
 
 
@@ -51,6 +56,8 @@ def _record(row: sqlite3.Row) -> PhotoRecord:
     values = {name: row[name] for name in _FIELDS}
     for name in _TIME_FIELDS:
         values[name] = _datetime(values[name])
+    values["labels"] = [(name, score) for name, score in json.loads(values["labels"])]
+    values["embedding_models"] = json.loads(values["embedding_models"])
     values["published"] = bool(values["published"])
     return PhotoRecord(**values)
 
@@ -59,6 +66,8 @@ def _row(record: PhotoRecord) -> tuple:
     values = dataclasses.asdict(record)
     for name in _TIME_FIELDS:
         values[name] = _epoch(values[name])
+    for name in _JSON_FIELDS:
+        values[name] = json.dumps(values[name])
     return (*values.values(), _epoch(record.sort_time))
 
 
@@ -200,19 +209,39 @@ class SqliteMetadataStore(MetadataStore):
         return Page(records=records, next_cursor=next_cursor, total=total)
 
     def update_status(self, photo_id: str, status: str, *, reason: str = "",
-                      embedding_model: str | None = None,
-                      attempts: int | None = None) -> PhotoRecord | None:
-        sets, params = ["status = ?", "status_reason = ?", "updated_at = ?"], [status, reason,
-                                                                                _epoch(utcnow())]
-        if embedding_model is not None:
-            sets.append("embedding_model = ?")
-            params.append(embedding_model)
-        if attempts is not None:
-            sets.append("index_attempts = ?")
-            params.append(attempts)
+                      embedding_model: str | None = None, attempts: int | None = None,
+                      labels: Sequence[tuple[str, float]] | None = None,
+                      ocr_text: str | None = None,
+                      embedding_models: Sequence[str] | None = None) -> PhotoRecord | None:
+        changes = {"status": status, "status_reason": reason, "updated_at": _epoch(utcnow()),
+                   "embedding_model": embedding_model, "index_attempts": attempts,
+                   "labels": None if labels is None else json.dumps([list(label) for label in labels]),
+                   "ocr_text": ocr_text,
+                   "embedding_models": None if embedding_models is None else json.dumps(list(embedding_models))}
+        changes = {k: v for k, v in changes.items() if v is not None}
         with self.db.transaction() as conn:
-            conn.execute(f"UPDATE photos SET {', '.join(sets)} WHERE id = ?", (*params, photo_id))
+            conn.execute(f"UPDATE photos SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",
+                         (*changes.values(), photo_id))
             return self._one(conn, "SELECT * FROM photos WHERE id = ?", (photo_id,))
+
+    def keyword_search(self, owner: str, terms: Sequence[str], limit: int = 200
+                       ) -> list[tuple[str, list[str]]]:
+        terms = [t.lower() for t in terms if t.strip()]
+        if not terms:
+            return []
+        # LIKE narrows the rows; the word match below decides.
+        rows = self.db.query(
+            "SELECT id, filename, labels, ocr_text FROM photos WHERE owner = ? AND ("
+            + " OR ".join("lower(filename || ' ' || labels || ' ' || ocr_text) LIKE ?" for _ in terms)
+            + ")", (owner, *(f"%{t}%" for t in terms)))
+        found = []
+        for row in rows:
+            words = set(_WORD.findall(" ".join((row["filename"], row["labels"], row["ocr_text"])).lower()))
+            matched = [t for t in terms if t in words]
+            if matched:
+                found.append((row["id"], matched))
+        found.sort(key=lambda item: -len(item[1]))
+        return found[:limit]
 
     def mark_published(self, photo_id: str) -> None:
         with self.db.transaction() as conn:

@@ -12,16 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from photostore.backends.base import VectorFilter, VectorObject, VectorStore
+from photostore.backends.base import SPACE_CLIP, VectorFilter, VectorObject, VectorStore
 from photostore.backends.sqlite_util import SqliteDatabase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
-  photo_id TEXT PRIMARY KEY, owner TEXT NOT NULL, model TEXT NOT NULL, dim INTEGER NOT NULL,
-  vector BLOB NOT NULL, taken_at REAL, camera_make TEXT NOT NULL, camera_model TEXT NOT NULL,
-  seq INTEGER NOT NULL);
+  photo_id TEXT NOT NULL, space TEXT NOT NULL, owner TEXT NOT NULL, model TEXT NOT NULL,
+  dim INTEGER NOT NULL, vector BLOB NOT NULL, taken_at REAL, camera_make TEXT NOT NULL,
+  camera_model TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (photo_id, space));
+CREATE INDEX IF NOT EXISTS objects_by_seq ON objects (seq);
 CREATE TABLE IF NOT EXISTS changes (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, photo_id TEXT NOT NULL, op TEXT NOT NULL);
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, photo_id TEXT NOT NULL, space TEXT NOT NULL,
+  op TEXT NOT NULL);
 """
 
 
@@ -79,7 +81,7 @@ class SqliteVectorStore(VectorStore):
         self._lock = threading.Lock()
         self._seen_seq = 0
         self._indexes: dict[str, _ModelIndex] = {}
-        self._model_of: dict[str, str] = {}
+        self._model_of: dict[tuple[str, str], str] = {}  # (photo_id, space) -> model
         self._owner_codes: dict[str, int] = {}
 
     # Writes
@@ -90,17 +92,20 @@ class SqliteVectorStore(VectorStore):
         with self.db.transaction() as conn:
             for obj in objs:
                 vector = np.asarray(obj.vector, np.float32).reshape(-1)
-                seq = conn.execute("INSERT INTO changes (photo_id, op) VALUES (?, 'upsert')",
-                                   (obj.photo_id,)).lastrowid
-                conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (obj.photo_id, obj.owner, obj.model, vector.size, vector.tobytes(),
+                seq = conn.execute("INSERT INTO changes (photo_id, space, op) VALUES (?, ?, 'upsert')",
+                                   (obj.photo_id, obj.space)).lastrowid
+                conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (obj.photo_id, obj.space, obj.owner, obj.model, vector.size,
+                              vector.tobytes(),
                               None if obj.taken_at is None else obj.taken_at.timestamp(),
                               obj.camera_make, obj.camera_model, seq))
 
     def delete(self, photo_id: str) -> None:
         with self.db.transaction() as conn:
-            if conn.execute("DELETE FROM objects WHERE photo_id = ?", (photo_id,)).rowcount:
-                conn.execute("INSERT INTO changes (photo_id, op) VALUES (?, 'delete')", (photo_id,))
+            spaces = conn.execute("SELECT space FROM objects WHERE photo_id = ?", (photo_id,)).fetchall()
+            conn.execute("DELETE FROM objects WHERE photo_id = ?", (photo_id,))
+            conn.executemany("INSERT INTO changes (photo_id, space, op) VALUES (?, ?, 'delete')",
+                             [(photo_id, row["space"]) for row in spaces])
 
     # Reads
     @staticmethod
@@ -110,10 +115,10 @@ class SqliteVectorStore(VectorStore):
             vector=np.frombuffer(row["vector"], np.float32).copy(),
             taken_at=None if row["taken_at"] is None else dt.datetime.fromtimestamp(
                 row["taken_at"], dt.timezone.utc),
-            camera_make=row["camera_make"], camera_model=row["camera_model"])
+            camera_make=row["camera_make"], camera_model=row["camera_model"], space=row["space"])
 
-    def get(self, photo_id: str) -> VectorObject | None:
-        rows = self.db.query("SELECT * FROM objects WHERE photo_id = ?", (photo_id,))
+    def get(self, photo_id: str, space: str = SPACE_CLIP) -> VectorObject | None:
+        rows = self.db.query("SELECT * FROM objects WHERE photo_id = ? AND space = ?", (photo_id, space))
         return self._object(rows[0]) if rows else None
 
     def count(self, model: str | None = None) -> int:
@@ -132,25 +137,26 @@ class SqliteVectorStore(VectorStore):
         conn = self.db.connection()
         conn.execute("BEGIN")  # one snapshot for both reads
         try:
-            deleted = conn.execute("SELECT photo_id FROM changes WHERE seq > ? AND op = 'delete'",
+            deleted = conn.execute("SELECT photo_id, space FROM changes WHERE seq > ? AND op = 'delete'",
                                    (self._seen_seq,)).fetchall()
             upserted = conn.execute("SELECT * FROM objects WHERE seq > ? AND seq <= ?",
                                     (self._seen_seq, latest)).fetchall()
         finally:
             conn.execute("COMMIT")
         for row in deleted:
-            model = self._model_of.pop(row["photo_id"], None)
+            model = self._model_of.pop((row["photo_id"], row["space"]), None)
             if model is not None:
                 self._indexes[model].remove(row["photo_id"])
         for row in upserted:
             obj = self._object(row)
-            previous = self._model_of.get(obj.photo_id)
+            key = (obj.photo_id, obj.space)
+            previous = self._model_of.get(key)
             if previous is not None and previous != obj.model:
                 self._indexes[previous].remove(obj.photo_id)
             index = self._indexes.setdefault(obj.model, _ModelIndex(obj.vector.size))
             index.put(obj.photo_id, obj.vector, self._owner_code(obj.owner),
                       row["taken_at"], obj.camera_make, obj.camera_model)
-            self._model_of[obj.photo_id] = obj.model
+            self._model_of[key] = obj.model
         self._seen_seq = latest
 
     def search(self, vector, model: str, flt: VectorFilter, limit: int,

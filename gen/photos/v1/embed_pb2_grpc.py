@@ -50,6 +50,11 @@ class EmbedServiceStub(object):
                 request_serializer=photos_dot_v1_dot_embed__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=photos_dot_v1_dot_embed__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.AnalyzeImages = channel.unary_unary(
+                '/photos.v1.EmbedService/AnalyzeImages',
+                request_serializer=photos_dot_v1_dot_embed__pb2.AnalyzeImagesRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_embed__pb2.AnalyzeImagesResponse.FromString,
+                _registered_method=True)
 
 
 class EmbedServiceServicer(object):
@@ -74,6 +79,13 @@ class EmbedServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnalyzeImages(self, request, context):
+        """Labels, OCR text and a text vector of both, per image: models whose weights ship in packages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbedServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +103,11 @@ def add_EmbedServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=photos_dot_v1_dot_embed__pb2.GetModelInfoRequest.FromString,
                     response_serializer=photos_dot_v1_dot_embed__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'AnalyzeImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnalyzeImages,
+                    request_deserializer=photos_dot_v1_dot_embed__pb2.AnalyzeImagesRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_embed__pb2.AnalyzeImagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class EmbedService(object):
             '/photos.v1.EmbedService/GetModelInfo',
             photos_dot_v1_dot_embed__pb2.GetModelInfoRequest.SerializeToString,
             photos_dot_v1_dot_embed__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnalyzeImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.EmbedService/AnalyzeImages',
+            photos_dot_v1_dot_embed__pb2.AnalyzeImagesRequest.SerializeToString,
+            photos_dot_v1_dot_embed__pb2.AnalyzeImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

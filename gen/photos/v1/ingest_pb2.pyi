@@ -147,3 +147,17 @@ class WatchPhotosResponse(_message.Message):
     event_time: _timestamp_pb2.Timestamp
     deleted: bool
     def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., status: _Optional[_Union[_photo_pb2.PhotoStatus, str]] = ..., reason: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: bool = ...) -> None: ...
+
+class ReindexPhotosRequest(_message.Message):
+    __slots__ = ("all",)
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    def __init__(self, all: bool = ...) -> None: ...
+
+class ReindexPhotosResponse(_message.Message):
+    __slots__ = ("names", "models")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -70,6 +70,11 @@ class IngestServiceStub(object):
                 request_serializer=photos_dot_v1_dot_ingest__pb2.WatchPhotosRequest.SerializeToString,
                 response_deserializer=photos_dot_v1_dot_ingest__pb2.WatchPhotosResponse.FromString,
                 _registered_method=True)
+        self.ReindexPhotos = channel.unary_unary(
+                '/photos.v1.IngestService/ReindexPhotos',
+                request_serializer=photos_dot_v1_dot_ingest__pb2.ReindexPhotosRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_ingest__pb2.ReindexPhotosResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer(object):
@@ -127,6 +132,14 @@ class IngestServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReindexPhotos(self, request, context):
+        """Queues the caller's photos whose vectors come from an older or missing model for embedding
+        again; they stay searchable meanwhile. Progress shows through WatchPhotos.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +177,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.WatchPhotos,
                     request_deserializer=photos_dot_v1_dot_ingest__pb2.WatchPhotosRequest.FromString,
                     response_serializer=photos_dot_v1_dot_ingest__pb2.WatchPhotosResponse.SerializeToString,
+            ),
+            'ReindexPhotos': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReindexPhotos,
+                    request_deserializer=photos_dot_v1_dot_ingest__pb2.ReindexPhotosRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_ingest__pb2.ReindexPhotosResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +374,33 @@ class IngestService(object):
             '/photos.v1.IngestService/WatchPhotos',
             photos_dot_v1_dot_ingest__pb2.WatchPhotosRequest.SerializeToString,
             photos_dot_v1_dot_ingest__pb2.WatchPhotosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReindexPhotos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.IngestService/ReindexPhotos',
+            photos_dot_v1_dot_ingest__pb2.ReindexPhotosRequest.SerializeToString,
+            photos_dot_v1_dot_ingest__pb2.ReindexPhotosResponse.FromString,
             options,
             channel_credentials,
             insecure,

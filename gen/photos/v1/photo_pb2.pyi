@@ -1,10 +1,11 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -30,8 +31,16 @@ class GeoPoint(_message.Message):
     altitude: float
     def __init__(self, latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., altitude: _Optional[float] = ...) -> None: ...
 
+class Label(_message.Message):
+    __slots__ = ("name", "score")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    score: float
+    def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
 class Photo(_message.Message):
-    __slots__ = ("name", "owner", "sha256", "content_type", "size_bytes", "width", "height", "take_time", "camera_make", "camera_model", "location", "create_time", "update_time", "status", "status_reason", "embedding_model", "filename", "index_attempts")
+    __slots__ = ("name", "owner", "sha256", "content_type", "size_bytes", "width", "height", "take_time", "camera_make", "camera_model", "location", "create_time", "update_time", "status", "status_reason", "embedding_model", "filename", "index_attempts", "labels", "ocr_text", "embedding_models")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +59,9 @@ class Photo(_message.Message):
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     INDEX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    OCR_TEXT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     owner: str
     sha256: str
@@ -68,4 +80,7 @@ class Photo(_message.Message):
     embedding_model: str
     filename: str
     index_attempts: int
-    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[PhotoStatus, str]] = ..., status_reason: _Optional[str] = ..., embedding_model: _Optional[str] = ..., filename: _Optional[str] = ..., index_attempts: _Optional[int] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    ocr_text: str
+    embedding_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[PhotoStatus, str]] = ..., status_reason: _Optional[str] = ..., embedding_model: _Optional[str] = ..., filename: _Optional[str] = ..., index_attempts: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., embedding_models: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -22,13 +22,27 @@ class SearchFilter(_message.Message):
     camera_model: str
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ...) -> None: ...
 
+class SignalScores(_message.Message):
+    __slots__ = ("clip", "text", "keyword")
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELD_NUMBER: _ClassVar[int]
+    clip: float
+    text: float
+    keyword: float
+    def __init__(self, clip: _Optional[float] = ..., text: _Optional[float] = ..., keyword: _Optional[float] = ...) -> None: ...
+
 class SearchHit(_message.Message):
-    __slots__ = ("photo", "score")
+    __slots__ = ("photo", "score", "signals", "matched_terms")
     PHOTO_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_TERMS_FIELD_NUMBER: _ClassVar[int]
     photo: _photo_pb2.Photo
     score: float
-    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    signals: SignalScores
+    matched_terms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., score: _Optional[float] = ..., signals: _Optional[_Union[SignalScores, _Mapping]] = ..., matched_terms: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchPhotosRequest(_message.Message):
     __slots__ = ("query", "filter", "page_size", "min_score")
