@@ -1,8 +1,10 @@
-"""CLIP encoders loaded once in the background, kept warm, and fed by one batching inference thread."""
+"""Models loaded once in the background, kept warm, and fed by batching inference threads;
+the CLIP encoders, and the image decoding every model shares."""
 from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import hashlib
 import io
 import logging
@@ -44,6 +46,36 @@ class ImageDecodeError(ValueError):
         self.detail = detail
 
 
+@functools.cache
+def _register_heif() -> None:
+    pillow_heif.register_heif_opener()
+
+
+def decode_image(data: bytes, index: int, max_pixels: int) -> Image.Image:
+    """Decodes one encoded image to RGB, EXIF orientation applied; raises ImageDecodeError."""
+    _register_heif()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageDecodeError(index, f"{im.width}x{im.height} exceeds the pixel limit")
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError(index, "unknown or unsupported image format") from None
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt data, bombs, codec errors
+        raise ImageDecodeError(index, str(e) or type(e).__name__) from None
+
+
+def inference_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def apply_torch_threads(settings: Settings) -> None:
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+
+
 class InferenceModel(abc.ABC):
     """A model loaded once, in a background thread that retries until the weights load."""
 
@@ -64,6 +96,13 @@ class InferenceModel(abc.ABC):
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def require_ready(self) -> None:
+        """Raises ModelNotReadyError saying why the model cannot be used now."""
+        if not self.ready:
+            raise ModelNotReadyError(self.reason or "model is not loaded")
+        if self._closed.is_set():
+            raise ModelNotReadyError("model is shutting down")
 
     def load(self) -> None:
         """Loads once; on failure keeps the reason for callers and raises."""
@@ -104,32 +143,103 @@ class InferenceModel(abc.ABC):
 
 @dataclasses.dataclass
 class _Job:
-    kind: str  # IMAGE or TEXT
-    tensor: torch.Tensor  # one preprocessed image or one tokenized text
+    kind: str
+    item: Any  # one input of that kind, ready for the handler
     future: Future
+
+
+class Batcher:
+    """One inference thread fed by a queue: it gathers the queued items into batches (up to
+    batch_size, waiting batch_wait_ms after the first) and calls each kind's handler once per
+    batch with that kind's items; the handler returns one result per item."""
+
+    def __init__(self, name: str, handlers: dict[str, Callable[[list[Any]], Sequence[Any]]], *,
+                 batch_size: int, batch_wait_ms: float):
+        self._handlers = handlers
+        self._batch_size = batch_size
+        self._batch_wait_s = batch_wait_ms / 1000
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._submit_lock = threading.Lock()  # no job lands behind the stop sentinel
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, kind: str, items: Sequence[Any]) -> list[Future]:
+        futures = []
+        with self._submit_lock:
+            if self._closed:
+                raise ModelNotReadyError("model is shutting down")
+            for item in items:
+                job = _Job(kind, item, Future())
+                self._jobs.put(job)
+                futures.append(job.future)
+        return futures
+
+    def run(self, kind: str, items: Sequence[Any]) -> list[Any]:
+        return [f.result() for f in self.submit(kind, items)]
+
+    def close(self) -> None:
+        with self._submit_lock:
+            self._closed = True
+            self._jobs.put(None)
+        self._thread.join(timeout=30)
+
+    def _serve(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            for kind, handle in self._handlers.items():
+                jobs = [j for j in batch if j.kind == kind]
+                if jobs:
+                    self._handle(kind, handle, jobs)
+
+    def _next_batch(self) -> list[_Job] | None:
+        """Blocks for the first job, then gathers more for up to batch_wait_ms; None at close."""
+        first = self._jobs.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + self._batch_wait_s
+        while len(batch) < self._batch_size:
+            try:
+                job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if job is None:
+                self._jobs.put(None)  # stop after this batch
+                break
+            batch.append(job)
+        return batch
+
+    @staticmethod
+    def _handle(kind: str, handle: Callable[[list[Any]], Sequence[Any]], jobs: list[_Job]) -> None:
+        BATCH_SIZE.labels(kind).observe(len(jobs))
+        try:
+            results = handle([j.item for j in jobs])
+        except Exception as e:  # noqa: BLE001 - reported to every caller of this batch
+            log.exception("%s inference failed for a batch of %d", kind, len(jobs))
+            for job in jobs:
+                job.future.set_exception(e)
+            return
+        for job, result in zip(jobs, results):
+            job.future.set_result(result)
 
 
 class ClipModel(InferenceModel):
     """open_clip image and text encoders; vectors are float32 and L2-normalised.
 
-    Callers decode and tokenize on their own threads; one inference thread gathers the
-    queued items into batches (up to model_batch_size, waiting model_batch_wait_ms) and
-    runs one forward pass per kind.
+    Callers decode and tokenize on their own threads; one Batcher thread runs one forward
+    pass per kind and batch.
     """
 
     def __init__(self, settings: Settings):
         super().__init__(settings.model_retry_seconds)
         self._settings = settings
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = inference_device()
         self.dimension = 0
         self._model_id = f"{settings.model_name}/{settings.model_pretrained}"
         self._model: Any = None
         self._preprocess: Callable[[Image.Image], torch.Tensor] | None = None
         self._tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._submit_lock = threading.Lock()  # no job lands behind the stop sentinel
-        self._inference_thread: threading.Thread | None = None
-        pillow_heif.register_heif_opener()
+        self._batcher: Batcher | None = None
 
     @property
     def model_id(self) -> str:
@@ -148,8 +258,7 @@ class ClipModel(InferenceModel):
         try:
             if settings.model_config_dir:
                 open_clip.add_model_config(settings.model_config_dir)
-            if settings.torch_threads > 0:
-                torch.set_num_threads(settings.torch_threads)
+            apply_torch_threads(settings)
             checkpoint = self._checkpoint_path()
             if checkpoint is not None:
                 if not checkpoint.is_file():
@@ -170,102 +279,47 @@ class ClipModel(InferenceModel):
                 "set PHOTOSTORE_MODEL_PRETRAINED to a local checkpoint path") from e
         self._model, self._preprocess, self._tokenizer = model, preprocess, tokenizer
         self._model_id, self.dimension = model_id, int(dimension)
-        self._inference_thread = threading.Thread(target=self._serve_jobs, name="inference", daemon=True)
-        self._inference_thread.start()
+        self._batcher = Batcher(
+            "inference-clip",
+            {IMAGE: functools.partial(self._encode, model.encode_image),
+             TEXT: functools.partial(self._encode, model.encode_text)},
+            batch_size=settings.model_batch_size, batch_wait_ms=settings.model_batch_wait_ms)
 
     def close(self) -> None:
         super().close()
-        with self._submit_lock:
-            self._jobs.put(None)
-        if self._inference_thread is not None:
-            self._inference_thread.join(timeout=30)
+        if self._batcher is not None:
+            self._batcher.close()
 
     # Inputs, prepared on the caller's thread.
 
     def preprocess_image(self, data: bytes, index: int = 0) -> torch.Tensor:
         """Decodes (EXIF orientation applied) and transforms one image; raises ImageDecodeError."""
-        self._require_ready()
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                if im.width * im.height > self._settings.max_image_pixels:
-                    raise ImageDecodeError(index, f"{im.width}x{im.height} exceeds the pixel limit")
-                rgb = ImageOps.exif_transpose(im).convert("RGB")
-        except ImageDecodeError:
-            raise
-        except UnidentifiedImageError:
-            raise ImageDecodeError(index, "unknown or unsupported image format") from None
-        except Exception as e:  # noqa: BLE001 - truncated or corrupt data, bombs, codec errors
-            raise ImageDecodeError(index, str(e) or type(e).__name__) from None
-        return self._preprocess(rgb)
+        self.require_ready()
+        return self._preprocess(decode_image(data, index, self._settings.max_image_pixels))
 
     def tokenize(self, text: str) -> torch.Tensor:
-        self._require_ready()
+        self.require_ready()
         return self._tokenizer([text])[0]
 
     # Embedding through the inference thread.
 
     def embed_images(self, images: Sequence[bytes]) -> list[np.ndarray]:
         """Raises ImageDecodeError naming the first undecodable image, or ModelNotReadyError."""
-        tensors = [self.preprocess_image(data, i) for i, data in enumerate(images)]
-        return self._run([(IMAGE, t) for t in tensors])
+        return self._run(IMAGE, [self.preprocess_image(data, i) for i, data in enumerate(images)])
 
     def embed_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return self._run([(TEXT, self.tokenize(t)) for t in texts])
+        return self._run(TEXT, [self.tokenize(t) for t in texts])
 
-    def _require_ready(self) -> None:
-        if not self.ready:
-            raise ModelNotReadyError(self.reason or "model is not loaded")
-        if self._closed.is_set():
-            raise ModelNotReadyError("model is shutting down")
-
-    def _run(self, items: list[tuple[str, torch.Tensor]]) -> list[np.ndarray]:
-        futures = []
-        with self._submit_lock:
-            self._require_ready()
-            for kind, tensor in items:
-                job = _Job(kind, tensor, Future())
-                self._jobs.put(job)
-                futures.append(job.future)
-        return [f.result() for f in futures]
-
-    def _serve_jobs(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            for kind, encode in ((IMAGE, self._model.encode_image), (TEXT, self._model.encode_text)):
-                jobs = [j for j in batch if j.kind == kind]
-                if jobs:
-                    self._encode(encode, jobs)
-
-    def _next_batch(self) -> list[_Job] | None:
-        """Blocks for the first job, then gathers more for up to model_batch_wait_ms; None at close."""
-        first = self._jobs.get()
-        if first is None:
-            return None
-        batch = [first]
-        deadline = time.monotonic() + self._settings.model_batch_wait_ms / 1000
-        while len(batch) < self._settings.model_batch_size:
-            try:
-                job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if job is None:
-                self._jobs.put(None)  # stop after this batch
-                break
-            batch.append(job)
-        return batch
+    def _run(self, kind: str, tensors: list[torch.Tensor]) -> list[np.ndarray]:
+        self.require_ready()
+        return self._batcher.run(kind, tensors)
 
     @torch.inference_mode()
-    def _encode(self, encode: Callable[[torch.Tensor], torch.Tensor], jobs: list[_Job]) -> None:
-        BATCH_SIZE.labels(jobs[0].kind).observe(len(jobs))
-        try:
-            features = encode(torch.stack([j.tensor for j in jobs]).to(self.device))
-            vectors = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
-        except Exception as e:  # noqa: BLE001 - reported to every caller of this batch
-            log.exception("inference failed for a batch of %d", len(jobs))
-            for job in jobs:
-                job.future.set_exception(e)
-            return
-        for job, vector in zip(jobs, vectors):
-            job.future.set_result(vector.astype(np.float32))
+    def _encode(self, encode: Callable[[torch.Tensor], torch.Tensor],
+                tensors: list[torch.Tensor]) -> list[np.ndarray]:
+        features = encode(torch.stack(tensors).to(self.device))
+        vectors = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+        return list(vectors.astype(np.float32))
 
 
 def _sha256_prefix(path: Path, length: int = 12) -> str:

@@ -1,8 +1,9 @@
-"""Runs photos.v1.EmbedService; the model loads in the background while health already answers."""
+"""Runs photos.v1.EmbedService; the models load in the background while health already answers."""
 from __future__ import annotations
 
 from embed_svc.model import ClipModel
 from embed_svc.service import SERVICE_NAME, EmbedService
+from embed_svc.signals import ImageAnalyzer
 from photos.v1 import embed_pb2_grpc
 from photostore.auth import Authenticator
 from photostore.backends import open_metadata
@@ -11,15 +12,24 @@ from photostore.settings import Settings, get_settings
 
 
 def serve(settings: Settings, port: int) -> GrpcService:
-    """Starts the server at once; its health for EmbedService says SERVING once the model is ready."""
+    """Starts the server at once; its health for EmbedService says SERVING once any model is ready
+    (the labels, OCR and sentence models are useful without CLIP); GetModelInfo tells which."""
     model = ClipModel(settings)
+    analyzer = ImageAnalyzer(settings) if settings.signals_enabled else None
     svc = start_server(
         settings=settings, port=port,
-        servicers=[(embed_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedService(model))],
+        servicers=[(embed_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedService(model, analyzer))],
         service_names=[SERVICE_NAME], authenticator=Authenticator(open_metadata(settings)))
     svc.set_serving(SERVICE_NAME, False)
+
+    def on_ready() -> None:
+        svc.set_serving(SERVICE_NAME, True)
+
     svc.on_stop(model.close, after_drain=True)
-    model.start_loading(on_ready=lambda: svc.set_serving(SERVICE_NAME, True))
+    model.start_loading(on_ready=on_ready)
+    if analyzer is not None:
+        svc.on_stop(analyzer.close, after_drain=True)
+        analyzer.start_loading(on_ready=on_ready)
     return svc
 
 

@@ -1,12 +1,14 @@
-"""photos.v1.EmbedService: CLIP text and image embeddings over gRPC."""
+"""photos.v1.EmbedService: CLIP text and image embeddings, and labels, OCR text and text vectors
+of images (the second signal) over gRPC."""
 from __future__ import annotations
 
 import logging
 
 import grpc
 
-from embed_svc.model import ClipModel, ImageDecodeError, ModelNotReadyError
-from photos.v1 import embed_pb2, embed_pb2_grpc
+from embed_svc.model import ClipModel, ImageDecodeError, InferenceModel, ModelNotReadyError
+from embed_svc.signals import SENTENCE, ImageAnalyzer
+from photos.v1 import embed_pb2, embed_pb2_grpc, photo_pb2
 from photostore.errors import ServiceError, invalid, unavailable
 
 log = logging.getLogger(__name__)
@@ -14,11 +16,14 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
 MAX_TEXTS = 256
 MAX_IMAGES = 64
+CLIP_ROLE = "clip"
 
 
 class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
-    def __init__(self, model: ClipModel):
+    def __init__(self, model: ClipModel, analyzer: ImageAnalyzer | None = None):
+        """Without an analyzer (signals disabled) only the CLIP calls work."""
         self._model = model
+        self._analyzer = analyzer
 
     def EmbedText(self, request: embed_pb2.EmbedTextRequest, context: grpc.ServicerContext):
         try:
@@ -27,41 +32,80 @@ class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
             for i, text in enumerate(texts):
                 if not text.strip():
                     raise invalid(f"texts[{i}] is empty", field=f"texts[{i}]")
-            vectors = self._embed(self._model.embed_texts, texts)
+            if request.encoder == embed_pb2.TEXT_ENCODER_SENTENCE:
+                analyzer = self._require_analyzer()
+                vectors = self._run(analyzer.embed_texts, texts)
+                return embed_pb2.EmbedTextResponse(embeddings=_embeddings(vectors), model=analyzer.model_id)
+            vectors = self._run(self._model.embed_texts, texts)
             return embed_pb2.EmbedTextResponse(embeddings=_embeddings(vectors), model=self._model.model_id)
         except ServiceError as e:
             e.abort(context)
 
     def EmbedImages(self, request: embed_pb2.EmbedImagesRequest, context: grpc.ServicerContext):
         try:
-            images = list(request.images)
-            _check_count(len(images), MAX_IMAGES, "images")
-            try:
-                vectors = self._embed(self._model.embed_images, images)
-            except ImageDecodeError as e:
-                raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, str(e), field=f"images[{e.index}]",
-                                   reason="IMAGE_UNDECODABLE",
-                                   metadata={"index": str(e.index), "detail": e.detail}) from None
+            images = _images(request)
+            vectors = self._run(self._model.embed_images, images)
             return embed_pb2.EmbedImagesResponse(embeddings=_embeddings(vectors), model=self._model.model_id)
+        except ServiceError as e:
+            e.abort(context)
+
+    def AnalyzeImages(self, request: embed_pb2.AnalyzeImagesRequest, context: grpc.ServicerContext):
+        try:
+            images = _images(request)
+            analyzer = self._require_analyzer()
+            analyses = self._run(analyzer.analyze, images)
+            return embed_pb2.AnalyzeImagesResponse(model=analyzer.model_id, analyses=[
+                embed_pb2.ImageAnalysis(
+                    labels=[photo_pb2.Label(name=name, score=score) for name, score in a.labels],
+                    ocr_text=a.ocr_text,
+                    text_embedding=embed_pb2.Embedding(
+                        values=[] if a.text_vector is None else a.text_vector.tolist()))
+                for a in analyses])
         except ServiceError as e:
             e.abort(context)
 
     def GetModelInfo(self, request: embed_pb2.GetModelInfoRequest, context: grpc.ServicerContext):
         model = self._model
+        models = [_status(CLIP_ROLE, model.model_id, model, model.dimension)]
+        if (analyzer := self._analyzer) is not None:
+            # The sentence model's vectors carry the text-vector id (labels, OCR and sentence models).
+            models += [_status(r.role, analyzer.model_id, r.model, analyzer.sentence.dimension)
+                       if r.role == SENTENCE else _status(r.role, r.model.model_id, r.model, 0)
+                       for r in analyzer.roles]
         return embed_pb2.GetModelInfoResponse(
             model=model.model_id, dimension=model.dimension, ready=model.ready,
-            reason="" if model.ready else model.reason, device=model.device)
+            reason="" if model.ready else model.reason, device=model.device, models=models)
 
-    def _embed(self, embed, inputs):
+    def _require_analyzer(self) -> ImageAnalyzer:
+        if self._analyzer is None:
+            raise unavailable("labels, OCR and sentence models are disabled (PHOTOSTORE_SIGNALS_ENABLED)",
+                              reason="SIGNALS_DISABLED")
+        return self._analyzer
+
+    @staticmethod
+    def _run(call, inputs):
         try:
-            return embed(inputs)
+            return call(inputs)
         except ModelNotReadyError as e:
             raise unavailable(f"model not ready: {e}", reason="MODEL_NOT_READY") from None
-        except ImageDecodeError:
-            raise
+        except ImageDecodeError as e:
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, str(e), field=f"images[{e.index}]",
+                               reason="IMAGE_UNDECODABLE",
+                               metadata={"index": str(e.index), "detail": e.detail}) from None
         except Exception as e:  # noqa: BLE001 - inference failures become INTERNAL with the cause
-            log.exception("embedding failed")
-            raise ServiceError(grpc.StatusCode.INTERNAL, f"embedding failed: {e}") from e
+            log.exception("inference failed")
+            raise ServiceError(grpc.StatusCode.INTERNAL, f"inference failed: {e}") from e
+
+
+def _images(request) -> list[bytes]:
+    images = list(request.images)
+    _check_count(len(images), MAX_IMAGES, "images")
+    return images
+
+
+def _status(role: str, model_id: str, model: InferenceModel, dimension: int) -> embed_pb2.ModelStatus:
+    return embed_pb2.ModelStatus(role=role, model=model_id, ready=model.ready,
+                                 reason="" if model.ready else model.reason, dimension=dimension)
 
 
 def _check_count(count: int, limit: int, field: str) -> None:

@@ -1,4 +1,5 @@
-"""The embed worker: photos.uploaded -> EmbedImages -> vector + photos.status, committed after the writes.
+"""The embed worker: photos.uploaded -> AnalyzeImages (labels, OCR text, text vector) and
+EmbedImages (CLIP vector) -> one vector per space + photos.status, committed after the writes.
 
 `python -m embed_svc.worker` runs until SIGTERM/SIGINT; `--once` stops when the backlog is empty.
 """
@@ -11,19 +12,22 @@ import logging
 import signal
 import threading
 import time
+from typing import Any, Callable
+
 import grpc
 import numpy as np
 import tenacity
 from prometheus_client import Counter, Gauge, start_http_server
 from tqdm import tqdm
 
-from embed_svc.service import MAX_IMAGES
+from embed_svc.service import CLIP_ROLE, MAX_IMAGES
+from embed_svc.signals import SENTENCE
 from photos.v1 import embed_pb2, embed_pb2_grpc
 from photostore.auth import bearer_metadata, service_api_key
 from photostore.backends import open_blobs, open_events, open_metadata, open_vectors
 from photostore.backends.base import (
-    STATUS_FAILED, STATUS_INDEXED, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED, BlobStore, Event,
-    EventConsumer, EventProducer, VectorObject, VectorStore)
+    SPACE_CLIP, SPACE_TEXT, STATUS_FAILED, STATUS_INDEXED, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED,
+    BlobStore, Event, EventConsumer, EventProducer, VectorObject, VectorStore)
 from photostore.errors import decode_details, status_details
 from photostore.server import MAX_MESSAGE_BYTES, make_channel, setup_logging
 from photostore.settings import Settings, get_settings
@@ -34,11 +38,12 @@ GROUP = "embed-worker"
 POLL_TIMEOUT_S = 1.0
 INFO_TIMEOUT_S = 10.0
 EMBED_TIMEOUT_S = 300.0
-# Images per EmbedImages call are bounded by bytes too, leaving room for the envelope.
+# Images per EmbedImages/AnalyzeImages call are bounded by bytes too, leaving room for the envelope.
 REQUEST_BYTES_BUDGET = MAX_MESSAGE_BYTES - 1024 * 1024
 PROGRESS_LOG_INTERVAL_S = 10.0
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                              grpc.StatusCode.RESOURCE_EXHAUSTED})
+SPACES = (SPACE_CLIP, SPACE_TEXT)
 
 PHOTOS_INDEXED = Counter("photos_indexed_total", "Photos embedded and indexed by the embed worker")
 PHOTOS_FAILED = Counter("photos_failed_total", "Photos the embed worker gave up on")
@@ -49,7 +54,7 @@ INDEXED, FAILED, SKIPPED, ERROR = "indexed", "failed", "skipped", "error"
 
 
 class ServiceDownError(Exception):
-    """The EmbedService is unreachable or its model is not ready: not the photos' fault."""
+    """The EmbedService is unreachable or its models are not ready: not the photos' fault."""
 
 
 @dataclasses.dataclass
@@ -61,13 +66,15 @@ class Upload:
     taken_at: dt.datetime | None
     camera_make: str
     camera_model: str
+    reindex: bool  # queued again: spaces whose vector has the current model are left alone
 
     @classmethod
     def from_event(cls, event: Event) -> Upload:
         value = event.value
         return cls(event=event, photo_id=value.get("photo_id") or event.key, owner=value.get("owner", ""),
                    blob_key=value.get("blob_key", ""), taken_at=_parse_time(value.get("taken_at")),
-                   camera_make=value.get("camera_make") or "", camera_model=value.get("camera_model") or "")
+                   camera_make=value.get("camera_make") or "", camera_model=value.get("camera_model") or "",
+                   reindex=bool(value.get("reindex")))
 
 
 def _parse_time(text: str | None) -> dt.datetime | None:
@@ -78,12 +85,35 @@ def _parse_time(text: str | None) -> dt.datetime | None:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class ReadyModels:
+    """The vector models EmbedService can use now, per space ("" while not ready), or why none."""
+    clip: str = ""
+    text: str = ""  # the labels, OCR and sentence models together
+    reason: str = ""
+
+    def model(self, space: str) -> str:
+        return self.clip if space == SPACE_CLIP else self.text
+
+
+@dataclasses.dataclass
+class Analysis:
+    """Labels and OCR text of a photo, and its text vector (None when it has neither)."""
+    labels: list[tuple[str, float]]
+    ocr_text: str
+    vector: np.ndarray | None
+    model: str
+
+
 @dataclasses.dataclass
 class Outcome:
     kind: str  # INDEXED, FAILED (for good), SKIPPED (photo deleted) or ERROR (worth another attempt)
     reason: str = ""
-    vector: np.ndarray | None = None
-    model: str = ""
+    # space -> (model, vector) to write
+    vectors: dict[str, tuple[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    # space -> model of a vector the photo keeps (current on a reindex, or its model not ready)
+    kept: dict[str, str] = dataclasses.field(default_factory=dict)
+    analysis: Analysis | None = None  # when analysed this time
 
 
 @dataclasses.dataclass
@@ -136,6 +166,7 @@ class EmbedWorker:
         self._metadata = bearer_metadata(api_key)
         self._attempts: dict[str, int] = {}  # failed attempts of photos not settled yet
         self._waiting_reason = ""
+        self._indexing_with = ReadyModels()
         self._stop = threading.Event()
         self._progress = _ProgressLog()
 
@@ -157,7 +188,7 @@ class EmbedWorker:
                     self._consumer.rewind_to_committed()
                     self._stop.wait(self._settings.worker_backoff_seconds)
                     continue
-                if stats is None:  # model not ready: the uploads wait
+                if stats is None:  # no model ready: the uploads wait
                     EMBED_BACKLOG.set(self._consumer.lag())
                     self._stop.wait(self._settings.worker_backoff_seconds)
                     continue
@@ -176,43 +207,48 @@ class EmbedWorker:
         return self.run(until_idle=True)
 
     def step(self) -> BatchStats | None:
-        """One round: None while the model is not ready (nothing polled stays in flight), else one batch."""
-        if not self.model_ready():
+        """One batch; None while no model is ready (what was polled is put back uncommitted)."""
+        events = self._consumer.poll(self._settings.worker_batch_size, timeout_s=POLL_TIMEOUT_S)
+        if not events:
+            return BatchStats()
+        # Asked after the poll: a reindex queued once a model was ready sees that model ready.
+        ready = self.ready_models()
+        if not (ready.clip or ready.text):
+            self._consumer.rewind_to_committed()
+            if ready.reason != self._waiting_reason:
+                log.warning("waiting for a model, uploads stay queued: %s", ready.reason)
+            self._waiting_reason = ready.reason
             return None
-        return self.process_batch()
+        if (ready.clip, ready.text) != (self._indexing_with.clip, self._indexing_with.text):
+            log.info("indexing with CLIP model %s, text model %s",
+                     ready.clip or "(not ready)", ready.text or "(not ready)")
+            self._indexing_with, self._waiting_reason = ready, ""
+        return self.process_batch(events, ready)
 
-    def model_ready(self) -> bool:
-        """Asks GetModelInfo; while not ready, rewinds so uncommitted uploads stay queued."""
+    def ready_models(self) -> ReadyModels:
+        """Asks GetModelInfo which vector models are ready; none when the service is unreachable."""
         try:
             info = self._stub.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=self._metadata,
                                            timeout=INFO_TIMEOUT_S)
-            reason = "" if info.ready else info.reason or f"model {info.model} is not ready"
         except grpc.RpcError as e:
-            reason = f"EmbedService unreachable: {e.code().name}: {e.details()}"
-        if reason:
-            self._consumer.rewind_to_committed()
-            if reason != self._waiting_reason:
-                log.warning("waiting for the model, uploads stay queued: %s", reason)
-            self._waiting_reason = reason
-            return False
-        if self._waiting_reason:
-            log.info("model %s is ready; indexing", info.model)
-            self._waiting_reason = ""
-        return True
+            return ReadyModels(reason=f"EmbedService unreachable: {e.code().name}: {e.details()}")
+        signals = [m for m in info.models if m.role != CLIP_ROLE]
+        text = next((m.model for m in signals if m.role == SENTENCE), "") \
+            if signals and all(m.ready for m in signals) else ""
+        clip_reason = info.reason or f"model {info.model} is not ready"
+        reasons = [f"CLIP: {clip_reason}"] + [f"{m.role}: {m.reason}" for m in signals if not m.ready]
+        return ReadyModels(clip=info.model if info.ready else "", text=text, reason="; ".join(reasons))
 
-    def process_batch(self) -> BatchStats:
-        """Polls up to worker_batch_size uploads, embeds, writes, then commits what is settled.
+    def process_batch(self, events: list[Event], ready: ReadyModels) -> BatchStats:
+        """Indexes polled uploads with the ready models, writes, then commits what is settled.
 
         Outcomes are written in offset order up to the first photo worth another attempt; only
         that prefix is committed and the rest is redelivered after a backoff.
         """
         stats = BatchStats()
-        events = self._consumer.poll(self._settings.worker_batch_size, timeout_s=POLL_TIMEOUT_S)
-        if not events:
-            return stats
         uploads = [Upload.from_event(e) for e in events]
         try:
-            outcomes = self._embed(uploads)
+            outcomes = self._index(uploads, ready)
         except ServiceDownError as e:
             log.warning("batch of %d put back: %s", len(uploads), e)
             self._consumer.rewind_to_committed()
@@ -240,21 +276,12 @@ class EmbedWorker:
                                 self._settings.worker_backoff_seconds * 2 ** (attempts - 1)))
         return stats
 
-    # Embedding
+    # Indexing
 
-    def _embed(self, uploads: list[Upload]) -> list[Outcome]:
-        """Reads the blobs and embeds them in as few EmbedImages calls as the size limits allow."""
+    def _index(self, uploads: list[Upload], ready: ReadyModels) -> list[Outcome]:
+        """Reads the blobs, then analyses and embeds them, each in as few calls as the size limits allow."""
         outcomes: list[Outcome | None] = [None] * len(uploads)
-        chunk: list[tuple[int, bytes]] = []
-        chunk_bytes = 0
-
-        def flush() -> None:
-            nonlocal chunk, chunk_bytes
-            if chunk:
-                for (i, _), outcome in zip(chunk, self._embed_images([data for _, data in chunk])):
-                    outcomes[i] = outcome
-            chunk, chunk_bytes = [], 0
-
+        images: dict[int, bytes] = {}
         for i, upload in enumerate(uploads):
             try:
                 data = self._blobs.read_bytes(upload.blob_key)
@@ -268,29 +295,82 @@ class EmbedWorker:
                 outcomes[i] = Outcome(FAILED, f"image of {len(data)} bytes exceeds the "
                                               f"{REQUEST_BYTES_BUDGET} bytes EmbedService accepts")
                 continue
+            images[i] = data
+
+        plans = {i: self._plan(uploads[i], ready) for i in images}
+        results = {space: self._per_image(call, space, [(i, data) for i, data in images.items()
+                                                        if space in plans[i][0]])
+                   for space, call in ((SPACE_CLIP, self._embed_clip), (SPACE_TEXT, self._analyze))}
+        for i, (_, kept) in plans.items():
+            outcomes[i] = _combine({space: by_index[i] for space, by_index in results.items()
+                                    if i in by_index}, kept)
+        return outcomes  # type: ignore[return-value]
+
+    def _plan(self, upload: Upload, ready: ReadyModels) -> tuple[list[str], dict[str, str]]:
+        """(spaces to compute, {space: model} of vectors the photo keeps). A reindex leaves a vector
+        of the current model alone; a space whose model is not ready keeps what it has."""
+        compute, kept = [], {}
+        for space in SPACES:
+            model = ready.model(space)
+            if model and not upload.reindex:
+                compute.append(space)
+                continue
+            held = self._vectors.get(upload.photo_id, space)
+            if model and (held is None or held.model != model):
+                compute.append(space)
+            elif held is not None:
+                kept[space] = held.model
+        return compute, kept
+
+    def _per_image(self, call: Callable[[list[bytes]], list[Any]], space: str,
+                   images: list[tuple[int, bytes]]) -> dict[int, Any]:
+        """{index: result or Outcome} of `call` over chunks within the request limits."""
+        results: dict[int, Any] = {}
+        chunk: list[tuple[int, bytes]] = []
+        chunk_bytes = 0
+
+        def flush() -> None:
+            nonlocal chunk, chunk_bytes
+            if chunk:
+                for (i, _), result in zip(chunk, self._isolating(call, space, [data for _, data in chunk])):
+                    results[i] = result
+            chunk, chunk_bytes = [], 0
+
+        for i, data in images:
             if chunk_bytes + len(data) > REQUEST_BYTES_BUDGET or len(chunk) == MAX_IMAGES:
                 flush()
             chunk.append((i, data))
             chunk_bytes += len(data)
         flush()
-        return outcomes  # type: ignore[return-value]
+        return results
 
-    def _embed_images(self, images: list[bytes]) -> list[Outcome]:
+    def _isolating(self, call: Callable[[list[bytes]], list[Any]], space: str,
+                   images: list[bytes]) -> list[Any]:
         """One call for all; on INVALID_ARGUMENT one call per image to isolate the bad one(s)."""
         try:
-            response = self._call_embed_images(images)
+            return call(images)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 if len(images) == 1:
                     return [Outcome(FAILED, _invalid_image_reason(e))]
-                return [self._embed_images([image])[0] for image in images]
-            if self._stop.is_set() or not self.model_ready():
+                return [self._isolating(call, space, [image])[0] for image in images]
+            if self._stop.is_set() or not self.ready_models().model(space):
                 raise ServiceDownError(f"{e.code().name}: {e.details()}") from e
             return [Outcome(ERROR, f"{e.code().name}: {e.details()}")] * len(images)
-        return [Outcome(INDEXED, vector=np.asarray(emb.values, np.float32), model=response.model)
-                for emb in response.embeddings]
 
-    def _call_embed_images(self, images: list[bytes]) -> embed_pb2.EmbedImagesResponse:
+    def _embed_clip(self, images: list[bytes]) -> list[tuple[str, np.ndarray]]:
+        response = self._call(self._stub.EmbedImages, embed_pb2.EmbedImagesRequest(images=images))
+        return [(response.model, np.asarray(e.values, np.float32)) for e in response.embeddings]
+
+    def _analyze(self, images: list[bytes]) -> list[Analysis]:
+        response = self._call(self._stub.AnalyzeImages, embed_pb2.AnalyzeImagesRequest(images=images))
+        return [Analysis(labels=[(label.name, label.score) for label in a.labels], ocr_text=a.ocr_text,
+                         vector=np.asarray(a.text_embedding.values, np.float32)
+                         if a.text_embedding.values else None, model=response.model)
+                for a in response.analyses]
+
+    def _call(self, method, request):
+        """The RPC, retried while the error is transient."""
         settings = self._settings
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(
@@ -302,8 +382,7 @@ class EmbedWorker:
             sleep=self._stop.wait,
             before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
             reraise=True)
-        return retrying(self._stub.EmbedImages, embed_pb2.EmbedImagesRequest(images=images),
-                        metadata=self._metadata, timeout=EMBED_TIMEOUT_S)
+        return retrying(method, request, metadata=self._metadata, timeout=EMBED_TIMEOUT_S)
 
     # Writes
 
@@ -311,17 +390,39 @@ class EmbedWorker:
         if outcome.kind == SKIPPED:
             log.info("photo %s skipped: %s", upload.photo_id, outcome.reason)
             return
+        status = {"photo_id": upload.photo_id, "owner": upload.owner, "reason": outcome.reason,
+                  "attempts": attempts}
         if outcome.kind == INDEXED:
-            self._vectors.upsert(VectorObject(
-                photo_id=upload.photo_id, owner=upload.owner, model=outcome.model, vector=outcome.vector,
+            self._vectors.upsert_many([VectorObject(
+                photo_id=upload.photo_id, owner=upload.owner, model=model, vector=vector, space=space,
                 taken_at=upload.taken_at, camera_make=upload.camera_make,
-                camera_model=upload.camera_model))
+                camera_model=upload.camera_model) for space, (model, vector) in outcome.vectors.items()])
+            held = {**outcome.kept, **{space: model for space, (model, _) in outcome.vectors.items()}}
+            status.update(status=STATUS_INDEXED, embedding_model=held.get(SPACE_CLIP, ""),
+                          embedding_models=[held[space] for space in SPACES if space in held])
+            if outcome.analysis is not None:
+                status.update(labels=[list(label) for label in outcome.analysis.labels],
+                              ocr_text=outcome.analysis.ocr_text)
         else:
             log.warning("photo %s failed: %s", upload.photo_id, outcome.reason)
-        self._producer.send(TOPIC_PHOTO_STATUS, upload.photo_id, {
-            "photo_id": upload.photo_id, "owner": upload.owner,
-            "status": STATUS_INDEXED if outcome.kind == INDEXED else STATUS_FAILED,
-            "reason": outcome.reason, "embedding_model": outcome.model, "attempts": attempts})
+            status.update(status=STATUS_FAILED, embedding_model="")
+        self._producer.send(TOPIC_PHOTO_STATUS, upload.photo_id, status)
+
+
+def _combine(results: dict[str, Any], kept: dict[str, str]) -> Outcome:
+    """One photo's outcome from its per-space results: a failure in any space decides."""
+    for kind in (FAILED, ERROR):
+        for result in results.values():
+            if isinstance(result, Outcome) and result.kind == kind:
+                return result
+    outcome = Outcome(INDEXED, kept=kept)
+    if (clip := results.get(SPACE_CLIP)) is not None:
+        outcome.vectors[SPACE_CLIP] = clip
+    if (analysis := results.get(SPACE_TEXT)) is not None:
+        outcome.analysis = analysis
+        if analysis.vector is not None:
+            outcome.vectors[SPACE_TEXT] = (analysis.model, analysis.vector)
+    return outcome
 
 
 def _invalid_image_reason(err: grpc.RpcError) -> str:

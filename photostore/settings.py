@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     model_batch_wait_ms: float = 5.0
     torch_threads: int = 0  # 0: torch's default
 
+    # Second signal from models whose weights ship in packages: ImageNet labels, OCR text and a
+    # sentence-model vector of both. Off: the EmbedService runs CLIP only.
+    signals_enabled: bool = True
+    label_min_score: float = 0.05  # labels below this probability are dropped (textures give junk)
+    label_top_k: int = 5  # labels kept per photo
+    label_vector_top_k: int = 3  # labels that go into the text vector
+    ocr_enabled: bool = True
+    ocr_min_confidence: float = 0.5  # OCR lines below this recognition score are dropped
+    # A sentence-transformers model directory; default: the packaged all-MiniLM-L6-v2.
+    sentence_model_path: Path | None = None
+
     # Events older than this that every consumer group has committed are dropped.
     event_retention_hours: float = 168.0
 
@@ -55,6 +66,16 @@ class Settings(BaseSettings):
     worker_max_attempts: int = 5
     worker_backoff_seconds: float = 1.0
     worker_backoff_max_seconds: float = 30.0
+
+    # Search fusion (docs/SEARCH.md): a signal counts for a hit only at or above its cut-off;
+    # the fused score is the weighted mean over the signals available for the query.
+    search_weight_clip: float = 1.0
+    search_weight_text: float = 1.0
+    search_weight_keyword: float = 0.5
+    search_min_clip: float = 0.2
+    search_min_text: float = 0.3
+    # Share of the query's words found in the photo's filename, labels or OCR text.
+    search_min_keyword: float = 0.0
 
     def target(self, service: str) -> str:
         explicit = getattr(self, f"{service}_target")

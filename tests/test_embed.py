@@ -1,4 +1,5 @@
-"""EmbedService in-process on a free port, loading a tiny random-weight open_clip checkpoint."""
+"""EmbedService in-process on a free port, loading a tiny random-weight open_clip checkpoint
+(CLIP only: tests/test_signals.py covers the labels, OCR and sentence models)."""
 from __future__ import annotations
 
 import dataclasses
@@ -85,6 +86,11 @@ class EmbedServer:
         return self.stub.EmbedText(embed_pb2.EmbedTextRequest(texts=texts), metadata=self.auth)
 
 
+def clip_only_settings(tiny: TinyClip, data_dir, **overrides) -> Settings:
+    """tiny_settings with the signal models off, so the service loads quickly."""
+    return tiny_settings(tiny, data_dir, **{"signals_enabled": False, **overrides})
+
+
 def start_embed_server(settings: Settings) -> EmbedServer:
     key = new_api_key()
     open_metadata(settings).create_user("alice", hash_key(key))
@@ -136,7 +142,7 @@ def reference(tiny):
 
 @pytest.fixture(scope="module")
 def server(tiny, tmp_path_factory):
-    server = start_embed_server(tiny_settings(tiny, tmp_path_factory.mktemp("data"),
+    server = start_embed_server(clip_only_settings(tiny, tmp_path_factory.mktemp("data"),
                                               model_batch_wait_ms=20))
     wait_for(lambda: server.info().ready)
     yield server
@@ -154,6 +160,23 @@ def test_model_info_names_the_checkpoint(server, tiny):
     assert len(info.model.rsplit("-", 1)[1]) == 12
     assert server.health() == SERVING
     assert server.health("") == SERVING
+    [clip] = info.models
+    assert (clip.role, clip.model, clip.ready, clip.dimension) == ("clip", info.model, True, TINY_EMBED_DIM)
+
+
+def test_signal_calls_are_unavailable_when_the_signals_are_off(server):
+    image = encode(sample_images()[0], "PNG")
+    calls = ((server.stub.AnalyzeImages, embed_pb2.AnalyzeImagesRequest(images=[image])),
+             (server.stub.EmbedText, embed_pb2.EmbedTextRequest(
+                 texts=["a cat"], encoder=embed_pb2.TEXT_ENCODER_SENTENCE)))
+    for call, request in calls:
+        err = rpc_error(call, request, metadata=server.auth)
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert "PHOTOSTORE_SIGNALS_ENABLED" in err.details()
+    # CLIP stays the default encoder, and answers to its explicit name too.
+    explicit = server.stub.EmbedText(
+        embed_pb2.EmbedTextRequest(texts=["a cat"], encoder=embed_pb2.TEXT_ENCODER_CLIP), metadata=server.auth)
+    np.testing.assert_allclose(vectors_of(explicit), vectors_of(server.embed_texts(["a cat"])), atol=1e-6)
 
 
 def test_text_vectors_match_open_clip(server, reference):
@@ -280,7 +303,7 @@ def test_health_answers_while_a_long_batch_is_embedded(server):
 
 def test_missing_weights_leave_the_service_up_until_they_arrive(tiny, tmp_path):
     checkpoint = tmp_path / "weights" / "later.pt"
-    server = start_embed_server(tiny_settings(tiny, tmp_path / "data", model_pretrained=str(checkpoint)))
+    server = start_embed_server(clip_only_settings(tiny, tmp_path / "data", model_pretrained=str(checkpoint)))
     try:
         info = wait_for(lambda: "cannot load" in (i := server.info()).reason and i)  # first attempt failed
         assert not info.ready and info.dimension == 0
@@ -307,7 +330,7 @@ def test_missing_weights_leave_the_service_up_until_they_arrive(tiny, tmp_path):
 
 def test_a_different_checkpoint_gets_a_different_model_id(server, tmp_path):
     other = write_tiny_checkpoint(tmp_path / "other", seed=1)  # same file name, other weights
-    other_server = start_embed_server(tiny_settings(other, tmp_path / "data"))
+    other_server = start_embed_server(clip_only_settings(other, tmp_path / "data"))
     try:
         theirs = wait_for(lambda: (i := other_server.info()).ready and i).model
         ours = server.info().model

@@ -1,4 +1,5 @@
-"""The embed worker against the embedded backends in tmp_path and an in-process EmbedService."""
+"""The embed worker against the embedded backends in tmp_path and an in-process EmbedService
+(CLIP only, except where the labels, OCR and sentence models are the point)."""
 from __future__ import annotations
 
 import collections
@@ -14,18 +15,20 @@ import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from embed_svc.worker import GROUP, EmbedWorker
 from photos.v1 import embed_pb2, embed_pb2_grpc
 from photostore.auth import service_api_key
 from photostore.backends import open_blobs, open_events, open_metadata, open_vectors
 from photostore.backends.base import (
-    STATUS_FAILED, STATUS_INDEXED, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED, BlobStore, EventLog,
-    VectorStore)
+    SPACE_CLIP, SPACE_TEXT, STATUS_FAILED, STATUS_INDEXED, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED,
+    BlobStore, EventLog, VectorStore)
 from photostore.server import make_channel
 from photostore.settings import Settings
-from tests.test_embed import start_embed_server, stop_embed_server, wait_for
-from tests.tinyclip import TINY_EMBED_DIM, tiny_settings, write_tiny_checkpoint
+from tests.test_embed import clip_only_settings, start_embed_server, stop_embed_server, wait_for
+from tests.test_signals import TEXT_MODEL, chelsea, sign
+from tests.tinyclip import TINY_EMBED_DIM, write_tiny_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,8 +39,12 @@ TAKEN = dt.datetime(2022, 7, 1, 9, 30, tzinfo=dt.timezone.utc)
 def png(seed: int) -> bytes:
     """A distinct small real photo per seed (crops of the astronaut)."""
     x, y = 40 * (seed % 8), 40 * (seed // 8 % 8)
+    return encode(Image.fromarray(skimage.data.astronaut()[y:y + 96, x:x + 128]))
+
+
+def encode(img: Image.Image) -> bytes:
     out = io.BytesIO()
-    Image.fromarray(skimage.data.astronaut()[y:y + 96, x:x + 128]).save(out, "PNG")
+    img.save(out, "PNG")
     return out.getvalue()
 
 
@@ -88,7 +95,7 @@ def make_backends(settings: Settings) -> Backends:
 
 
 def worker_settings(tiny, tmp_path, **overrides) -> Settings:
-    return tiny_settings(tiny, tmp_path / "data", worker_batch_size=4, worker_max_attempts=3,
+    return clip_only_settings(tiny, tmp_path / "data", worker_batch_size=4, worker_max_attempts=3,
                          worker_backoff_seconds=0.05, worker_backoff_max_seconds=0.2, **overrides)
 
 
@@ -128,7 +135,9 @@ def test_worker_indexes_uploads_then_commits(stack):
     statuses = backends.statuses()
     assert sorted(s["photo_id"] for s in statuses) == sorted(photos)
     assert all(s["status"] == STATUS_INDEXED and s["embedding_model"] == model and s["attempts"] == 1
-               and s["reason"] == "" and s["owner"] == OWNER for s in statuses)
+               and s["reason"] == "" and s["owner"] == OWNER and s["embedding_models"] == [model]
+               and "labels" not in s for s in statuses)  # not analysed: ingest leaves labels as they are
+    assert backends.vectors.get(dated, SPACE_TEXT) is None
     assert backends.lag() == 0
 
 
@@ -211,6 +220,66 @@ def test_uploads_wait_uncommitted_until_the_model_is_ready(tiny, tmp_path):
 
         assert totals.indexed == 2
         assert sorted(s["photo_id"] for s in backends.statuses()) == sorted(photo_ids)
+        assert backends.lag() == 0
+    finally:
+        channel.close()
+        stop_embed_server(server)
+
+
+def items_inferred(kind: str) -> float:
+    """Items the in-process EmbedService has run through the `kind` model so far."""
+    return REGISTRY.get_sample_value("embed_batch_size_sum", {"kind": kind}) or 0.0
+
+
+def test_signals_index_without_clip_and_a_reindex_adds_only_what_is_missing(tiny, tmp_path):
+    checkpoint = tmp_path / "weights" / "tiny.pt"
+    settings = worker_settings(tiny, tmp_path, model_pretrained=str(checkpoint), signals_enabled=True)
+    server = start_embed_server(settings)
+    backends = make_backends(settings)
+    worker, channel = backends.worker(f"127.0.0.1:{server.svc.port}")
+    photos = {"cat": encode(chelsea().resize((225, 150))), "shop": encode(sign())}
+    try:
+        ids = {name: backends.upload(data) for name, data in photos.items()}
+        wait_for(lambda: all(m.ready for m in server.info().models if m.role != "clip"), timeout_s=120)
+        assert not server.info().ready
+
+        assert worker.run_until_idle().indexed == 2
+        statuses = {s["photo_id"]: s for s in backends.statuses()}
+        for name, photo_id in ids.items():
+            assert statuses[photo_id]["embedding_model"] == ""
+            assert statuses[photo_id]["embedding_models"] == [TEXT_MODEL]
+            stored = backends.vectors.get(photo_id, SPACE_TEXT)
+            assert (stored.model, stored.owner, stored.vector.shape) == (TEXT_MODEL, OWNER, (384,))
+            [analysis] = server.stub.AnalyzeImages(embed_pb2.AnalyzeImagesRequest(images=[photos[name]]),
+                                                   metadata=server.auth).analyses
+            np.testing.assert_allclose(stored.vector, analysis.text_embedding.values, atol=1e-5)
+            assert statuses[photo_id]["labels"] == [[label.name, pytest.approx(label.score)]
+                                                    for label in analysis.labels]
+            assert backends.vectors.get(photo_id, SPACE_CLIP) is None
+        assert statuses[ids["cat"]]["labels"][0][0] in {"tabby", "tiger cat", "Egyptian cat"}
+        assert statuses[ids["shop"]]["ocr_text"].split() == ["CAFE", "ROMA"]
+
+        backends.upload(photos["shop"], photo_id=ids["shop"])  # redelivered
+        assert worker.run_until_idle().indexed == 1
+        assert backends.vectors.count(TEXT_MODEL) == 2
+
+        checkpoint.parent.mkdir()
+        shutil.copy(tiny.checkpoint_path, checkpoint)
+        clip_model = wait_for(lambda: (i := server.info()).ready and i.model)
+        for _ in range(2):  # the second time every space is current: nothing is inferred at all
+            labelled, embedded = items_inferred("labels"), items_inferred("image")
+            for name, photo_id in ids.items():
+                backends.upload(photos[name], photo_id=photo_id, reindex=True)
+            assert worker.run_until_idle().indexed == 2
+            assert items_inferred("labels") == labelled  # the text vectors were current
+            statuses = {s["photo_id"]: s for s in backends.statuses()}
+            for photo_id in ids.values():
+                assert statuses[photo_id]["embedding_model"] == clip_model
+                assert statuses[photo_id]["embedding_models"] == [clip_model, TEXT_MODEL]
+                assert "labels" not in statuses[photo_id]  # left as they are
+                assert backends.vectors.get(photo_id, SPACE_CLIP).model == clip_model
+        assert items_inferred("image") == embedded
+        assert (backends.vectors.count(TEXT_MODEL), backends.vectors.count(clip_model)) == (2, 2)
         assert backends.lag() == 0
     finally:
         channel.close()
