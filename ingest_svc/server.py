@@ -8,11 +8,11 @@ import threading
 from ingest_svc import imaging
 from ingest_svc.service import SERVICE_NAME, IngestServicer
 from ingest_svc.watch import WatchHub
-from photos.v1 import ingest_pb2_grpc
+from photos.v1 import embed_pb2_grpc, ingest_pb2_grpc
 from photostore.auth import Authenticator
 from photostore.backends import open_blobs, open_events, open_metadata, open_vectors
 from photostore.backends.base import TOPIC_PHOTO_STATUS, utcnow
-from photostore.server import GrpcService, setup_logging, start_server
+from photostore.server import GrpcService, make_channel, setup_logging, start_server
 from photostore.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,9 @@ def serve(settings: Settings, port: int, max_watchers: int = MAX_WATCHERS) -> Gr
     blobs, metadata = open_blobs(settings), open_metadata(settings)
     events, vectors = open_events(settings), open_vectors(settings)
     hub = WatchHub(max_watchers)
-    servicer = IngestServicer(settings, blobs, metadata, events.producer(), vectors, hub)
+    embed_channel = make_channel(settings.target("embed"))  # ReindexPhotos asks for the current models
+    servicer = IngestServicer(settings, blobs, metadata, events.producer(), vectors, hub,
+                              embed_pb2_grpc.EmbedServiceStub(embed_channel))
     svc = start_server(
         settings=settings, port=port,
         servicers=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer)],
@@ -58,6 +60,7 @@ def serve(settings: Settings, port: int, max_watchers: int = MAX_WATCHERS) -> Gr
             thread.join()
 
     svc.on_stop(stop_background)
+    svc.on_stop(embed_channel.close, after_drain=True)
     return svc
 
 

@@ -8,11 +8,12 @@ import tempfile
 import uuid
 from typing import Iterator, Sequence
 
+import grpc
 from prometheus_client import Counter
 
 from ingest_svc import imaging
 from ingest_svc.watch import WatchHub
-from photos.v1 import ingest_pb2, ingest_pb2_grpc, photo_pb2
+from photos.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2
 from photostore.auth import current_user
 from photostore.backends.base import (
     STATUS_UPLOADED,
@@ -48,6 +49,9 @@ MAX_REQUEST_ID_CHARS = 128
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # How often a WatchPhotos stream looks whether its client is still there.
 WATCH_POLL_S = 1.0
+EMBED_TIMEOUT_S = 30.0
+# GetModelInfo roles whose ready model makes vectors: CLIP, and the text model of labels + OCR text.
+VECTOR_MODEL_ROLES = ("clip", "sentence")
 
 UPLOADS_ACCEPTED = Counter("photostore_uploads_accepted_total",
                            "Uploads answered with a photo", ["duplicate"])
@@ -55,14 +59,17 @@ UPLOADS_REJECTED = Counter("photostore_uploads_rejected_total",
                            "Uploads rejected, by reason", ["reason"])
 
 
-def uploaded_event(r: PhotoRecord) -> dict:
-    """The photos.uploaded payload (docs/ARCHITECTURE.md)."""
-    return {
+def uploaded_event(r: PhotoRecord, *, reindex: bool = False) -> dict:
+    """The photos.uploaded payload (docs/ARCHITECTURE.md); `reindex` marks a photo queued again."""
+    event = {
         "photo_id": r.id, "owner": r.owner, "blob_key": r.blob_key, "sha256": r.sha256,
         "content_type": r.content_type,
         "taken_at": r.taken_at.isoformat() if r.taken_at else None,
         "camera_make": r.camera_make, "camera_model": r.camera_model,
     }
+    if reindex:
+        event["reindex"] = True
+    return event
 
 
 def change_message(r: PhotoRecord, *, deleted: bool = False) -> ingest_pb2.WatchPhotosResponse:
@@ -74,8 +81,10 @@ def change_message(r: PhotoRecord, *, deleted: bool = False) -> ingest_pb2.Watch
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, settings: Settings, blobs: BlobStore, metadata: MetadataStore,
-                 producer: EventProducer, vectors: VectorStore, hub: WatchHub):
+                 producer: EventProducer, vectors: VectorStore, hub: WatchHub,
+                 embed: embed_pb2_grpc.EmbedServiceStub):
         self._settings = settings
+        self._embed = embed
         self._blobs = blobs
         self._metadata = metadata
         self._producer = producer
@@ -232,9 +241,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             if not photo_id or status not in STATUS_TO_PROTO:
                 log.warning("skipping malformed status event at offset %d: %r", event.offset, value)
                 continue
+            labels = value.get("labels")
             record = self._metadata.update_status(
                 photo_id, status, reason=value.get("reason") or "",
-                embedding_model=value.get("embedding_model") or None, attempts=value.get("attempts"))
+                embedding_model=value.get("embedding_model") or None, attempts=value.get("attempts"),
+                labels=None if labels is None else [(str(name), float(score)) for name, score in labels],
+                ocr_text=value.get("ocr_text"), embedding_models=value.get("embedding_models"))
             if record is None:  # deleted while it was being indexed
                 self._vectors.delete(photo_id)
             else:
@@ -319,6 +331,49 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             return ingest_pb2.DeletePhotoResponse()
         except ServiceError as e:
             e.abort(context)
+
+    # Reindex
+
+    def ReindexPhotos(self, request, context):
+        try:
+            models = self._current_models(context)
+            owner = current_user().id
+            queued = []
+            for record in self._all_photos(owner):
+                # A photo still waiting for its first indexing is queued already.
+                stale = request.all or not set(models) <= set(record.embedding_models)
+                if stale and record.status != STATUS_UPLOADED:
+                    self._producer.send(TOPIC_PHOTO_UPLOADED, key=record.id,
+                                        value=uploaded_event(record, reindex=True))
+                    queued.append(photo_to_proto(record).name)
+            log.info("reindex: queued %d photos of %s for %s", len(queued), owner, ", ".join(models))
+            return ingest_pb2.ReindexPhotosResponse(names=queued, models=models)
+        except ServiceError as e:
+            e.abort(context)
+
+    def _current_models(self, context) -> list[str]:
+        """The ready vector models, asked of EmbedService with the caller's key."""
+        metadata = [(k, v) for k, v in context.invocation_metadata() if k == "authorization"]
+        try:
+            info = self._embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=metadata,
+                                            timeout=EMBED_TIMEOUT_S)
+        except grpc.RpcError as e:
+            raise ServiceError(e.code(), f"cannot ask EmbedService for its models: {e.details()}",
+                               reason="EMBED_UNREACHABLE") from e
+        models = [m.model for m in info.models if m.role in VECTOR_MODEL_ROLES and m.ready]
+        if not models:
+            reasons = "; ".join(f"{m.role}: {m.reason}" for m in info.models if m.role in VECTOR_MODEL_ROLES)
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, f"no vector model is ready ({reasons})",
+                               reason="MODEL_NOT_READY")
+        return models
+
+    def _all_photos(self, owner: str) -> Iterator[PhotoRecord]:
+        cursor = ""
+        while True:
+            page = self._metadata.list_photos(owner, page_size=MAX_PAGE_SIZE, cursor=cursor)
+            yield from page.records
+            if not (cursor := page.next_cursor):
+                return
 
     # Watch
 

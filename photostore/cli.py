@@ -50,6 +50,8 @@ SERVICES = [
 STARTUP_TIMEOUT_S = 120.0
 # How long `up` lets the model load before it reports the model's state.
 MODEL_WAIT_S = 15.0
+# Columns of `search`, as SignalScores names them.
+SEARCH_SIGNALS = ("clip", "text", "keyword")
 STATUS_LABELS = {
     photo_pb2.PHOTO_STATUS_UNSPECIFIED: "",
     photo_pb2.PHOTO_STATUS_UPLOADED: "uploaded",
@@ -254,6 +256,10 @@ def _time_text(photo: photo_pb2.Photo) -> str:
     return photo.take_time.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _signal_text(signals: search_pb2.SignalScores, signal: str) -> str:
+    return f"{getattr(signals, signal):.3f}" if signals.HasField(signal) else "-"
+
+
 def cmd_search(args, settings: Settings) -> int:
     metadata = bearer_metadata(_api_key(args))
     target = settings.target("search")
@@ -267,20 +273,84 @@ def cmd_search(args, settings: Settings) -> int:
     if not response.hits:
         print("no matches")
         return 0
-    print(f"{'rank':>4}  {'score':>6}  {'filename':<32}  {'name':<40}  taken")
+    print(f"{'rank':>4}  {'score':>6}  " + "  ".join(f"{s:>7}" for s in SEARCH_SIGNALS)
+          + f"  {'filename':<32}  {'name':<40}  {'taken':<20}  matched")
     for rank, hit in enumerate(response.hits, 1):
         p = hit.photo
-        print(f"{rank:>4}  {hit.score:6.3f}  {p.filename:<32}  {p.name:<40}  {_time_text(p)}")
-    print(f"model: {response.model}")
+        signals = "  ".join(f"{_signal_text(hit.signals, s):>7}" for s in SEARCH_SIGNALS)
+        print(f"{rank:>4}  {hit.score:6.3f}  {signals}  {p.filename:<32}  {p.name:<40}  "
+              f"{_time_text(p):<20}  {', '.join(hit.matched_terms)}")
+    print(f"models: {response.model}")
     return 0
+
+
+# reindex
+
+def cmd_reindex(args, settings: Settings) -> int:
+    metadata = bearer_metadata(_api_key(args))
+    target = settings.target("ingest")
+    with make_channel(target) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        try:
+            # Watch first: every status change after the call is seen, however fast the worker is.
+            stream = stub.WatchPhotos(ingest_pb2.WatchPhotosRequest(), metadata=metadata,
+                                      timeout=args.wait_timeout)
+            stream.initial_metadata()
+            response = stub.ReindexPhotos(ingest_pb2.ReindexPhotosRequest(all=args.all),
+                                          metadata=metadata, timeout=60)
+        except grpc.RpcError as e:
+            raise _rpc_failure(e, target) from e
+        try:
+            if not response.names:
+                print(f"every photo is indexed with the current models ({', '.join(response.models)})")
+                return 0
+            print(f"queued {len(response.names)} photo(s) for {', '.join(response.models)}")
+            try:
+                failed = _follow_reindex(stream, set(response.names))
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise CliError(f"photos not all reindexed after {args.wait_timeout:g}s") from e
+                raise _rpc_failure(e, target) from e
+        finally:
+            stream.cancel()
+    print(f"reindexed {len(response.names) - len(failed)}, failed {len(failed)}")
+    for name, reason in failed:
+        print(f"  not reindexed: {name}: {reason}")
+    return 1 if failed else 0
+
+
+def _follow_reindex(stream, pending: set[str]) -> list[tuple[str, str]]:
+    """Follows the watch until each photo in `pending` is indexed, failed or deleted; returns the
+    ones not indexed with why."""
+    failed = []
+    with tqdm(total=len(pending), unit="photo", desc="reindexing", disable=None) as bar:
+        for change in stream:
+            name = change.photo.name
+            if name not in pending or not (change.deleted or change.status in DONE_STATUSES):
+                continue
+            pending.discard(name)
+            bar.update(1)
+            if change.deleted:
+                failed.append((name, "deleted"))
+            elif change.status == photo_pb2.PHOTO_STATUS_FAILED:
+                failed.append((name, change.reason or change.photo.status_reason))
+            if not pending:
+                return failed
+    raise CliError(f"the watch ended with {len(pending)} photo(s) not reindexed yet")
 
 
 # status
 
 def _model_line(info: embed_pb2.GetModelInfoResponse) -> str:
-    if info.ready:
-        return f"model {info.model} (dim {info.dimension}, {info.device}): ready"
-    return f"model {info.model}: not ready: {info.reason}"
+    """One line per model (role, id, state); the CLIP fields alone from an older service."""
+    models = info.models or [embed_pb2.ModelStatus(role="clip", model=info.model, ready=info.ready,
+                                                   reason=info.reason, dimension=info.dimension)]
+    lines = []
+    for m in models:
+        state = "ready" if m.ready else f"not ready: {m.reason}"
+        size = f" (dim {m.dimension})" if m.ready and m.dimension else ""
+        lines.append(f"model {m.role:<8} {m.model}{size}: {state}")
+    return "\n".join(lines) + f"\ndevice: {info.device}"
 
 
 def cmd_status(args, settings: Settings) -> int:
@@ -463,6 +533,17 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--min-score", type=float, default=None, help="leave out hits scoring below")
     _add_key_option(search)
     search.set_defaults(handler=cmd_search)
+
+    reindex = commands.add_parser(
+        "reindex", help="embed photos again with the current models",
+        description="Queues your photos whose vectors come from an older or missing model (every photo "
+                    "with --all) and follows their progress; they stay searchable meanwhile.",
+        epilog="Exit status: 1 when any photo failed to index.")
+    reindex.add_argument("--all", action="store_true", help="every photo, whatever its models")
+    reindex.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
+                         help="give up waiting after this long (default: no limit)")
+    _add_key_option(reindex)
+    reindex.set_defaults(handler=cmd_reindex)
 
     status = commands.add_parser("status", help="photo counts per status and model state")
     _add_key_option(status)

@@ -6,7 +6,7 @@ from photostore.auth import Authenticator
 from photostore.backends import open_metadata, open_vectors
 from photostore.server import GrpcService, make_channel, setup_logging, start_server
 from photostore.settings import Settings, get_settings
-from search_svc.service import SearchService
+from search_svc.service import Fusion, SearchService
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 
@@ -15,12 +15,13 @@ def serve(settings: Settings, port: int) -> GrpcService:
     """Starts the server with channels to the embed and ingest services; stop() closes them."""
     embed_channel = make_channel(settings.target("embed"))
     ingest_channel = make_channel(settings.target("ingest"))
-    service = SearchService(open_vectors(settings), embed_pb2_grpc.EmbedServiceStub(embed_channel),
-                            ingest_pb2_grpc.IngestServiceStub(ingest_channel))
+    metadata = open_metadata(settings)
+    service = SearchService(open_vectors(settings), metadata, embed_pb2_grpc.EmbedServiceStub(embed_channel),
+                            ingest_pb2_grpc.IngestServiceStub(ingest_channel), Fusion.from_settings(settings))
     svc = start_server(
         settings=settings, port=port,
         servicers=[(search_pb2_grpc.add_SearchServiceServicer_to_server, service)],
-        service_names=[SERVICE_NAME], authenticator=Authenticator(open_metadata(settings)))
+        service_names=[SERVICE_NAME], authenticator=Authenticator(metadata))
     svc.on_stop(embed_channel.close, after_drain=True)
     svc.on_stop(ingest_channel.close, after_drain=True)
     return svc

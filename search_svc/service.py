@@ -1,8 +1,18 @@
-"""photos.v1.SearchService: text and similar-photo search over the caller's vectors."""
+"""photos.v1.SearchService: hybrid text search and similar-photo search over the caller's photos.
+
+SearchPhotos fuses up to three signals (docs/SEARCH.md): CLIP (query vs. image), text (query vs. the
+sentence vector of the photo's labels and OCR text) and keyword (query words found in the filename,
+labels or OCR text). Each counts for a hit only at or above its cut-off; the fused score is the
+weighted mean of the counted scores over the signals available for the query.
+"""
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import math
+import re
+from typing import Iterable
 
 import grpc
 import numpy as np
@@ -11,19 +21,66 @@ from google.rpc import error_details_pb2
 from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
                        search_pb2_grpc)
 from photostore.auth import current_user
-from photostore.backends.base import VectorFilter, VectorStore
+from photostore.backends.base import SPACE_CLIP, SPACE_TEXT, MetadataStore, VectorFilter, VectorStore
 from photostore.convert import from_timestamp, photo_id_from_name, photo_name
 from photostore.errors import ServiceError, invalid, not_found, status_details
+from photostore.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 200
 MAX_QUERY_CHARS = 1000
-# Most hits fetched to make up for deleted photos: one BatchGetPhotos call's worth.
+# Most photos one BatchGetPhotos call hydrates; also the most hits fetched per signal.
 MAX_HYDRATE = 1000
+# Candidates fetched per signal, as a multiple of the page size (at least MIN_CANDIDATES): the
+# fused ranking can lift a photo that one signal ranks lower.
+CANDIDATE_FACTOR = 3
+MIN_CANDIDATES = 50
 # Deadline for calls to other services when the caller set none (or a longer one).
 DOWNSTREAM_TIMEOUT_S = 30.0
+
+CLIP, TEXT, KEYWORD = "clip", "text", "keyword"  # SignalScores field names
+# Words too common to count as keyword matches. Words are split as the metadata store splits them.
+STOPWORDS = frozenset("""
+a an and any are as at be by for from has have in into is it its of on or over some that the their
+there these this those to under up was were with without near next onto photo photos picture pictures
+image images pic pics shot""".split())
+_WORD = re.compile(r"[^\W_]+")
+
+
+def keyword_terms(query: str) -> list[str]:
+    """The query's distinct lower-case words, stopwords left out, in order."""
+    return list(dict.fromkeys(w for w in _WORD.findall(query.lower()) if w not in STOPWORDS))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fusion:
+    """Per-signal weights and cut-offs (PHOTOSTORE_SEARCH_WEIGHT_* / PHOTOSTORE_SEARCH_MIN_*)."""
+
+    weights: dict[str, float]
+    cutoffs: dict[str, float]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Fusion:
+        signals = (CLIP, TEXT, KEYWORD)
+        return cls(weights={s: getattr(settings, f"search_weight_{s}") for s in signals},
+                   cutoffs={s: getattr(settings, f"search_min_{s}") for s in signals})
+
+    def enabled(self, signal: str) -> bool:
+        """A signal weighted 0 is switched off."""
+        return self.weights[signal] > 0
+
+    def score(self, signals: dict[str, float], available: Iterable[str]) -> float:
+        """sum(weight * score of each counted signal) / sum(weight of each available signal)."""
+        total = sum(self.weights[s] for s in available)
+        return sum(self.weights[s] * v for s, v in signals.items()) / total if total else 0.0
+
+
+@dataclasses.dataclass
+class Candidate:
+    signals: dict[str, float] = dataclasses.field(default_factory=dict)
+    matched_terms: list[str] = dataclasses.field(default_factory=list)
 
 
 def downstream_error(err: grpc.RpcError) -> ServiceError:
@@ -57,7 +114,7 @@ def _page_size(value: int) -> int:
 
 
 def _min_score(request) -> float:
-    """The request's cut-off; without one every hit counts (cosine scores are >= -1)."""
+    """The request's cut-off; without one every hit counts (scores are >= -1)."""
     if not request.HasField("min_score"):
         return -1.0
     value = request.min_score
@@ -75,15 +132,34 @@ def _vector_filter(owner: str, flt: search_pb2.SearchFilter) -> VectorFilter:
                         camera_make=flt.camera_make.strip(), camera_model=flt.camera_model.strip())
 
 
+def _passes_filter(photo: photo_pb2.Photo, flt: VectorFilter) -> bool:
+    """The vector store's filter applied to a photo: a date bound needs a time taken."""
+    if flt.start or flt.end:
+        if not photo.HasField("take_time"):
+            return False
+        taken = photo.take_time.ToDatetime(tzinfo=dt.timezone.utc)
+        if (flt.start and taken < flt.start) or (flt.end and taken >= flt.end):
+            return False
+    return ((not flt.camera_make or photo.camera_make.lower() == flt.camera_make.lower())
+            and (not flt.camera_model or photo.camera_model.lower() == flt.camera_model.lower()))
+
+
+def _vector(embedding: embed_pb2.Embedding) -> np.ndarray:
+    return np.asarray(embedding.values, dtype=np.float32)
+
+
 class SearchService(search_pb2_grpc.SearchServiceServicer):
     """Embeds queries through EmbedService and hydrates hits through IngestService, both called
     with the caller's own key so they see exactly what the caller may see."""
 
-    def __init__(self, vectors: VectorStore, embed: embed_pb2_grpc.EmbedServiceStub,
-                 ingest: ingest_pb2_grpc.IngestServiceStub):
+    def __init__(self, vectors: VectorStore, metadata: MetadataStore,
+                 embed: embed_pb2_grpc.EmbedServiceStub, ingest: ingest_pb2_grpc.IngestServiceStub,
+                 fusion: Fusion):
         self._vectors = vectors
+        self._metadata = metadata
         self._embed = embed
         self._ingest = ingest
+        self._fusion = fusion
 
     # RPCs
 
@@ -99,7 +175,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         except ServiceError as e:
             e.abort(context)
 
-    # Implementation
+    # SearchPhotos
 
     def _search_photos(self, request, context) -> search_pb2.SearchPhotosResponse:
         query = request.query.strip()
@@ -110,10 +186,84 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         page_size = _page_size(request.page_size)
         min_score = _min_score(request)
         flt = _vector_filter(current_user().id, request.filter)
-        embedded = self._call(self._embed.EmbedText, embed_pb2.EmbedTextRequest(texts=[query]), context)
-        vector = np.asarray(embedded.embeddings[0].values, dtype=np.float32)
-        hits = self._ranked_photos(vector, embedded.model, flt, page_size, min_score, context)
-        return search_pb2.SearchPhotosResponse(hits=hits, model=embedded.model)
+        fetch = min(MAX_HYDRATE, max(CANDIDATE_FACTOR * page_size, MIN_CANDIDATES))
+
+        candidates: dict[str, Candidate] = {}
+        available, models, missing = self._vector_signals(query, flt, fetch, candidates, context)
+        terms = keyword_terms(query)
+        if not self._fusion.enabled(KEYWORD):
+            missing[KEYWORD] = "switched off (PHOTOSTORE_SEARCH_WEIGHT_KEYWORD=0)"
+        elif terms:
+            available.append(KEYWORD)
+            for photo_id, matched in self._metadata.keyword_search(flt.owner, terms, MAX_HYDRATE):
+                share = len(matched) / len(terms)
+                if share >= self._fusion.cutoffs[KEYWORD]:
+                    candidate = candidates.setdefault(photo_id, Candidate())
+                    candidate.signals[KEYWORD] = share
+                    candidate.matched_terms = matched
+        else:
+            missing[KEYWORD] = "the query has no words to match besides stopwords"
+        if not available:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                               "no search signal is available: " + "; ".join(
+                                   f"{signal}: {why}" for signal, why in missing.items()),
+                               reason="NO_SIGNAL_AVAILABLE", metadata=missing)
+
+        hits = []
+        for photo in self._hydrate(list(candidates), context):
+            if not _passes_filter(photo, flt):
+                continue
+            candidate = candidates[photo.name.removeprefix("photos/")]
+            score = self._fusion.score(candidate.signals, available)
+            if score >= min_score:
+                hits.append(search_pb2.SearchHit(
+                    photo=photo, score=score, signals=search_pb2.SignalScores(**candidate.signals),
+                    matched_terms=candidate.matched_terms))
+        hits.sort(key=lambda hit: (-hit.score, hit.photo.name))
+        return search_pb2.SearchPhotosResponse(hits=hits[:page_size], model=", ".join(models))
+
+    def _vector_signals(self, query: str, flt: VectorFilter, fetch: int,
+                        candidates: dict[str, Candidate], context
+                        ) -> tuple[list[str], list[str], dict[str, str]]:
+        """Adds the CLIP and text hits at or above their cut-offs to `candidates`.
+
+        Returns (signals available, their models, why each unavailable one is). An encoder that
+        answers UNAVAILABLE (model not ready) is left out; any other failure fails the search.
+        """
+        calls = {signal: self._call_async(self._embed.EmbedText, embed_pb2.EmbedTextRequest(
+                     texts=[query], encoder=encoder), context)
+                 for signal, encoder in ((CLIP, embed_pb2.TEXT_ENCODER_CLIP),
+                                         (TEXT, embed_pb2.TEXT_ENCODER_SENTENCE))
+                 if self._fusion.enabled(signal)}
+        available, models = [], []
+        missing = {signal: f"switched off (PHOTOSTORE_SEARCH_WEIGHT_{signal.upper()}=0)"
+                   for signal in (CLIP, TEXT) if not self._fusion.enabled(signal)}
+        for signal, call in calls.items():
+            try:
+                embedded = call.result()
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE:
+                    log.warning("EmbedText (%s) failed: %s %s", signal, e.code(), e.details())
+                    raise downstream_error(e) from e
+                missing[signal] = e.details() or e.code().name
+                continue
+            available.append(signal)
+            models.append(embedded.model)
+            for photo_id, score in self._vectors.search(_vector(embedded.embeddings[0]), embedded.model,
+                                                        flt, fetch, self._fusion.cutoffs[signal]):
+                candidates.setdefault(photo_id, Candidate()).signals[signal] = score
+        return available, models, missing
+
+    def _hydrate(self, photo_ids: list[str], context) -> list[photo_pb2.Photo]:
+        """The caller's photos among `photo_ids`; deleted ones are left out."""
+        photos = []
+        for start in range(0, len(photo_ids), MAX_HYDRATE):
+            names = [photo_name(pid) for pid in photo_ids[start:start + MAX_HYDRATE]]
+            photos += self._call(self._ingest.BatchGetPhotos,
+                                 ingest_pb2.BatchGetPhotosRequest(names=names), context).photos
+        return photos
+
+    # FindSimilar
 
     def _find_similar(self, request, context) -> search_pb2.FindSimilarResponse:
         page_size = _page_size(request.page_size)
@@ -121,33 +271,54 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         flt = _vector_filter(current_user().id, request.filter)
         source = request.WhichOneof("source")
         if source == "name":
-            vector, model = self._vector_of_photo(request.name, context)
+            vector, model, signal = self._vector_of_photo(request.name, context)
         elif source == "image" and request.image:
-            embedded = self._call(self._embed.EmbedImages,
-                                  embed_pb2.EmbedImagesRequest(images=[request.image]), context)
-            vector = np.asarray(embedded.embeddings[0].values, dtype=np.float32)
-            model = embedded.model
+            vector, model, signal = self._vector_of_image(request.image, context)
         else:
             raise invalid("set either name or image", field="source")
-        hits = self._ranked_photos(vector, model, flt, page_size, min_score, context)
+        hits = self._ranked_photos(vector, model, signal, flt, page_size, min_score, context)
+        if source == "name":  # the photo itself first, even when another has the very same vector
+            hits.sort(key=lambda hit: hit.photo.name != request.name)
         return search_pb2.FindSimilarResponse(hits=hits, model=model)
 
-    def _vector_of_photo(self, name: str, context) -> tuple[np.ndarray, str]:
-        """The stored vector of one of the caller's photos (ownership checked by IngestService)."""
+    def _vector_of_photo(self, name: str, context) -> tuple[np.ndarray, str, str]:
+        """The stored CLIP vector of one of the caller's photos, else its text vector (ownership
+        checked by IngestService)."""
         photo_id = photo_id_from_name(name)
         found = self._call(self._ingest.BatchGetPhotos,
                            ingest_pb2.BatchGetPhotosRequest(names=[photo_name(photo_id)]), context)
         if not found.photos:
             raise not_found(f"photo '{name}' not found")
-        obj = self._vectors.get(photo_id)
-        if obj is None or obj.owner != current_user().id:
-            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "photo is not indexed yet",
-                               reason="PHOTO_NOT_INDEXED",
-                               metadata={"name": name,
-                                         "status": photo_pb2.PhotoStatus.Name(found.photos[0].status)})
-        return np.asarray(obj.vector, dtype=np.float32), obj.model
+        for space, signal in ((SPACE_CLIP, CLIP), (SPACE_TEXT, TEXT)):
+            obj = self._vectors.get(photo_id, space)
+            if obj is not None and obj.owner == current_user().id:
+                return np.asarray(obj.vector, dtype=np.float32), obj.model, signal
+        raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "photo is not indexed yet",
+                           reason="PHOTO_NOT_INDEXED",
+                           metadata={"name": name,
+                                     "status": photo_pb2.PhotoStatus.Name(found.photos[0].status)})
 
-    def _ranked_photos(self, vector: np.ndarray, model: str, flt: VectorFilter, limit: int,
+    def _vector_of_image(self, image: bytes, context) -> tuple[np.ndarray, str, str]:
+        """CLIP's vector of the image; while CLIP is not ready, the text vector of its labels and OCR
+        text."""
+        try:
+            embedded = self._call(self._embed.EmbedImages, embed_pb2.EmbedImagesRequest(images=[image]),
+                                  context)
+            return _vector(embedded.embeddings[0]), embedded.model, CLIP
+        except ServiceError as e:
+            if e.code != grpc.StatusCode.UNAVAILABLE:
+                raise
+            clip_reason = e.message
+        try:
+            analysed = self._call(self._embed.AnalyzeImages,
+                                  embed_pb2.AnalyzeImagesRequest(images=[image]), context)
+        except ServiceError as e:
+            if e.code == grpc.StatusCode.UNAVAILABLE:
+                e.message = f"clip: {clip_reason}; text: {e.message}"
+            raise
+        return _vector(analysed.analyses[0].text_embedding), analysed.model, TEXT
+
+    def _ranked_photos(self, vector: np.ndarray, model: str, signal: str, flt: VectorFilter, limit: int,
                        min_score: float, context) -> list[search_pb2.SearchHit]:
         """Up to `limit` vector hits in ranking order, hydrated. Photos deleted meanwhile (whose
         vector is not removed yet) are left out, and more hits are fetched in their place."""
@@ -156,24 +327,30 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             scored = self._vectors.search(vector, model, flt, fetch, min_score)
             if not scored:
                 return []
-            found = self._call(
-                self._ingest.BatchGetPhotos,
-                ingest_pb2.BatchGetPhotosRequest(names=[photo_name(pid) for pid, _ in scored]), context)
-            photos = {p.name: p for p in found.photos}
-            hits = [search_pb2.SearchHit(photo=photos[photo_name(pid)], score=score)
+            photos = {p.name: p for p in self._hydrate([pid for pid, _ in scored], context)}
+            hits = [search_pb2.SearchHit(photo=photos[photo_name(pid)], score=score,
+                                         signals=search_pb2.SignalScores(**{signal: score}))
                     for pid, score in scored if photo_name(pid) in photos]
             if len(hits) >= limit or len(scored) < fetch or fetch >= MAX_HYDRATE:
                 return hits[:limit]
             fetch = min(fetch * 2, MAX_HYDRATE)
 
+    # Calls to other services
+
     @staticmethod
-    def _call(method, request, context):
-        """Calls another service with the caller's authorization, within the caller's deadline."""
+    def _call_options(context) -> dict:
+        """The caller's authorization, within the caller's deadline."""
         metadata = [(k, v) for k, v in context.invocation_metadata() if k == "authorization"]
         remaining = context.time_remaining()
         timeout = DOWNSTREAM_TIMEOUT_S if remaining is None else min(remaining, DOWNSTREAM_TIMEOUT_S)
+        return {"metadata": metadata, "timeout": timeout}
+
+    def _call_async(self, method, request, context) -> grpc.Future:
+        return method.future(request, **self._call_options(context))
+
+    def _call(self, method, request, context):
         try:
-            return method(request, metadata=metadata, timeout=timeout)
+            return method(request, **self._call_options(context))
         except grpc.RpcError as e:
             log.warning("%s failed: %s %s", type(request).__name__, e.code(), e.details())
             raise downstream_error(e) from e

@@ -51,7 +51,7 @@ def wait_serving(target: str, service: str = "", timeout: float = 60.0) -> None:
 class Stack:
     """The embedded default, one process per service, as `photostore up` runs it."""
 
-    def __init__(self, workdir: Path, checkpoint_path: Path, tiny):
+    def __init__(self, workdir: Path, checkpoint_path: Path, tiny, env: dict[str, str] | None = None):
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.tiny = tiny
@@ -74,6 +74,7 @@ class Stack:
             "PHOTOSTORE_WORKER_BACKOFF_MAX_SECONDS": "0.5",
             "PHOTOSTORE_TORCH_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
+            **(env or {}),
         }
         self.procs: dict[str, subprocess.Popen] = {}
         self.channels: dict[str, grpc.Channel] = {}

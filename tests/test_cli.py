@@ -1,22 +1,28 @@
 """The photostore CLI: `users add` against the metadata store, `import` against a real in-process
-IngestService on a free port."""
+IngestService on a free port, `reindex` and `search` beside real Embed and Search services."""
 from __future__ import annotations
 
 import io
 import re
 import shutil
 import threading
+import time
 
+import grpc
 import pytest
 from PIL import Image
 
+from embed_svc.server import serve as serve_embed
 from ingest_svc.server import serve as serve_ingest
+from photos.v1 import embed_pb2, embed_pb2_grpc
 from photostore import cli
-from photostore.auth import Authenticator, hash_key, new_api_key
+from photostore.auth import Authenticator, bearer_metadata, hash_key, new_api_key
 from photostore.backends import open_events, open_metadata
 from photostore.backends.base import STATUS_FAILED, STATUS_INDEXED, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED
 from photostore.errors import ServiceError
 from photostore.settings import Settings, get_settings
+from search_svc.server import serve as serve_search
+from tests.tinyclip import tiny_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -162,3 +168,71 @@ def test_import_needs_a_valid_key(settings, ingest, photo_folder, capsys):
     assert "no API key" in capsys.readouterr().err
     assert cli.main(["import", str(photo_folder), "--key", "psk_wrong"]) == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().err
+
+
+# reindex and search
+
+def test_reindex_follows_progress_and_search_shows_signals(settings, tiny_clip, photo_folder, monkeypatch,
+                                                           capsys):
+    """A stand-in worker indexes uploads with the text model only, then reindexed photos with both
+    models, except d.webp, which fails."""
+    (photo_folder / "bad.jpg").unlink()
+    embed = serve_embed(tiny_settings(tiny_clip, settings.data_dir, ocr_enabled=False), port=0)
+    monkeypatch.setenv("PHOTOSTORE_EMBED_TARGET", f"127.0.0.1:{embed.port}")
+    get_settings.cache_clear()
+    ingest = serve_ingest(get_settings(), port=0, max_watchers=2)
+    monkeypatch.setenv("PHOTOSTORE_INGEST_TARGET", f"127.0.0.1:{ingest.port}")
+    get_settings.cache_clear()
+    search = serve_search(get_settings(), port=0)
+    monkeypatch.setenv("PHOTOSTORE_SEARCH_TARGET", f"127.0.0.1:{search.port}")
+    get_settings.cache_clear()
+    key = new_api_key()
+    open_metadata(settings).create_user("alice", hash_key(key))
+    stop = threading.Event()
+
+    def index_uploads():
+        events = open_events(settings)
+        consumer, producer = events.consumer("fake-worker", [TOPIC_PHOTO_UPLOADED]), events.producer()
+        metadata = open_metadata(settings)
+        while not stop.is_set():
+            for event in consumer.poll(timeout_s=0.1):
+                photo = metadata.get_photo(event.key)
+                failed = event.value.get("reindex") and photo.filename == "d.webp"
+                models = ["tiny-clip", "text"] if event.value.get("reindex") else ["text"]
+                producer.send(TOPIC_PHOTO_STATUS, event.key, {
+                    "photo_id": event.key, "owner": photo.owner,
+                    "status": STATUS_FAILED if failed else STATUS_INDEXED,
+                    "reason": "model gave up" if failed else "", "embedding_model": "", "attempts": 1,
+                    **({} if failed else {"embedding_models": models})})
+                consumer.commit([event])
+
+    worker = threading.Thread(target=index_uploads, daemon=True)
+    worker.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{embed.port}") as channel:
+            stub = embed_pb2_grpc.EmbedServiceStub(channel)
+            deadline = time.monotonic() + 60
+            while not all(m.ready for m in stub.GetModelInfo(embed_pb2.GetModelInfoRequest(),
+                                                             metadata=bearer_metadata(key)).models):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert cli.main(["import", str(photo_folder), "--key", key, "--wait", "--wait-timeout", "30"]) == 0
+        capsys.readouterr()
+        assert cli.main(["reindex", "--key", key, "--wait-timeout", "30"]) == 1  # d.webp failed
+        out = capsys.readouterr().out
+        assert re.search(r"queued 4 photo\(s\) for tiny-clip-test/\S+, efficientnet-lite0\+all-MiniLM-L6-v2", out)
+        assert "reindexed 3, failed 1" in out
+        assert re.search(r"not reindexed: photos/\w+: model gave up", out)
+
+        assert cli.main(["search", "webp photo", "--key", key]) == 0
+        out = capsys.readouterr().out
+        header, row = out.splitlines()[:2]
+        assert header.split()[:5] == ["rank", "score", "clip", "text", "keyword"]
+        # Only the keyword matches: half its weight of 0.5 out of 2.5 (clip 1, text 1, keyword 0.5).
+        assert row.split()[:5] == ["1", "0.200", "-", "-", "1.000"] and "d.webp" in row
+        assert row.split()[-1] == "webp"
+    finally:
+        stop.set()
+        worker.join()
+        for server in (search, ingest, embed):
+            server.stop()

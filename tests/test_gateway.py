@@ -49,7 +49,9 @@ def stack(tmp_path_factory):
         data_dir=tmp_path_factory.mktemp("data"), host="127.0.0.1", grpc_max_workers=8,
         shutdown_grace_seconds=1, max_upload_bytes=8 * 1024 * 1024, torch_threads=1,
         model_name=tiny.model_name, model_config_dir=tiny.config_dir,
-        model_pretrained=str(tiny.checkpoint_path), model_retry_seconds=0.5)
+        model_pretrained=str(tiny.checkpoint_path), model_retry_seconds=0.5,
+        # CLIP alone: the gateway passes search through; the hybrid ranking is tested elsewhere.
+        signals_enabled=False, search_weight_keyword=0, search_min_clip=-1)
     ingest = serve_ingest(settings, 0, max_watchers=MAX_WATCHERS)
     embed = serve_embed(settings, 0)
     settings = settings.model_copy(update={"ingest_target": f"127.0.0.1:{ingest.port}",

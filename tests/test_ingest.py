@@ -1,7 +1,9 @@
 """IngestService end to end: the real server on a free port, embedded backends in tmp_path."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 import datetime as dt
 import functools
 import hashlib
@@ -22,8 +24,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from PIL import Image, TiffImagePlugin
 
+from embed_svc.server import serve as serve_embed
 from ingest_svc.server import STATUS_GROUP, serve
-from photos.v1 import ingest_pb2, ingest_pb2_grpc, photo_pb2
+from photos.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2
 from photostore.auth import bearer_metadata, hash_key, new_api_key
 from photostore.backends import open_events, open_metadata, open_vectors
 from photostore.backends.base import (
@@ -41,6 +44,8 @@ from photostore.backends.base import (
 from photostore import uploads
 from photostore.server import GrpcService
 from photostore.settings import MIB, Settings
+from tests.stack import free_port
+from tests.tinyclip import tiny_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -164,9 +169,9 @@ def wait_for(predicate, timeout_s: float = 10.0):
     return result
 
 
-@pytest.fixture
-def ingest(tmp_path):
-    settings = make_settings(tmp_path)
+@contextlib.contextmanager
+def running_ingest(settings: Settings) -> Iterator[Ingest]:
+    """The service on a free port, with users alice and bob."""
     metadata = open_metadata(settings)
     keys = {}
     for name in ("alice", "bob"):
@@ -182,6 +187,12 @@ def ingest(tmp_path):
     finally:
         channel.close()
         svc.stop()
+
+
+@pytest.fixture
+def ingest(tmp_path):
+    with running_ingest(make_settings(tmp_path)) as running:
+        yield running
 
 
 def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
@@ -603,3 +614,96 @@ def test_outbox_sends_unpublished_rows_at_start_up(tmp_path):
         svc.stop()
     [event] = open_events(settings).consumer("test", [TOPIC_PHOTO_UPLOADED]).poll(timeout_s=0)
     assert event.key == record.id and event.value["blob_key"] == record.blob_key
+
+
+def test_status_events_store_labels_ocr_text_and_models(ingest):
+    photo = ingest.upload(exif_jpeg()).photo
+    photo_id = photo.name.removeprefix("photos/")
+    ingest.publish_status(photo_id, ingest.alice_id, STATUS_INDEXED, embedding_model="clip-1",
+                          embedding_models=["clip-1", "text-1"], labels=[["tabby", 0.8], ["tiger cat", 0.1]],
+                          ocr_text="CAFE\nROMA")
+    get = functools.partial(ingest.stub.GetPhoto, ingest_pb2.GetPhotoRequest(name=photo.name), metadata=ingest.alice)
+    stored = wait_for(lambda: (p := get().photo).status == photo_pb2.PHOTO_STATUS_INDEXED and p)
+    assert [(label.name, round(label.score, 3)) for label in stored.labels] == [("tabby", 0.8), ("tiger cat", 0.1)]
+    assert (stored.ocr_text, list(stored.embedding_models)) == ("CAFE\nROMA", ["clip-1", "text-1"])
+
+    # A status without them (a failure) leaves them as they were.
+    ingest.publish_status(photo_id, ingest.alice_id, STATUS_FAILED, reason="gave up")
+    failed = wait_for(lambda: (p := get().photo).status == photo_pb2.PHOTO_STATUS_FAILED and p)
+    assert (failed.ocr_text, list(failed.embedding_models), len(failed.labels)) == (
+        "CAFE\nROMA", ["clip-1", "text-1"], 2)
+
+
+# Reindex ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def reindexing(tmp_path, tiny_clip):
+    """IngestService beside a real EmbedService (tiny CLIP, OCR off) whose CLIP weights are missing
+    at first: yields (ingest, path the weights go to, embed stub)."""
+    weights = tmp_path / "weights" / "tiny.pt"
+    weights.parent.mkdir()
+    settings = tiny_settings(tiny_clip, tmp_path / "data", model_pretrained=str(weights), ocr_enabled=False,
+                             max_upload_bytes=MAX_UPLOAD_BYTES)
+    embed = serve_embed(settings, port=0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{embed.port}")
+    try:
+        with running_ingest(settings.model_copy(update={"embed_target": f"127.0.0.1:{embed.port}"})) as ing:
+            yield ing, weights, embed_pb2_grpc.EmbedServiceStub(channel)
+    finally:
+        channel.close()
+        embed.stop()
+
+
+def ready_models(embed, auth) -> dict[str, str]:
+    info = embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=auth)
+    return {m.role: m.model for m in info.models if m.ready}
+
+
+def test_reindex_queues_photos_lacking_a_current_model(reindexing, tiny_clip):
+    ingest, weights, embed = reindexing
+    a, b, c = (ingest.upload(dated_jpeg(EXIF_TAKEN_UTC, colour)).photo
+               for colour in ((200, 0, 0), (0, 200, 0), (0, 0, 200)))
+    bobs = ingest.upload(astronaut_jpeg(), auth=ingest.bob).photo
+    text_model = wait_for(lambda: ready_models(embed, ingest.alice).get("sentence"), timeout_s=60)
+    assert "clip" not in ready_models(embed, ingest.alice)
+
+    def pid(photo) -> str:
+        return photo.name.removeprefix("photos/")
+
+    # a has a text vector of the current model, b failed; c was never indexed (still queued).
+    ingest.publish_status(pid(a), ingest.alice_id, STATUS_INDEXED, embedding_models=[text_model])
+    ingest.publish_status(pid(b), ingest.alice_id, STATUS_FAILED, reason="no luck")
+    ingest.publish_status(pid(bobs), ingest.bob_id, STATUS_INDEXED, embedding_models=["old-text-model"])
+    wait_for(lambda: ingest.list(status=photo_pb2.PHOTO_STATUS_UPLOADED).total_size == 1
+             and ingest.list(auth=ingest.bob, status=photo_pb2.PHOTO_STATUS_INDEXED).total_size == 1)
+    queued_before = len(ingest.uploaded_events())
+
+    def reindex(auth=None, **kwargs) -> ingest_pb2.ReindexPhotosResponse:
+        return ingest.stub.ReindexPhotos(ingest_pb2.ReindexPhotosRequest(**kwargs), metadata=auth or ingest.alice)
+
+    response = reindex()
+    assert (list(response.names), list(response.models)) == ([b.name], [text_model])
+    events = ingest.uploaded_events()[queued_before:]
+    assert [e.key for e in events] == [pid(b)]
+    assert events[0].value == {**ingest.uploaded_events()[1].value, "reindex": True}
+    assert ingest.list(status=photo_pb2.PHOTO_STATUS_FAILED).total_size == 1  # the status stays
+
+    assert set(reindex(all=True).names) == {a.name, b.name}
+    assert list(reindex(auth=ingest.bob).names) == [bobs.name]
+
+    # CLIP weights arrive: every indexed photo lacks a CLIP vector now.
+    shutil.copy(tiny_clip.checkpoint_path, weights)
+    clip_model = wait_for(lambda: ready_models(embed, ingest.alice).get("clip"), timeout_s=60)
+    response = reindex()
+    assert set(response.names) == {a.name, b.name} and list(response.models) == [clip_model, text_model]
+    ingest.publish_status(pid(a), ingest.alice_id, STATUS_INDEXED, embedding_models=[clip_model, text_model])
+    wait_for(lambda: reindex().names == [b.name])
+
+
+def test_reindex_without_the_embed_service_is_unavailable(tmp_path):
+    settings = make_settings(tmp_path).model_copy(update={"embed_target": f"127.0.0.1:{free_port()}"})
+    with running_ingest(settings) as ingest:
+        ingest.upload(astronaut_jpeg())
+        err = rpc_error(ingest.stub.ReindexPhotos, ingest_pb2.ReindexPhotosRequest(), metadata=ingest.alice)
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert "EmbedService" in err.details() and rpc_status.from_call(err).details

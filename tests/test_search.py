@@ -1,6 +1,7 @@
-"""SearchService in-process with the real IngestService and EmbedService (tiny random-weight CLIP):
-vectors of known photos are written straight into the embedded vector store, and every ranking is
-checked against numpy's cosine ranking."""
+"""SearchService in-process with the real IngestService and EmbedService (tiny random-weight CLIP and
+the packaged sentence model, OCR off): vectors of known cosine to the query are written straight
+into both vector spaces and keyword text into the rows, and every ranking is checked against the
+fusion formula of docs/SEARCH.md computed here with numpy."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,27 +22,45 @@ from ingest_svc.server import serve as serve_ingest
 from photos.v1 import embed_pb2, embed_pb2_grpc, search_pb2, search_pb2_grpc
 from photostore.auth import bearer_metadata, hash_key, new_api_key
 from photostore.backends import open_metadata, open_vectors
-from photostore.backends.base import STATUS_INDEXED, PhotoRecord, VectorObject, utcnow
+from photostore.backends.base import SPACE_CLIP, SPACE_TEXT, STATUS_INDEXED, PhotoRecord, VectorObject, utcnow
 from photostore.server import GrpcService
+from photostore.settings import Settings
 from search_svc.server import serve as serve_search
-from tests.tinyclip import TINY_EMBED_DIM, tiny_settings, write_tiny_checkpoint
+from search_svc.service import keyword_terms
+from tests.stack import free_port
+from tests.tinyclip import tiny_settings, write_tiny_checkpoint
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 UTC = dt.timezone.utc
 QUERY = "a cat asleep on a red sofa"
-PHOTOS_PER_USER = 24
+TERMS = ["cat", "asleep", "red", "sofa"]
+PHOTOS_PER_USER = 40
 CAMERAS = [("Canon", "EOS R5"), ("FUJIFILM", "X-T4"), ("", "")]
+DEFAULTS = Settings()
+WEIGHTS = {"clip": DEFAULTS.search_weight_clip, "text": DEFAULTS.search_weight_text,
+           "keyword": DEFAULTS.search_weight_keyword}
+CUTOFFS = {"clip": DEFAULTS.search_min_clip, "text": DEFAULTS.search_min_text}
+# Keyword text of some photos (filename, labels, OCR text) and the query words it holds.
+KEYWORD_TEXT = {
+    "alice00": ("cat.jpg", [], "", ["cat"]),
+    "alice01": ("alice01.jpg", [("studio couch", 0.6)], "RED SOFA", ["red", "sofa"]),
+    "alice02": ("red_cat.png", [("tabby", 0.7)], "Asleep", ["cat", "asleep", "red"]),
+    "alice03": ("cats.jpg", [("sofas", 0.5)], "", []),  # plurals are other words
+    "bob00": ("cat.jpg", [], "", ["cat"]),
+}
 
 
 @dataclasses.dataclass
 class Photo:
     id: str
     owner: str
-    vector: np.ndarray
+    clip: np.ndarray | None
+    text: np.ndarray | None
     taken_at: dt.datetime | None
     camera_make: str
     camera_model: str
+    matched: list[str]
 
     @property
     def name(self) -> str:
@@ -52,15 +71,17 @@ class Photo:
 class Stack:
     search: search_pb2_grpc.SearchServiceStub
     embed: embed_pb2_grpc.EmbedServiceStub
-    model: str
+    models: dict[str, str]  # signal -> model id
+    queries: dict[str, np.ndarray]  # signal -> query vector
     alice: list
     bob: list
-    photos: dict[str, Photo]  # by id, both users, indexed ones only
+    photos: dict[str, Photo]  # by id, both users
     unindexed: Photo
     deleted: Photo
     alice_id: str
     bob_id: str
-    servers: list[GrpcService]
+    settings: Settings
+    ports: dict[str, int]
 
     def owned_by(self, owner: str) -> list[Photo]:
         return [p for p in self.photos.values() if p.owner == owner]
@@ -70,42 +91,77 @@ def unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def record(photo: Photo, filename: str) -> PhotoRecord:
+def with_cosine(query: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
+    """A unit vector whose cosine with the unit vector `query` is `cosine`."""
+    other = rng.normal(size=query.size)
+    other = unit(other - (other @ query) * query)
+    return unit(cosine * query + np.sqrt(1 - cosine ** 2) * other)
+
+
+def record(photo: Photo, filename: str, labels, ocr_text: str) -> PhotoRecord:
     now = utcnow()
     return PhotoRecord(id=photo.id, owner=photo.owner, filename=filename, sha256=photo.id.ljust(64, "0"),
                        content_type="image/jpeg", size_bytes=100, width=64, height=48,
                        blob_key=f"originals/{photo.owner}/{photo.id}", thumbnail_key=f"thumbnails/{photo.id}",
                        created_at=now, updated_at=now, taken_at=photo.taken_at,
-                       camera_make=photo.camera_make, camera_model=photo.camera_model, status=STATUS_INDEXED)
+                       camera_make=photo.camera_make, camera_model=photo.camera_model, status=STATUS_INDEXED,
+                       labels=labels, ocr_text=ocr_text)
 
 
-def expected_ranking(photos: list[Photo], query: np.ndarray, min_score: float = -1.0,
-                     limit: int = 200) -> list[tuple[str, float]]:
-    scored = [(f"photos/{p.id}", float(p.vector @ query)) for p in photos]
-    scored = [s for s in scored if s[1] >= min_score]
-    return sorted(scored, key=lambda s: -s[1])[:limit]
+def expected_hits(stack: Stack, photos: list[Photo], available=("clip", "text", "keyword"),
+                  min_score: float = -1.0, limit: int = 200) -> list[tuple[str, float, dict, list]]:
+    """(name, fused score, signals, matched terms) best first, by the formula in docs/SEARCH.md."""
+    hits = []
+    for p in photos:
+        signals = {}
+        for signal, vector in (("clip", p.clip), ("text", p.text)):
+            if signal in available and vector is not None:
+                score = float(vector @ stack.queries[signal])
+                if score >= CUTOFFS[signal]:
+                    signals[signal] = score
+        if "keyword" in available and p.matched:
+            signals["keyword"] = len(p.matched) / len(TERMS)
+        if not signals:
+            continue
+        fused = sum(WEIGHTS[s] * v for s, v in signals.items()) / sum(WEIGHTS[s] for s in available)
+        if fused >= min_score:
+            hits.append((p.name, fused, signals, p.matched))
+    return sorted(hits, key=lambda h: (-h[1], h[0]))[:limit]
 
 
-def ranking(response) -> list[tuple[str, float]]:
-    return [(h.photo.name, h.score) for h in response.hits]
+def actual_hits(response) -> list[tuple[str, float, dict, list]]:
+    return [(h.photo.name, h.score,
+             {s: getattr(h.signals, s) for s in ("clip", "text", "keyword") if h.signals.HasField(s)},
+             list(h.matched_terms)) for h in response.hits]
 
 
-def assert_same_ranking(actual: list[tuple[str, float]], expected: list[tuple[str, float]]) -> None:
-    assert [name for name, _ in actual] == [name for name, _ in expected]
-    np.testing.assert_allclose([s for _, s in actual], [s for _, s in expected], atol=1e-5)
+def assert_same_hits(actual, expected) -> None:
+    assert [h[0] for h in actual] == [h[0] for h in expected]
+    np.testing.assert_allclose([h[1] for h in actual], [h[1] for h in expected], atol=1e-5)
+    for got, want in zip(actual, expected):
+        assert got[2].keys() == want[2].keys(), got[0]
+        np.testing.assert_allclose(list(got[2].values()), list(want[2].values()), atol=1e-5)
+        assert got[3] == want[3]
 
 
 def wait_until_ready(embed: embed_pb2_grpc.EmbedServiceStub, auth) -> embed_pb2.GetModelInfoResponse:
-    deadline = time.monotonic() + 60
-    while not (info := embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=auth)).ready:
-        assert time.monotonic() < deadline, f"model not ready: {info.reason}"
+    deadline = time.monotonic() + 120
+    while True:
+        info = embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=auth)
+        if {m.role for m in info.models if m.ready} >= {"clip", "labels", "sentence"}:
+            return info
+        assert time.monotonic() < deadline, f"models not ready: {info}"
         time.sleep(0.1)
-    return info
 
 
-def start_search(settings, embed_port: int, ingest_port: int) -> GrpcService:
+def start_search(settings: Settings, embed_port: int, ingest_port: int) -> GrpcService:
     return serve_search(settings.model_copy(update={"embed_target": f"127.0.0.1:{embed_port}",
                                                     "ingest_target": f"127.0.0.1:{ingest_port}"}), 0)
+
+
+def query_vector(embed, auth, encoder) -> tuple[np.ndarray, str]:
+    response = embed.EmbedText(embed_pb2.EmbedTextRequest(texts=[QUERY], encoder=encoder), metadata=auth)
+    return np.asarray(response.embeddings[0].values, np.float32), response.model
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +171,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(tiny, tmp_path_factory):
-    settings = tiny_settings(tiny, tmp_path_factory.mktemp("data"))
+    settings = tiny_settings(tiny, tmp_path_factory.mktemp("data"), ocr_enabled=False)
     metadata = open_metadata(settings)
     keys, ids = {}, {}
     for name in ("alice", "bob"):
@@ -127,35 +183,46 @@ def stack(tiny, tmp_path_factory):
     ingest_server = serve_ingest(settings, port=0)
     search_server = start_search(settings, embed_server.port, ingest_server.port)
     channels = [grpc.insecure_channel(f"127.0.0.1:{search_server.port}"),
-                 grpc.insecure_channel(f"127.0.0.1:{embed_server.port}")]
+                grpc.insecure_channel(f"127.0.0.1:{embed_server.port}")]
     embed = embed_pb2_grpc.EmbedServiceStub(channels[-1])
-    model = wait_until_ready(embed, keys["alice"]).model
+    wait_until_ready(embed, keys["alice"])
+    queries, models = {}, {}
+    for signal, encoder in (("clip", embed_pb2.TEXT_ENCODER_CLIP), ("text", embed_pb2.TEXT_ENCODER_SENTENCE)):
+        queries[signal], models[signal] = query_vector(embed, keys["alice"], encoder)
 
-    # Known unit vectors: random ones, plus for bob one equal to the query, so a leak would top alice's list.
+    # Vectors of known cosine to the query in each space, some photos with one space only; for bob
+    # one equal to the query, so a leak would top alice's list.
     rng = np.random.default_rng(7)
-    query = np.asarray(embed.EmbedText(embed_pb2.EmbedTextRequest(texts=[QUERY]), metadata=keys["alice"])
-                       .embeddings[0].values, np.float32)
-    vectors = open_vectors(settings)
     photos: dict[str, Photo] = {}
     for owner in ("alice", "bob"):
         for i in range(PHOTOS_PER_USER):
+            pid = f"{owner}{i:02d}"
             make, camera = CAMERAS[i % len(CAMERAS)]
             taken = dt.datetime(2020 + i % 4, 1 + i % 12, 10, tzinfo=UTC) if i % 5 else None
-            vector = query if (owner, i) == ("bob", 0) else unit(rng.normal(size=TINY_EMBED_DIM))
-            photos[f"{owner}{i:02d}"] = Photo(f"{owner}{i:02d}", ids[owner], vector, taken, make, camera)
-    unindexed = Photo("alice-new", ids["alice"], unit(rng.normal(size=TINY_EMBED_DIM)), None, "", "")
-    deleted = Photo("alice-gone", ids["alice"], unit(query + 0.01), None, "", "")
+            clip = with_cosine(queries["clip"], rng.uniform(-0.3, 0.9), rng) if i % 7 != 3 else None
+            text = with_cosine(queries["text"], rng.uniform(-0.1, 0.8), rng) if i % 7 != 5 else None
+            if pid == "bob00":
+                clip, text = queries["clip"], queries["text"]
+            matched = KEYWORD_TEXT.get(pid, ("", [], "", []))[3]
+            photos[pid] = Photo(pid, ids[owner], clip, text, taken, make, camera, matched)
+    unindexed = Photo("alice-new", ids["alice"], None, None, None, "", "", [])
+    deleted = Photo("alice-gone", ids["alice"], queries["clip"], queries["text"], None, "", "", [])
     for photo in [*photos.values(), unindexed, deleted]:
-        metadata.insert_photo(record(photo, f"{photo.id}.jpg"), request_id=photo.id)
+        filename, labels, ocr_text, _ = KEYWORD_TEXT.get(photo.id, (f"{photo.id}.jpg", [], "", []))
+        metadata.insert_photo(record(photo, filename, labels, ocr_text), request_id=photo.id)
+    vectors = open_vectors(settings)
     for photo in [*photos.values(), deleted]:
-        vectors.upsert(VectorObject(photo.id, photo.owner, model, photo.vector, photo.taken_at,
-                                    photo.camera_make, photo.camera_model))
-    metadata.delete_photo(deleted.id)  # its vector lingers, as after a delete racing the worker
+        for space, signal, vector in ((SPACE_CLIP, "clip", photo.clip), (SPACE_TEXT, "text", photo.text)):
+            if vector is not None:
+                vectors.upsert(VectorObject(photo.id, photo.owner, models[signal], vector, photo.taken_at,
+                                            photo.camera_make, photo.camera_model, space=space))
+    metadata.delete_photo(deleted.id)  # its vectors linger, as after a delete racing the worker
 
     servers = [search_server, ingest_server, embed_server]
     try:
-        yield Stack(search_pb2_grpc.SearchServiceStub(channels[-2]), embed, model, keys["alice"], keys["bob"],
-                    photos, unindexed, deleted, ids["alice"], ids["bob"], servers)
+        yield Stack(search_pb2_grpc.SearchServiceStub(channels[0]), embed, models, queries,
+                    keys["alice"], keys["bob"], photos, unindexed, deleted, ids["alice"], ids["bob"],
+                    settings, {"embed": embed_server.port, "ingest": ingest_server.port})
     finally:
         for channel in channels:
             channel.close()
@@ -163,14 +230,9 @@ def stack(tiny, tmp_path_factory):
             server.stop()
 
 
-def embed_text(stack: Stack, text: str) -> np.ndarray:
-    response = stack.embed.EmbedText(embed_pb2.EmbedTextRequest(texts=[text]), metadata=stack.alice)
-    return np.asarray(response.embeddings[0].values, np.float32)
-
-
-def search(stack: Stack, auth=None, **kwargs) -> search_pb2.SearchPhotosResponse:
-    return stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(**{"query": QUERY, **kwargs}),
-                                     metadata=auth or stack.alice, timeout=30)
+def search(stack: Stack, auth=None, stub=None, **kwargs) -> search_pb2.SearchPhotosResponse:
+    return (stub or stack.search).SearchPhotos(search_pb2.SearchPhotosRequest(**{"query": QUERY, **kwargs}),
+                                               metadata=auth or stack.alice, timeout=30)
 
 
 def similar(stack: Stack, auth=None, **kwargs) -> search_pb2.FindSimilarResponse:
@@ -201,64 +263,76 @@ def ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
 
 # SearchPhotos ---------------------------------------------------------------------------------
 
-def test_ranking_is_the_cosine_ranking_of_the_callers_photos(stack):
-    query = embed_text(stack, QUERY)
-    response = search(stack, min_score=-1, page_size=200)
-    assert response.model == stack.model
-    assert_same_ranking(ranking(response), expected_ranking(stack.owned_by(stack.alice_id), query))
+def test_keyword_terms_drop_stopwords_and_repeats():
+    assert keyword_terms(QUERY) == TERMS
+    assert keyword_terms("A photo of the CAFE-Roma, cafe roma!") == ["cafe", "roma"]
+    assert keyword_terms("the of a") == []
+
+
+def test_ranking_is_the_documented_fusion_of_the_callers_photos(stack):
+    response = search(stack, page_size=200)
+    assert response.model == f"{stack.models['clip']}, {stack.models['text']}"
+    expected = expected_hits(stack, stack.owned_by(stack.alice_id))
+    # Every kind of hit is there: all three signals, one signal only, and keyword only.
+    assert {frozenset(h[2]) for h in expected} >= {frozenset({"clip", "text", "keyword"}),
+                                                   frozenset({"clip"}), frozenset({"text"})}
+    assert_same_hits(actual_hits(response), expected)
     assert {h.photo.owner for h in response.hits} == {stack.alice_id}
     assert stack.deleted.name not in {h.photo.name for h in response.hits}
-    assert response.hits[0].photo.filename == response.hits[0].photo.name.removeprefix("photos/") + ".jpg"
+
+
+def test_photos_below_every_cut_off_are_left_out(stack):
+    names = {h.photo.name for h in search(stack, page_size=200).hits}
+    below = [p for p in stack.owned_by(stack.alice_id) if not p.matched
+             and (p.clip is None or p.clip @ stack.queries["clip"] < CUTOFFS["clip"])
+             and (p.text is None or p.text @ stack.queries["text"] < CUTOFFS["text"])]
+    assert len(below) >= 3
+    assert not names & {p.name for p in below}
 
 
 def test_page_size_defaults_to_20_and_deleted_photos_are_made_up_for(stack):
-    query = embed_text(stack, QUERY)
-    expected = expected_ranking(stack.owned_by(stack.alice_id), query)
-    # The deleted photo's lingering vector ranks first; the page is still full.
-    assert float(stack.deleted.vector @ query) > expected[0][1]
-    assert_same_ranking(ranking(search(stack, min_score=-1, page_size=3)), expected[:3])
-    assert_same_ranking(ranking(search(stack, min_score=-1)), expected[:20])
+    expected = expected_hits(stack, stack.owned_by(stack.alice_id))
+    assert len(expected) > 20
+    assert_same_hits(actual_hits(search(stack, page_size=3)), expected[:3])
+    assert_same_hits(actual_hits(search(stack)), expected[:20])
 
 
-def test_min_score_leaves_out_lower_hits(stack):
-    query = embed_text(stack, QUERY)
-    scores = sorted(float(p.vector @ query) for p in stack.owned_by(stack.alice_id))
-    threshold = (scores[len(scores) // 2] + scores[len(scores) // 2 + 1]) / 2
-    expected = expected_ranking(stack.owned_by(stack.alice_id), query, min_score=threshold)
-    assert len(expected) == len(scores) - len(scores) // 2 - 1
-    assert_same_ranking(ranking(search(stack, min_score=threshold)), expected)
+def test_min_score_applies_to_the_fused_score(stack):
+    scores = [h[1] for h in expected_hits(stack, stack.owned_by(stack.alice_id))]
+    threshold = (scores[5] + scores[6]) / 2
+    expected = expected_hits(stack, stack.owned_by(stack.alice_id), min_score=threshold)
+    assert len(expected) == 6
+    assert_same_hits(actual_hits(search(stack, min_score=threshold)), expected)
 
 
 def test_each_user_sees_only_their_own_photos(stack):
-    bobs = search(stack, auth=stack.bob, min_score=-1, page_size=200)
-    query = embed_text(stack, QUERY)
-    assert_same_ranking(ranking(bobs), expected_ranking(stack.owned_by(stack.bob_id), query))
-    assert bobs.hits[0].photo.name == "photos/bob00" and bobs.hits[0].score == pytest.approx(1.0, abs=1e-5)
-    alices = search(stack, min_score=-1, page_size=200)
+    bobs = search(stack, auth=stack.bob, page_size=200)
+    assert_same_hits(actual_hits(bobs), expected_hits(stack, stack.owned_by(stack.bob_id)))
+    top = bobs.hits[0]
+    assert top.photo.name == "photos/bob00" and top.matched_terms == ["cat"]
+    assert top.signals.clip == pytest.approx(1.0, abs=1e-5) and top.signals.text == pytest.approx(1.0, abs=1e-5)
+    alices = search(stack, page_size=200)
     assert not {h.photo.name for h in alices.hits} & {h.photo.name for h in bobs.hits}
 
 
-def test_date_filter_is_inclusive_start_exclusive_end(stack):
+def test_date_filter_is_inclusive_start_exclusive_end_for_every_signal(stack):
     start, end = dt.datetime(2021, 1, 1, tzinfo=UTC), dt.datetime(2022, 12, 31, tzinfo=UTC)
     inside = [p for p in stack.owned_by(stack.alice_id) if p.taken_at and start <= p.taken_at < end]
     assert 0 < len(inside) < PHOTOS_PER_USER
-    response = search(stack, min_score=-1,
-                      filter=search_pb2.SearchFilter(start_time=ts(start), end_time=ts(end)))
-    assert_same_ranking(ranking(response), expected_ranking(inside, embed_text(stack, QUERY)))
-
-    only_start = search(stack, min_score=-1, filter=search_pb2.SearchFilter(start_time=ts(start)))
-    after = [p for p in stack.owned_by(stack.alice_id) if p.taken_at and p.taken_at >= start]
-    assert {h.photo.name for h in only_start.hits} == {p.name for p in after}
+    assert any(p.matched for p in inside) and any(p.matched for p in stack.owned_by(stack.alice_id)
+                                                  if p not in inside)
+    response = search(stack, page_size=200, filter=search_pb2.SearchFilter(start_time=ts(start), end_time=ts(end)))
+    assert_same_hits(actual_hits(response), expected_hits(stack, inside))
 
 
 def test_camera_filter_ignores_case(stack):
     canon = [p for p in stack.owned_by(stack.alice_id) if p.camera_make == "Canon"]
-    response = search(stack, min_score=-1, filter=search_pb2.SearchFilter(camera_make="canon"))
-    assert_same_ranking(ranking(response), expected_ranking(canon, embed_text(stack, QUERY)))
-    response = search(stack, min_score=-1, filter=search_pb2.SearchFilter(camera_make="FUJIFILM",
-                                                                          camera_model="x-t4"))
-    assert {h.photo.name for h in response.hits} == {
-        p.name for p in stack.owned_by(stack.alice_id) if p.camera_model == "X-T4"}
+    response = search(stack, page_size=200, filter=search_pb2.SearchFilter(camera_make="canon"))
+    assert_same_hits(actual_hits(response), expected_hits(stack, canon))
+    response = search(stack, page_size=200, filter=search_pb2.SearchFilter(camera_make="FUJIFILM",
+                                                                           camera_model="x-t4"))
+    assert_same_hits(actual_hits(response), expected_hits(
+        stack, [p for p in stack.owned_by(stack.alice_id) if p.camera_model == "X-T4"]))
 
 
 @pytest.mark.parametrize("request_fields, field", [
@@ -280,15 +354,61 @@ def test_a_key_is_required(stack):
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_without_the_embed_service_keywords_still_answer_and_no_signal_is_unavailable(stack):
+    """Search pointed at an EmbedService that is not there: only the keyword signal is left."""
+    server = start_search(stack.settings, free_port(), stack.ports["ingest"])
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        response = search(stack, stub=stub, page_size=200)
+        assert response.model == ""
+        assert_same_hits(actual_hits(response), expected_hits(stack, stack.owned_by(stack.alice_id),
+                                                              available=("keyword",)))
+        assert [h.photo.name for h in response.hits][0] == "photos/alice02"  # 3 of 4 words
+
+        err = rpc_error(search, stack, stub=stub, query="the of a")
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        info = error_info(err)
+        assert info.reason == "NO_SIGNAL_AVAILABLE" and set(info.metadata) == {"clip", "text", "keyword"}
+    finally:
+        channel.close()
+        server.stop()
+
+
 # FindSimilar ----------------------------------------------------------------------------------
 
-def test_find_similar_by_name_returns_the_photo_first(stack):
-    photo = stack.photos["alice03"]
+def cosine_ranking(photos: list[Photo], space: str, query: np.ndarray, limit: int = 200):
+    scored = [(p.name, float(getattr(p, space) @ query)) for p in photos if getattr(p, space) is not None]
+    return sorted(scored, key=lambda s: -s[1])[:limit]
+
+
+def assert_same_ranking(actual: list[tuple[str, float]], expected: list[tuple[str, float]]) -> None:
+    assert [name for name, _ in actual] == [name for name, _ in expected]
+    np.testing.assert_allclose([s for _, s in actual], [s for _, s in expected], atol=1e-5)
+
+
+def ranking(response) -> list[tuple[str, float]]:
+    return [(h.photo.name, h.score) for h in response.hits]
+
+
+def test_find_similar_by_name_ranks_by_clip_and_returns_the_photo_first(stack):
+    photo = stack.photos["alice01"]
     response = similar(stack, name=photo.name, min_score=-1, page_size=200)
     assert response.hits[0].photo.name == photo.name
     assert response.hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert response.model == stack.model
-    assert_same_ranking(ranking(response), expected_ranking(stack.owned_by(stack.alice_id), photo.vector))
+    assert response.model == stack.models["clip"]
+    assert all(h.signals.HasField("clip") and not h.signals.HasField("text") for h in response.hits)
+    assert_same_ranking(ranking(response), cosine_ranking(stack.owned_by(stack.alice_id), "clip", photo.clip))
+
+
+def test_find_similar_of_a_photo_without_a_clip_vector_uses_the_text_space(stack):
+    photo = stack.photos["alice03"]
+    assert photo.clip is None and photo.text is not None
+    response = similar(stack, name=photo.name, min_score=-1, page_size=200)
+    assert response.model == stack.models["text"]
+    assert response.hits[0].photo.name == photo.name
+    assert response.hits[0].signals.text == pytest.approx(1.0, abs=1e-5)
+    assert_same_ranking(ranking(response), cosine_ranking(stack.owned_by(stack.alice_id), "text", photo.text))
 
 
 def test_find_similar_by_image_embeds_the_bytes(stack):
@@ -298,7 +418,7 @@ def test_find_similar_by_image_embeds_the_bytes(stack):
                                        metadata=stack.alice)
     vector = np.asarray(embedded.embeddings[0].values, np.float32)
     response = similar(stack, image=buf.getvalue(), min_score=-1, page_size=5)
-    assert_same_ranking(ranking(response), expected_ranking(stack.owned_by(stack.alice_id), vector, limit=5))
+    assert_same_ranking(ranking(response), cosine_ranking(stack.owned_by(stack.alice_id), "clip", vector, 5))
 
 
 def test_find_similar_of_a_foreign_or_unknown_photo_is_not_found(stack):
@@ -323,28 +443,3 @@ def test_find_similar_of_an_undecodable_image_passes_on_the_embed_error(stack):
     err = rpc_error(similar, stack, image=b"not an image")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(err).reason == "IMAGE_UNDECODABLE"
-
-
-# Downstream failures --------------------------------------------------------------------------
-
-def test_model_not_ready_is_passed_on_as_unavailable(stack, tiny, tmp_path):
-    settings = tiny_settings(tiny, tmp_path, model_pretrained=str(tmp_path / "missing.pt"))
-    metadata = open_metadata(settings)
-    key = new_api_key()
-    metadata.create_user("carol", hash_key(key))
-    embed_server = serve_embed(settings, port=0)
-    ingest_server = serve_ingest(settings, port=0)
-    search_server = start_search(settings, embed_server.port, ingest_server.port)
-    channels = [grpc.insecure_channel(f"127.0.0.1:{search_server.port}")]
-    try:
-        stub = search_pb2_grpc.SearchServiceStub(channels[-1])
-        err = rpc_error(stub.SearchPhotos, search_pb2.SearchPhotosRequest(query=QUERY),
-                        metadata=bearer_metadata(key), timeout=30)
-        assert err.code() == grpc.StatusCode.UNAVAILABLE
-        assert "not ready" in err.details()
-        assert error_info(err).reason == "MODEL_NOT_READY"
-    finally:
-        for channel in channels:
-            channel.close()
-        for server in (search_server, ingest_server, embed_server):
-            server.stop()

@@ -60,28 +60,41 @@ function suggestCameras() {
   $("camera-models").replaceChildren(...options(models));
 }
 
-/*
- * "What matched": labels and OCR text come with a later issue. They are shown only when the
- * API sends photo.labels / photo.ocrText; until then this renders nothing.
- */
-function whatMatched(photo) {
+// Per-signal scores of a hit (SignalScores): each is present only when that signal matched the photo.
+const SIGNALS = [
+  ["clip", "image", "CLIP: how well the picture itself fits your words"],
+  ["text", "labels", "How well the photo's labels and the text in it fit your words"],
+  ["keyword", "words", "Share of your words found in the file name, labels or text in the photo"],
+];
+
+function signalScores(signals = {}) {
+  const parts = SIGNALS.filter(([key]) => typeof signals[key] === "number")
+    .map(([key, label, title]) => el("span", { class: `signal ${key}`, title }, `${label} ${signals[key].toFixed(2)}`));
+  return parts.length ? el("span", { class: "signals" }, ...parts) : null;
+}
+
+/** Why it matched: the query words found, the labels the classifier gave, the text read (OCR). */
+function whatMatched(photo, matchedTerms = []) {
   const parts = [];
+  if (matchedTerms.length) parts.push(el("span", { class: "matched-terms" }, `words: ${matchedTerms.join(", ")}`));
   if (Array.isArray(photo.labels) && photo.labels.length) {
-    const names = photo.labels.map((label) => (typeof label === "string" ? label : label.name || label.label));
-    parts.push(el("span", { class: "matched-labels" }, names.filter(Boolean).join(", ")));
+    const names = photo.labels.map((label) => label.name).filter(Boolean);
+    parts.push(el("span", { class: "matched-labels" }, `labels: ${names.join(", ")}`));
   }
-  if (photo.ocrText) parts.push(el("q", { class: "matched-text" }, photo.ocrText));
-  return parts.length ? el("p", { class: "what-matched" }, "Matched: ", ...parts) : null;
+  if (photo.ocrText) parts.push(el("q", { class: "matched-text" }, photo.ocrText.replace(/\s+/g, " ")));
+  const separated = parts.flatMap((part, i) => (i ? ["; ", part] : [part]));
+  return parts.length ? el("p", { class: "what-matched" }, "Matched: ", ...separated) : null;
 }
 
 function hitItem(hit, rank) {
   const { photo, score } = hit;
   const caption = el("div", { class: "hit-caption" },
-    el("span", { class: "score", title: "Cosine similarity between the photo and your words" },
+    el("span", { class: "score", title: "Relevance: the weighted mean of the signals that matched" },
       score.toFixed(3)),
+    signalScores(hit.signals),
     el("span", { class: "hit-name" }, displayName(photo)),
     el("span", { class: "hit-date" }, formatDate(sortTime(photo))),
-    whatMatched(photo));
+    whatMatched(photo, hit.matchedTerms));
   const item = photoTile(photo, { caption: [caption] });
   item.dataset.rank = String(rank + 1);
   return item;
@@ -156,7 +169,8 @@ export async function showSearch(params) {
 function showSummary(count, model = $("search-summary").dataset.model) {
   $("search-summary").dataset.model = model;
   $("search-summary").textContent = count
-    ? `${count} ${count === 1 ? "photo" : "photos"}, best match first. Scores are cosine similarity (${model}).`
+    ? `${count} ${count === 1 ? "photo" : "photos"}, best match first. Scores combine the picture, `
+      + `its labels and text, and your words found in it (${model || "words only"}).`
     : "";
 }
 

@@ -52,7 +52,14 @@ function details(photo) {
     detail("status", "Status", el("span", { class: `status ${status.key}` }, status.label),
       photo.statusReason ? el("span", { class: "status-reason" }, ` — ${photo.statusReason}`) : null),
   );
-  if (photo.embeddingModel) rows.push(detail("model", "Model", photo.embeddingModel));
+  if (photo.labels?.length) {
+    rows.push(detail("labels", "Labels", photo.labels
+      .map((label) => `${label.name} (${Math.round(label.score * 100)}%)`).join(", ")));
+  }
+  if (photo.ocrText) rows.push(detail("text", "Text in photo", el("q", {}, photo.ocrText.replace(/\s+/g, " "))));
+  const models = photo.embeddingModels?.length ? photo.embeddingModels
+    : [photo.embeddingModel].filter(Boolean);
+  if (models.length) rows.push(detail("model", models.length > 1 ? "Models" : "Model", models.join(", ")));
   rows.push(detail("sha256", "SHA-256", el("code", { title: photo.sha256 }, `${photo.sha256.slice(0, 16)}…`)));
   return rows;
 }

@@ -27,6 +27,14 @@ INDEX_TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
+def stack_env() -> dict[str, str]:
+    """CLIP alone, as one signal, so search can be checked against open_clip's own math
+    (the hybrid ranking has tests/e2e/test_hybrid_search.py)."""
+    return {"PHOTOSTORE_SIGNALS_ENABLED": "false", "PHOTOSTORE_SEARCH_WEIGHT_KEYWORD": "0",
+            "PHOTOSTORE_SEARCH_MIN_CLIP": "-1"}
+
+
+@pytest.fixture(scope="module")
 def state():
     return {}
 
