@@ -84,6 +84,7 @@ class InferenceModel(abc.ABC):
         self._ready = threading.Event()
         self._closed = threading.Event()
         self.reason = "loading model"
+        self._batcher: Batcher | None = None  # the inference thread, started by _load
 
     @property
     @abc.abstractmethod
@@ -139,6 +140,8 @@ class InferenceModel(abc.ABC):
 
     def close(self) -> None:
         self._closed.set()
+        if self._batcher is not None:
+            self._batcher.close()
 
 
 @dataclasses.dataclass
@@ -239,7 +242,6 @@ class ClipModel(InferenceModel):
         self._model: Any = None
         self._preprocess: Callable[[Image.Image], torch.Tensor] | None = None
         self._tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None
-        self._batcher: Batcher | None = None
 
     @property
     def model_id(self) -> str:
@@ -284,11 +286,6 @@ class ClipModel(InferenceModel):
             {IMAGE: functools.partial(self._encode, model.encode_image),
              TEXT: functools.partial(self._encode, model.encode_text)},
             batch_size=settings.model_batch_size, batch_wait_ms=settings.model_batch_wait_ms)
-
-    def close(self) -> None:
-        super().close()
-        if self._batcher is not None:
-            self._batcher.close()
 
     # Inputs, prepared on the caller's thread.
 

@@ -45,7 +45,6 @@ class LabelModel(InferenceModel):
         self._model: Any = None
         self._categories: list[str] = []
         self._transform: Callable[[Image.Image], torch.Tensor] | None = None
-        self._batcher: Batcher | None = None
 
     @property
     def model_id(self) -> str:
@@ -74,11 +73,6 @@ class LabelModel(InferenceModel):
                                 batch_size=settings.model_batch_size,
                                 batch_wait_ms=settings.model_batch_wait_ms)
 
-    def close(self) -> None:
-        super().close()
-        if self._batcher is not None:
-            self._batcher.close()
-
     def submit(self, images: Sequence[Image.Image]) -> list:
         """Futures of [(label, probability), ...] per RGB image; preprocessing on the caller's thread."""
         self.require_ready()
@@ -100,7 +94,6 @@ class OcrModel(InferenceModel):
         super().__init__(settings.model_retry_seconds)
         self._settings = settings
         self._engine: Any = None
-        self._batcher: Batcher | None = None
 
     @property
     def model_id(self) -> str:
@@ -117,11 +110,6 @@ class OcrModel(InferenceModel):
         self._engine = engine
         # One image per call: OCR does not batch.
         self._batcher = Batcher("inference-ocr", {OCR: self._read}, batch_size=1, batch_wait_ms=0)
-
-    def close(self) -> None:
-        super().close()
-        if self._batcher is not None:
-            self._batcher.close()
 
     def submit(self, images: Sequence[Image.Image]) -> list:
         """Futures of the text of each RGB image, lines joined by newlines ("" when none)."""
@@ -147,7 +135,6 @@ class SentenceModel(InferenceModel):
         path = settings.sentence_model_path
         self._model_id = Path(path).name if path else PACKAGED_SENTENCE_MODEL_ID
         self._model: Any = None
-        self._batcher: Batcher | None = None
 
     @property
     def model_id(self) -> str:
@@ -174,11 +161,6 @@ class SentenceModel(InferenceModel):
         self._batcher = Batcher("inference-sentence", {SENTENCE: self._encode},
                                 batch_size=settings.model_batch_size,
                                 batch_wait_ms=settings.model_batch_wait_ms)
-
-    def close(self) -> None:
-        super().close()
-        if self._batcher is not None:
-            self._batcher.close()
 
     def submit(self, texts: Sequence[str]) -> list:
         self.require_ready()
