@@ -170,25 +170,33 @@ def wait_until_indexed(stub: ingest_pb2_grpc.IngestServiceStub, metadata, by_nam
         return failed
     stream = stub.WatchPhotos(ingest_pb2.WatchPhotosRequest(names=sorted(pending), send_initial=True),
                               metadata=metadata, timeout=timeout_s)
-    with tqdm(total=len(by_name), initial=len(by_name) - len(pending), unit="photo",
-              desc="indexing", disable=None) as bar:
-        try:
-            for change in stream:
-                name = change.photo.name
-                if name not in pending or not (change.deleted or change.status in DONE_STATUSES):
-                    continue
-                pending.discard(name)
-                bar.update(1)
-                if change.deleted:
-                    failed.append((by_name[name], "deleted"))
-                elif change.status == photo_pb2.PHOTO_STATUS_FAILED:
-                    failed.append((by_name[name], change.reason or change.photo.status_reason))
-                if not pending:
-                    break
-        finally:
-            stream.cancel()
+    try:
+        failed += [(by_name[name], why) for name, why in
+                   follow_until_done(stream, pending, total=len(by_name), desc="indexing")]
+    finally:
+        stream.cancel()
     if pending:
         raise CliError(f"stopped waiting with {len(pending)} photo(s) not indexed yet")
+    return failed
+
+
+def follow_until_done(stream, pending: set[str], *, total: int, desc: str) -> list[tuple[str, str]]:
+    """Follows a WatchPhotos stream, with a progress bar, until each photo in `pending` (emptied
+    as it goes) is indexed, failed or deleted; returns (name, why) of those not indexed."""
+    failed = []
+    with tqdm(total=total, initial=total - len(pending), unit="photo", desc=desc, disable=None) as bar:
+        for change in stream:
+            name = change.photo.name
+            if name not in pending or not (change.deleted or change.status in DONE_STATUSES):
+                continue
+            pending.discard(name)
+            bar.update(1)
+            if change.deleted:
+                failed.append((name, "deleted"))
+            elif change.status == photo_pb2.PHOTO_STATUS_FAILED:
+                failed.append((name, change.reason or change.photo.status_reason))
+            if not pending:
+                break
     return failed
 
 
@@ -305,38 +313,21 @@ def cmd_reindex(args, settings: Settings) -> int:
                 print(f"every photo is indexed with the current models ({', '.join(response.models)})")
                 return 0
             print(f"queued {len(response.names)} photo(s) for {', '.join(response.models)}")
+            pending = set(response.names)
             try:
-                failed = _follow_reindex(stream, set(response.names))
+                failed = follow_until_done(stream, pending, total=len(pending), desc="reindexing")
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise CliError(f"photos not all reindexed after {args.wait_timeout:g}s") from e
                 raise _rpc_failure(e, target) from e
         finally:
             stream.cancel()
+    if pending:
+        raise CliError(f"the watch ended with {len(pending)} photo(s) not reindexed yet")
     print(f"reindexed {len(response.names) - len(failed)}, failed {len(failed)}")
     for name, reason in failed:
         print(f"  not reindexed: {name}: {reason}")
     return 1 if failed else 0
-
-
-def _follow_reindex(stream, pending: set[str]) -> list[tuple[str, str]]:
-    """Follows the watch until each photo in `pending` is indexed, failed or deleted; returns the
-    ones not indexed with why."""
-    failed = []
-    with tqdm(total=len(pending), unit="photo", desc="reindexing", disable=None) as bar:
-        for change in stream:
-            name = change.photo.name
-            if name not in pending or not (change.deleted or change.status in DONE_STATUSES):
-                continue
-            pending.discard(name)
-            bar.update(1)
-            if change.deleted:
-                failed.append((name, "deleted"))
-            elif change.status == photo_pb2.PHOTO_STATUS_FAILED:
-                failed.append((name, change.reason or change.photo.status_reason))
-            if not pending:
-                return failed
-    raise CliError(f"the watch ended with {len(pending)} photo(s) not reindexed yet")
 
 
 # status
