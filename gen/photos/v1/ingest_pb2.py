@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from photos.v1 import photo_pb2 as photos_dot_v1_dot_photo__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16photos/v1/ingest.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15photos/v1/photo.proto\"p\n\x0eUploadMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\\\n\x12UploadPhotoRequest\x12-\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.photos.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x64\x61ta\"I\n\x13UploadPhotoResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x1f\n\x0fGetPhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x10GetPhotoResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\"&\n\x15\x42\x61tchGetPhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\":\n\x16\x42\x61tchGetPhotosResponse\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\"\xc0\x01\n\x11ListPhotosRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"c\n\x12ListPhotosResponse\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\"\n\x12\x44\x65letePhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65letePhotoResponse\"N\n\x14\x44ownloadPhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07variant\x18\x02 \x01(\x0e\x32\x17.photos.v1.PhotoVariant\"P\n\x15\x44ownloadPhotoResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\r\n\x05\x63hunk\x18\x03 \x01(\x0c\"9\n\x12WatchPhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x14\n\x0csend_initial\x18\x02 \x01(\x08\"\xaf\x01\n\x13WatchPhotosResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64\x65leted\x18\x05 \x01(\x08\"#\n\x14ReindexPhotosRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\"6\n\x15ReindexPhotosResponse\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0e\n\x06models\x18\x02 \x03(\t*f\n\x0cPhotoVariant\x12\x1d\n\x19PHOTO_VARIANT_UNSPECIFIED\x10\x00\x12\x1a\n\x16PHOTO_VARIANT_ORIGINAL\x10\x01\x12\x1b\n\x17PHOTO_VARIANT_THUMBNAIL\x10\x02\x32\x8e\x05\n\rIngestService\x12N\n\x0bUploadPhoto\x12\x1d.photos.v1.UploadPhotoRequest\x1a\x1e.photos.v1.UploadPhotoResponse(\x01\x12\x43\n\x08GetPhoto\x12\x1a.photos.v1.GetPhotoRequest\x1a\x1b.photos.v1.GetPhotoResponse\x12U\n\x0e\x42\x61tchGetPhotos\x12 .photos.v1.BatchGetPhotosRequest\x1a!.photos.v1.BatchGetPhotosResponse\x12I\n\nListPhotos\x12\x1c.photos.v1.ListPhotosRequest\x1a\x1d.photos.v1.ListPhotosResponse\x12L\n\x0b\x44\x65letePhoto\x12\x1d.photos.v1.DeletePhotoRequest\x1a\x1e.photos.v1.DeletePhotoResponse\x12T\n\rDownloadPhoto\x12\x1f.photos.v1.DownloadPhotoRequest\x1a .photos.v1.DownloadPhotoResponse0\x01\x12N\n\x0bWatchPhotos\x12\x1d.photos.v1.WatchPhotosRequest\x1a\x1e.photos.v1.WatchPhotosResponse0\x01\x12R\n\rReindexPhotos\x12\x1f.photos.v1.ReindexPhotosRequest\x1a .photos.v1.ReindexPhotosResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16photos/v1/ingest.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15photos/v1/photo.proto\"p\n\x0eUploadMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\\\n\x12UploadPhotoRequest\x12-\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.photos.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x64\x61ta\"I\n\x13UploadPhotoResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x1f\n\x0fGetPhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x10GetPhotoResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\"<\n\x15\x42\x61tchGetPhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x14\n\x0cskip_missing\x18\x02 \x01(\x08\":\n\x16\x42\x61tchGetPhotosResponse\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\"\xc0\x01\n\x11ListPhotosRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"c\n\x12ListPhotosResponse\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\"\n\x12\x44\x65letePhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65letePhotoResponse\"N\n\x14\x44ownloadPhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07variant\x18\x02 \x01(\x0e\x32\x17.photos.v1.PhotoVariant\"P\n\x15\x44ownloadPhotoResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\r\n\x05\x63hunk\x18\x03 \x01(\x0c\"T\n\x1aGetPhotoDownloadUrlRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07variant\x18\x02 \x01(\x0e\x32\x17.photos.v1.PhotoVariant\"[\n\x1bGetPhotoDownloadUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x12WatchPhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x14\n\x0csend_initial\x18\x02 \x01(\x08\"\x97\x01\n\x13WatchPhotosResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12/\n\x0b\x63hange_type\x18\x02 \x01(\x0e\x32\x1a.photos.v1.PhotoChangeType\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x14ReindexPhotosRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\"6\n\x15ReindexPhotosResponse\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0e\n\x06models\x18\x02 \x03(\t*f\n\x0cPhotoVariant\x12\x1d\n\x19PHOTO_VARIANT_UNSPECIFIED\x10\x00\x12\x1a\n\x16PHOTO_VARIANT_ORIGINAL\x10\x01\x12\x1b\n\x17PHOTO_VARIANT_THUMBNAIL\x10\x02\x32\xf4\x05\n\rIngestService\x12N\n\x0bUploadPhoto\x12\x1d.photos.v1.UploadPhotoRequest\x1a\x1e.photos.v1.UploadPhotoResponse(\x01\x12\x43\n\x08GetPhoto\x12\x1a.photos.v1.GetPhotoRequest\x1a\x1b.photos.v1.GetPhotoResponse\x12U\n\x0e\x42\x61tchGetPhotos\x12 .photos.v1.BatchGetPhotosRequest\x1a!.photos.v1.BatchGetPhotosResponse\x12I\n\nListPhotos\x12\x1c.photos.v1.ListPhotosRequest\x1a\x1d.photos.v1.ListPhotosResponse\x12L\n\x0b\x44\x65letePhoto\x12\x1d.photos.v1.DeletePhotoRequest\x1a\x1e.photos.v1.DeletePhotoResponse\x12T\n\rDownloadPhoto\x12\x1f.photos.v1.DownloadPhotoRequest\x1a .photos.v1.DownloadPhotoResponse0\x01\x12\x64\n\x13GetPhotoDownloadUrl\x12%.photos.v1.GetPhotoDownloadUrlRequest\x1a&.photos.v1.GetPhotoDownloadUrlResponse\x12N\n\x0bWatchPhotos\x12\x1d.photos.v1.WatchPhotosRequest\x1a\x1e.photos.v1.WatchPhotosResponse0\x01\x12R\n\rReindexPhotos\x12\x1f.photos.v1.ReindexPhotosRequest\x1a .photos.v1.ReindexPhotosResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'photos.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PHOTOVARIANT']._serialized_start=1409
-  _globals['_PHOTOVARIANT']._serialized_end=1511
+  _globals['_PHOTOVARIANT']._serialized_start=1586
+  _globals['_PHOTOVARIANT']._serialized_end=1688
   _globals['_UPLOADMETADATA']._serialized_start=93
   _globals['_UPLOADMETADATA']._serialized_end=205
   _globals['_UPLOADPHOTOREQUEST']._serialized_start=207
@@ -46,29 +46,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPHOTORESPONSE']._serialized_start=409
   _globals['_GETPHOTORESPONSE']._serialized_end=460
   _globals['_BATCHGETPHOTOSREQUEST']._serialized_start=462
-  _globals['_BATCHGETPHOTOSREQUEST']._serialized_end=500
-  _globals['_BATCHGETPHOTOSRESPONSE']._serialized_start=502
-  _globals['_BATCHGETPHOTOSRESPONSE']._serialized_end=560
-  _globals['_LISTPHOTOSREQUEST']._serialized_start=563
-  _globals['_LISTPHOTOSREQUEST']._serialized_end=755
-  _globals['_LISTPHOTOSRESPONSE']._serialized_start=757
-  _globals['_LISTPHOTOSRESPONSE']._serialized_end=856
-  _globals['_DELETEPHOTOREQUEST']._serialized_start=858
-  _globals['_DELETEPHOTOREQUEST']._serialized_end=892
-  _globals['_DELETEPHOTORESPONSE']._serialized_start=894
-  _globals['_DELETEPHOTORESPONSE']._serialized_end=915
-  _globals['_DOWNLOADPHOTOREQUEST']._serialized_start=917
-  _globals['_DOWNLOADPHOTOREQUEST']._serialized_end=995
-  _globals['_DOWNLOADPHOTORESPONSE']._serialized_start=997
-  _globals['_DOWNLOADPHOTORESPONSE']._serialized_end=1077
-  _globals['_WATCHPHOTOSREQUEST']._serialized_start=1079
-  _globals['_WATCHPHOTOSREQUEST']._serialized_end=1136
-  _globals['_WATCHPHOTOSRESPONSE']._serialized_start=1139
-  _globals['_WATCHPHOTOSRESPONSE']._serialized_end=1314
-  _globals['_REINDEXPHOTOSREQUEST']._serialized_start=1316
-  _globals['_REINDEXPHOTOSREQUEST']._serialized_end=1351
-  _globals['_REINDEXPHOTOSRESPONSE']._serialized_start=1353
-  _globals['_REINDEXPHOTOSRESPONSE']._serialized_end=1407
-  _globals['_INGESTSERVICE']._serialized_start=1514
-  _globals['_INGESTSERVICE']._serialized_end=2168
+  _globals['_BATCHGETPHOTOSREQUEST']._serialized_end=522
+  _globals['_BATCHGETPHOTOSRESPONSE']._serialized_start=524
+  _globals['_BATCHGETPHOTOSRESPONSE']._serialized_end=582
+  _globals['_LISTPHOTOSREQUEST']._serialized_start=585
+  _globals['_LISTPHOTOSREQUEST']._serialized_end=777
+  _globals['_LISTPHOTOSRESPONSE']._serialized_start=779
+  _globals['_LISTPHOTOSRESPONSE']._serialized_end=878
+  _globals['_DELETEPHOTOREQUEST']._serialized_start=880
+  _globals['_DELETEPHOTOREQUEST']._serialized_end=914
+  _globals['_DELETEPHOTORESPONSE']._serialized_start=916
+  _globals['_DELETEPHOTORESPONSE']._serialized_end=937
+  _globals['_DOWNLOADPHOTOREQUEST']._serialized_start=939
+  _globals['_DOWNLOADPHOTOREQUEST']._serialized_end=1017
+  _globals['_DOWNLOADPHOTORESPONSE']._serialized_start=1019
+  _globals['_DOWNLOADPHOTORESPONSE']._serialized_end=1099
+  _globals['_GETPHOTODOWNLOADURLREQUEST']._serialized_start=1101
+  _globals['_GETPHOTODOWNLOADURLREQUEST']._serialized_end=1185
+  _globals['_GETPHOTODOWNLOADURLRESPONSE']._serialized_start=1187
+  _globals['_GETPHOTODOWNLOADURLRESPONSE']._serialized_end=1278
+  _globals['_WATCHPHOTOSREQUEST']._serialized_start=1280
+  _globals['_WATCHPHOTOSREQUEST']._serialized_end=1337
+  _globals['_WATCHPHOTOSRESPONSE']._serialized_start=1340
+  _globals['_WATCHPHOTOSRESPONSE']._serialized_end=1491
+  _globals['_REINDEXPHOTOSREQUEST']._serialized_start=1493
+  _globals['_REINDEXPHOTOSREQUEST']._serialized_end=1528
+  _globals['_REINDEXPHOTOSRESPONSE']._serialized_start=1530
+  _globals['_REINDEXPHOTOSRESPONSE']._serialized_end=1584
+  _globals['_INGESTSERVICE']._serialized_start=1691
+  _globals['_INGESTSERVICE']._serialized_end=2447
 # @@protoc_insertion_point(module_scope)

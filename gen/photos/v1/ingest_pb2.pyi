@@ -63,10 +63,12 @@ class GetPhotoResponse(_message.Message):
     def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ...) -> None: ...
 
 class BatchGetPhotosRequest(_message.Message):
-    __slots__ = ("names",)
+    __slots__ = ("names", "skip_missing")
     NAMES_FIELD_NUMBER: _ClassVar[int]
+    SKIP_MISSING_FIELD_NUMBER: _ClassVar[int]
     names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+    skip_missing: bool
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., skip_missing: bool = ...) -> None: ...
 
 class BatchGetPhotosResponse(_message.Message):
     __slots__ = ("photos",)
@@ -126,6 +128,22 @@ class DownloadPhotoResponse(_message.Message):
     chunk: bytes
     def __init__(self, content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
+class GetPhotoDownloadUrlRequest(_message.Message):
+    __slots__ = ("name", "variant")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    variant: PhotoVariant
+    def __init__(self, name: _Optional[str] = ..., variant: _Optional[_Union[PhotoVariant, str]] = ...) -> None: ...
+
+class GetPhotoDownloadUrlResponse(_message.Message):
+    __slots__ = ("url", "expire_time")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, url: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class WatchPhotosRequest(_message.Message):
     __slots__ = ("names", "send_initial")
     NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -135,18 +153,14 @@ class WatchPhotosRequest(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ..., send_initial: bool = ...) -> None: ...
 
 class WatchPhotosResponse(_message.Message):
-    __slots__ = ("photo", "status", "reason", "event_time", "deleted")
+    __slots__ = ("photo", "change_type", "event_time")
     PHOTO_FIELD_NUMBER: _ClassVar[int]
-    STATUS_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TYPE_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
-    DELETED_FIELD_NUMBER: _ClassVar[int]
     photo: _photo_pb2.Photo
-    status: _photo_pb2.PhotoStatus
-    reason: str
+    change_type: _photo_pb2.PhotoChangeType
     event_time: _timestamp_pb2.Timestamp
-    deleted: bool
-    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., status: _Optional[_Union[_photo_pb2.PhotoStatus, str]] = ..., reason: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: bool = ...) -> None: ...
+    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., change_type: _Optional[_Union[_photo_pb2.PhotoChangeType, str]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ReindexPhotosRequest(_message.Message):
     __slots__ = ("all",)

@@ -65,6 +65,11 @@ class IngestServiceStub(object):
                 request_serializer=photos_dot_v1_dot_ingest__pb2.DownloadPhotoRequest.SerializeToString,
                 response_deserializer=photos_dot_v1_dot_ingest__pb2.DownloadPhotoResponse.FromString,
                 _registered_method=True)
+        self.GetPhotoDownloadUrl = channel.unary_unary(
+                '/photos.v1.IngestService/GetPhotoDownloadUrl',
+                request_serializer=photos_dot_v1_dot_ingest__pb2.GetPhotoDownloadUrlRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_ingest__pb2.GetPhotoDownloadUrlResponse.FromString,
+                _registered_method=True)
         self.WatchPhotos = channel.unary_stream(
                 '/photos.v1.IngestService/WatchPhotos',
                 request_serializer=photos_dot_v1_dot_ingest__pb2.WatchPhotosRequest.SerializeToString,
@@ -125,6 +130,15 @@ class IngestServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPhotoDownloadUrl(self, request, context):
+        """A short-lived URL the client can GET the bytes from directly (a presigned S3 URL), so large
+        originals skip the services; `url` is empty when the blob store has none (local disk): use
+        DownloadPhoto then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchPhotos(self, request, context):
         """Streams status changes of the caller's photos as they happen.
         """
@@ -172,6 +186,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.DownloadPhoto,
                     request_deserializer=photos_dot_v1_dot_ingest__pb2.DownloadPhotoRequest.FromString,
                     response_serializer=photos_dot_v1_dot_ingest__pb2.DownloadPhotoResponse.SerializeToString,
+            ),
+            'GetPhotoDownloadUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPhotoDownloadUrl,
+                    request_deserializer=photos_dot_v1_dot_ingest__pb2.GetPhotoDownloadUrlRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_ingest__pb2.GetPhotoDownloadUrlResponse.SerializeToString,
             ),
             'WatchPhotos': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchPhotos,
@@ -347,6 +366,33 @@ class IngestService(object):
             '/photos.v1.IngestService/DownloadPhoto',
             photos_dot_v1_dot_ingest__pb2.DownloadPhotoRequest.SerializeToString,
             photos_dot_v1_dot_ingest__pb2.DownloadPhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPhotoDownloadUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.IngestService/GetPhotoDownloadUrl',
+            photos_dot_v1_dot_ingest__pb2.GetPhotoDownloadUrlRequest.SerializeToString,
+            photos_dot_v1_dot_ingest__pb2.GetPhotoDownloadUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,10 +16,21 @@ class PhotoStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PHOTO_STATUS_UPLOADED: _ClassVar[PhotoStatus]
     PHOTO_STATUS_INDEXED: _ClassVar[PhotoStatus]
     PHOTO_STATUS_FAILED: _ClassVar[PhotoStatus]
+
+class PhotoChangeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHOTO_CHANGE_TYPE_UNSPECIFIED: _ClassVar[PhotoChangeType]
+    PHOTO_CHANGE_TYPE_CREATED: _ClassVar[PhotoChangeType]
+    PHOTO_CHANGE_TYPE_UPDATED: _ClassVar[PhotoChangeType]
+    PHOTO_CHANGE_TYPE_DELETED: _ClassVar[PhotoChangeType]
 PHOTO_STATUS_UNSPECIFIED: PhotoStatus
 PHOTO_STATUS_UPLOADED: PhotoStatus
 PHOTO_STATUS_INDEXED: PhotoStatus
 PHOTO_STATUS_FAILED: PhotoStatus
+PHOTO_CHANGE_TYPE_UNSPECIFIED: PhotoChangeType
+PHOTO_CHANGE_TYPE_CREATED: PhotoChangeType
+PHOTO_CHANGE_TYPE_UPDATED: PhotoChangeType
+PHOTO_CHANGE_TYPE_DELETED: PhotoChangeType
 
 class GeoPoint(_message.Message):
     __slots__ = ("latitude", "longitude", "altitude")
@@ -32,15 +43,15 @@ class GeoPoint(_message.Message):
     def __init__(self, latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., altitude: _Optional[float] = ...) -> None: ...
 
 class Label(_message.Message):
-    __slots__ = ("name", "score")
-    NAME_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("text", "score")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
-    name: str
+    text: str
     score: float
-    def __init__(self, name: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class Photo(_message.Message):
-    __slots__ = ("name", "owner", "sha256", "content_type", "size_bytes", "width", "height", "take_time", "camera_make", "camera_model", "location", "create_time", "update_time", "status", "status_reason", "embedding_model", "filename", "index_attempts", "labels", "ocr_text", "embedding_models")
+    __slots__ = ("name", "owner", "sha256", "content_type", "size_bytes", "width", "height", "take_time", "camera_make", "camera_model", "location", "create_time", "update_time", "status", "status_reason", "filename", "index_attempts", "labels", "ocr_text", "embedding_models")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -56,7 +67,6 @@ class Photo(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
-    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     INDEX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -77,10 +87,9 @@ class Photo(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     status: PhotoStatus
     status_reason: str
-    embedding_model: str
     filename: str
     index_attempts: int
     labels: _containers.RepeatedCompositeFieldContainer[Label]
     ocr_text: str
     embedding_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[PhotoStatus, str]] = ..., status_reason: _Optional[str] = ..., embedding_model: _Optional[str] = ..., filename: _Optional[str] = ..., index_attempts: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., embedding_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[PhotoStatus, str]] = ..., status_reason: _Optional[str] = ..., filename: _Optional[str] = ..., index_attempts: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., embedding_models: _Optional[_Iterable[str]] = ...) -> None: ...

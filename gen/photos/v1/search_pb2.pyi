@@ -45,43 +45,51 @@ class SearchHit(_message.Message):
     def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., score: _Optional[float] = ..., signals: _Optional[_Union[SignalScores, _Mapping]] = ..., matched_terms: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchPhotosRequest(_message.Message):
-    __slots__ = ("query", "filter", "page_size", "min_score")
+    __slots__ = ("query", "filter", "page_size", "min_score", "page_token")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     query: str
     filter: SearchFilter
     page_size: int
     min_score: float
-    def __init__(self, query: _Optional[str] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., min_score: _Optional[float] = ...) -> None: ...
+    page_token: str
+    def __init__(self, query: _Optional[str] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., min_score: _Optional[float] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class SearchPhotosResponse(_message.Message):
-    __slots__ = ("hits", "model")
+    __slots__ = ("hits", "next_page_token", "models")
     HITS_FIELD_NUMBER: _ClassVar[int]
-    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
-    model: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+    next_page_token: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FindSimilarRequest(_message.Message):
-    __slots__ = ("name", "image", "filter", "page_size", "min_score")
+    __slots__ = ("name", "image", "filter", "page_size", "min_score", "page_token")
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     image: bytes
     filter: SearchFilter
     page_size: int
     min_score: float
-    def __init__(self, name: _Optional[str] = ..., image: _Optional[bytes] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., min_score: _Optional[float] = ...) -> None: ...
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., image: _Optional[bytes] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., min_score: _Optional[float] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class FindSimilarResponse(_message.Message):
-    __slots__ = ("hits", "model")
+    __slots__ = ("hits", "next_page_token", "models")
     HITS_FIELD_NUMBER: _ClassVar[int]
-    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
-    model: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+    next_page_token: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
