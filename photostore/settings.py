@@ -4,18 +4,71 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
 
 
+class BlobsSettings(BaseModel):
+    """PHOTOSTORE_BLOBS__*: where originals and thumbnails live."""
+    backend: Literal["embedded", "s3"] = "embedded"
+    # S3 (MinIO in production; any S3 API): endpoint host:port, without scheme.
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_bucket: str = "photostore"
+    s3_region: str = ""
+    s3_secure: bool = False
+    # Lifetime of the presigned GET URLs the gateway redirects browsers to.
+    presign_expiry_seconds: int = 900
+
+
+class MetadataSettings(BaseModel):
+    """PHOTOSTORE_METADATA__*: photo documents, users and API keys (owned by ingest)."""
+    backend: Literal["embedded", "mongodb"] = "embedded"
+    mongodb_uri: SecretStr = SecretStr("mongodb://127.0.0.1:27117/")
+    mongodb_database: str = "photostore"
+
+
+class EventsSettings(BaseModel):
+    """PHOTOSTORE_EVENTS__*: the event log between ingest and the embed workers."""
+    backend: Literal["embedded", "kafka"] = "embedded"
+    # Partitions per topic: the most consumers of one group that get work at once.
+    partitions: int = 4
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    # Put before every topic name, so several deployments can share one Kafka cluster.
+    topic_prefix: str = ""
+    # A member whose process stops heartbeating (killed, hung host) loses its partitions after this.
+    session_timeout_ms: int = 10_000
+    # A live member that has not polled for this long (a batch stuck that long) loses them too.
+    max_poll_interval_ms: int = 300_000
+    # How long a send waits for the log to acknowledge before it fails.
+    send_timeout_s: float = 15.0
+
+
+class VectorsSettings(BaseModel):
+    """PHOTOSTORE_VECTORS__*: the search index (vectors and keywords)."""
+    backend: Literal["embedded", "weaviate"] = "embedded"
+    weaviate_host: str = "127.0.0.1"
+    weaviate_http_port: int = 8090
+    weaviate_grpc_port: int = 50151
+    weaviate_api_key: SecretStr = SecretStr("")
+    weaviate_collection: str = "Photo"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PHOTOSTORE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PHOTOSTORE_", env_file=".env", extra="ignore",
+                                      env_nested_delimiter="__")
 
     data_dir: Path = Field(default=Path.home() / ".local" / "share" / "photostore")
-    # Which family of backends to use; only "embedded" (one machine, no servers) ships today.
-    backend: str = "embedded"
+    # One backend per port: "embedded" (this machine, no servers) or a scale-out engine.
+    blobs: BlobsSettings = BlobsSettings()
+    metadata: MetadataSettings = MetadataSettings()
+    events: EventsSettings = EventsSettings()
+    vectors: VectorsSettings = VectorsSettings()
 
     host: str = "127.0.0.1"
     ingest_port: int = 50061
@@ -29,6 +82,11 @@ class Settings(BaseSettings):
     grpc_max_workers: int = 32
     # Key services use to call each other; default: one kept in data_dir/service.key.
     service_api_key: str | None = None
+    # Secret that seals page tokens; default: derived from the service key. Every replica of a
+    # service must share it.
+    token_secret: str | None = None
+    # How long search and embed trust an answer of the ingest service's key check.
+    auth_cache_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
 
     # Upload limits.
@@ -60,6 +118,8 @@ class Settings(BaseSettings):
 
     # Events older than this that every consumer group has committed are dropped.
     event_retention_hours: float = 168.0
+    # How often ingest re-sends the events of stored photos whose first send failed (the outbox).
+    outbox_interval_seconds: float = 30.0
 
     # Embed worker.
     worker_batch_size: int = 16
@@ -80,6 +140,10 @@ class Settings(BaseSettings):
     def target(self, service: str) -> str:
         explicit = getattr(self, f"{service}_target")
         return explicit or f"{self.host}:{getattr(self, f'{service}_port')}"
+
+    @property
+    def users_path(self) -> Path:
+        return self.data_dir / "users.sqlite3"
 
     @property
     def metadata_path(self) -> Path:

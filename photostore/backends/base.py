@@ -6,9 +6,10 @@ Kafka, Weaviate); the embedded twins live beside this file.
 from __future__ import annotations
 
 import abc
+import re
 import dataclasses
 import datetime as dt
-from typing import Any, BinaryIO, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 STATUS_UPLOADED = "uploaded"
 STATUS_INDEXED = "indexed"
@@ -18,8 +19,12 @@ STATUS_FAILED = "failed"
 SPACE_CLIP = "clip"  # CLIP image embedding
 SPACE_TEXT = "text"  # sentence embedding of the photo's labels and OCR text
 
+# Event topics (proto/photos/v1/events.proto says what each carries).
 TOPIC_PHOTO_UPLOADED = "photos.uploaded"
+TOPIC_PHOTO_UPLOADED_DLQ = "photos.uploaded.dlq"
 TOPIC_PHOTO_STATUS = "photos.status"
+TOPIC_PHOTO_CHANGES = "photos.changes"
+TOPICS = (TOPIC_PHOTO_UPLOADED, TOPIC_PHOTO_UPLOADED_DLQ, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_CHANGES)
 
 
 def utcnow() -> dt.datetime:
@@ -74,56 +79,113 @@ class PhotoRecord:
 @dataclasses.dataclass
 class Page:
     records: list[PhotoRecord]
-    next_cursor: str  # empty on the last page
-    total: int
+    # Sort key (sort_time, id) of the last record when more follow, else None; the API layer
+    # turns it into an opaque page token (photostore/pagination.py).
+    next_after: tuple[dt.datetime, str] | None
+    # Records matching the filter across all pages; None when the backend was not asked to count.
+    total: int | None = None
 
 
-class DuplicateRequestError(Exception):
-    """Raised by insert_photo when a concurrent insert won; carries the existing record."""
+class BackendUnavailableError(Exception):
+    """An engine could not be reached or failed transiently: worth another try later. Services
+    answer UNAVAILABLE for it; workers put their batch back and retry after a pause."""
+
+
+class MetadataUnavailableError(BackendUnavailableError):
+    """The metadata or users store could not be reached."""
+
+
+# Blobs
+
+
+class BlobError(Exception):
+    """Base of the errors a BlobStore raises; callers never see a filesystem or S3 type."""
+
+
+class BlobNotFoundError(BlobError, KeyError):
+    """No object under this key (deleted, or never written)."""
+
+
+class BlobUnavailableError(BlobError, BackendUnavailableError):
+    """The store could not be reached or failed transiently: worth another try later."""
+
+
+class InvalidBlobKeyError(BlobError, ValueError):
+    """The key is not acceptable to the store (escapes its root, empty, ...)."""
+
+
+class BlobReader(abc.ABC):
+    """An open object: its size and type, and its bytes as a stream."""
+
+    size: int
+    content_type: str
+
+    @abc.abstractmethod
+    def read(self, n: int = -1) -> bytes: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def chunks(self, chunk_size: int) -> Iterator[bytes]:
+        while chunk := self.read(chunk_size):
+            yield chunk
 
 
 class BlobStore(abc.ABC):
-    """Objects by key (S3-like): whole writes, streamed reads."""
+    """Objects by key (S3-like): whole writes, streamed reads. Every method raises only the
+    BlobError types above."""
 
     @abc.abstractmethod
     def put_file(self, key: str, path: str, content_type: str) -> None:
-        """Stores the file at `path` under `key`, atomically (all or nothing)."""
+        """Stores the file at `path` under `key`, atomically (all or nothing); large files go in parts."""
 
     @abc.abstractmethod
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
 
     @abc.abstractmethod
-    def open(self, key: str) -> BinaryIO:
-        """Opens the object for reading; raises KeyError when missing."""
-
-    @abc.abstractmethod
-    def size(self, key: str) -> int:
-        """Raises KeyError when missing."""
+    def open(self, key: str) -> BlobReader:
+        """One request: size, type and a stream of the bytes. Raises BlobNotFoundError."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Idempotent."""
 
+    def presigned_url(self, key: str, expires_s: int, *, filename: str = "") -> str | None:
+        """A URL the browser can GET the object from directly, valid for expires_s; None when the
+        store has no such thing (local disk): the bytes then go through the services."""
+        return None
+
     def read_bytes(self, key: str) -> bytes:
-        with self.open(key) as f:
-            return f.read()
+        with self.open(key) as reader:
+            return reader.read()
 
-    def iter_chunks(self, key: str, chunk_size: int) -> Iterator[bytes]:
-        with self.open(key) as f:
-            while chunk := f.read(chunk_size):
-                yield chunk
+    def describe(self) -> str:
+        """Backend and address, for status output."""
+        return type(self).__name__
+
+    def close(self) -> None:
+        pass
 
 
-class MetadataStore(abc.ABC):
-    """Users and photo documents (MongoDB-like: unique indexes, atomic single-document updates)."""
+# Users and photo metadata
 
-    # Users and API keys
+
+class UserStore(abc.ABC):
+    """Users and their API keys (hashes only). Owned by the ingest service."""
+
     @abc.abstractmethod
     def create_user(self, name: str, key_hash: str) -> User:
         """Raises ValueError if the name is taken."""
 
     @abc.abstractmethod
-    def add_api_key(self, user_id: str, key_hash: str) -> None: ...
+    def add_api_key(self, user_id: str, key_hash: str) -> None:
+        """Idempotent."""
 
     @abc.abstractmethod
     def user_by_key_hash(self, key_hash: str) -> User | None: ...
@@ -131,13 +193,29 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     def user_by_name(self, name: str) -> User | None: ...
 
-    # Photos
+    def describe(self) -> str:
+        """Backend and address, for status output."""
+        return type(self).__name__
+
+    def close(self) -> None:
+        pass
+
+
+class MetadataStore(abc.ABC):
+    """Photo documents (MongoDB-like: unique indexes on (owner, sha256) and (owner, request_id))."""
+
     @abc.abstractmethod
     def insert_photo(self, record: PhotoRecord, request_id: str) -> tuple[PhotoRecord, bool]:
         """Inserts unless the owner already has these bytes (same sha256) or this request_id.
 
-        Returns (stored record, created). Unique on (owner, sha256) and (owner, request_id).
+        Returns (stored record, created). Atomic: a concurrent insert of the same bytes or request
+        id yields one record, and the request id always points at the stored one.
         """
+
+    def insert_new_photos(self, records: Sequence[PhotoRecord]) -> None:
+        """Bulk load of records known to be new (benchmarks, migrations)."""
+        for record in records:
+            self.insert_photo(record, "")
 
     @abc.abstractmethod
     def photo_by_request(self, owner: str, request_id: str) -> PhotoRecord | None: ...
@@ -162,9 +240,10 @@ class MetadataStore(abc.ABC):
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
         page_size: int = 50,
-        cursor: str = "",
+        after: tuple[dt.datetime, str] | None = None,
+        count_total: bool = False,
     ) -> Page:
-        """Newest first by sort_time then id; cursor is the opaque next_cursor of the page before."""
+        """Newest first by (sort_time, id); `after` is the next_after of the page before."""
 
     @abc.abstractmethod
     def update_status(
@@ -182,59 +261,97 @@ class MetadataStore(abc.ABC):
         """Sets status fields and updated_at (None leaves a field as is); None when the photo is gone."""
 
     @abc.abstractmethod
-    def keyword_search(self, owner: str, terms: Sequence[str], limit: int = 200
-                       ) -> list[tuple[str, list[str]]]:
-        """(photo_id, terms found) of the owner's photos whose filename, label names or OCR text
-        contain any of the lower-case `terms` as a word; most terms found first."""
+    def mark_published(self, photo_ids: Sequence[str]) -> None: ...
 
     @abc.abstractmethod
-    def mark_published(self, photo_id: str) -> None: ...
-
-    @abc.abstractmethod
-    def unpublished_photos(self, limit: int = 100) -> list[PhotoRecord]: ...
+    def unpublished_photos(self, limit: int = 100) -> list[PhotoRecord]:
+        """Oldest first."""
 
     @abc.abstractmethod
     def delete_photo(self, photo_id: str) -> PhotoRecord | None:
         """Removes the document and its request ids; returns what was removed."""
 
-
-@dataclasses.dataclass
-class Event:
-    topic: str
-    offset: int
-    key: str
-    value: dict[str, Any]
-    timestamp: dt.datetime
-
-
-class EventProducer(abc.ABC):
-    @abc.abstractmethod
-    def send(self, topic: str, key: str, value: dict[str, Any]) -> int:
-        """Appends durably (returns after the write is on disk / acknowledged); returns the offset."""
+    def describe(self) -> str:
+        """Backend and address, for status output."""
+        return type(self).__name__
 
     def close(self) -> None:
         pass
 
 
+# Events
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+@dataclasses.dataclass
+class Event:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes  # a serialized photos.v1.PhotoEvent (photostore/events.py)
+    timestamp: dt.datetime
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One record to send: the key picks the partition (same key, same partition, same order)."""
+    topic: str
+    key: str
+    value: bytes
+
+
+class EventLogUnavailableError(BackendUnavailableError):
+    """The log could not take or give records now (broker down, timed out): retry later."""
+
+
+class EventProducer(abc.ABC):
+    @abc.abstractmethod
+    def send_many(self, records: Sequence[Record]) -> None:
+        """Appends every record durably (acknowledged by the log) before it returns; raises
+        EventLogUnavailableError when they could not all be written (some may have been)."""
+
+    def send(self, topic: str, key: str, value: bytes) -> None:
+        self.send_many([Record(topic, key, value)])
+
+    def close(self) -> None:
+        pass
+
+
+RebalanceCallback = Callable[[set[TopicPartition]], None]
+
+
 class EventConsumer(abc.ABC):
-    """A member of a consumer group (Kafka-like). Delivery is at least once: records after the
-    group's committed position come again after a restart until they are committed."""
+    """A member of a consumer group (Kafka-like): the group's members share the topics'
+    partitions. Delivery is at least once: records after the group's committed position in a
+    partition come again after a restart or a rebalance until they are committed."""
 
     @abc.abstractmethod
     def poll(self, max_records: int = 100, timeout_s: float = 1.0) -> list[Event]:
-        """Records after the last polled position, waiting up to timeout_s for any."""
+        """Records after the last polled position in each assigned partition, waiting up to
+        timeout_s for any. Rebalance callbacks run inside poll."""
 
     @abc.abstractmethod
     def commit(self, events: Sequence[Event]) -> None:
-        """Commits the position after the highest offset per topic in `events`."""
+        """Commits, per (topic, partition), the position after the highest offset in `events`.
+        Commits never move a position back."""
 
     @abc.abstractmethod
-    def lag(self) -> int:
-        """Records in the subscribed topics after the group's committed position."""
+    def seek_to_committed(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Next poll starts again after the committed position (all assigned partitions when None),
+        so uncommitted records are delivered again."""
 
     @abc.abstractmethod
-    def rewind_to_committed(self) -> None:
-        """Next poll starts again after the committed position (redelivers uncommitted records)."""
+    def assignment(self) -> set[TopicPartition]: ...
 
     def close(self) -> None:
         pass
@@ -245,12 +362,35 @@ class EventLog(abc.ABC):
     def producer(self) -> EventProducer: ...
 
     @abc.abstractmethod
-    def consumer(self, group: str, topics: Sequence[str]) -> EventConsumer: ...
+    def consumer(self, group: str, topics: Sequence[str], *,
+                 on_assigned: RebalanceCallback | None = None,
+                 on_revoked: RebalanceCallback | None = None) -> EventConsumer:
+        """A new member of `group`. on_revoked runs before partitions go to another member
+        (commit or drop what is held for them); on_assigned after new ones arrive."""
 
     @abc.abstractmethod
+    def broadcast(self, topics: Sequence[str]) -> EventConsumer:
+        """A consumer outside any group that gets every record written from now on, in every
+        partition (each process hears everything); commit is a no-op."""
+
+    @abc.abstractmethod
+    def lag(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+        """Records after the group's committed position, per partition."""
+
     def prune(self, older_than: dt.datetime) -> int:
-        """Drops records written before `older_than` that every known consumer group has committed
-        (Kafka does this itself with retention.ms); returns how many went."""
+        """Drops records older than `older_than` that every group has committed; returns how many.
+        Engines with their own retention (Kafka's retention.ms) do nothing here."""
+        return 0
+
+    def describe(self) -> str:
+        """Backend and address, for status output."""
+        return type(self).__name__
+
+    def close(self) -> None:
+        pass
+
+
+# Vectors and keywords
 
 
 @dataclasses.dataclass
@@ -264,41 +404,78 @@ class VectorFilter:
 
 @dataclasses.dataclass
 class VectorObject:
+    """One photo's vector in one space, with the photo's filter properties and keyword text."""
     photo_id: str
     owner: str
     model: str
-    vector: Any  # numpy float32 array, L2-normalised
+    vector: Any  # numpy float32 array, L2-normalised; None writes only properties and keywords
     taken_at: dt.datetime | None = None
     camera_make: str = ""
     camera_model: str = ""
     space: str = SPACE_CLIP
+    # Words the keyword signal matches (filename, labels, OCR text); None leaves them as they are.
+    keywords: str | None = None
+
+
+# What keyword_search counts as words: letters and digits; "_", "-" and "." separate words.
+WORD = re.compile(r"[^\W_]+")
+
+
+def words(text: str) -> set[str]:
+    return set(WORD.findall(text.lower()))
+
+
+class IndexUnavailableError(BackendUnavailableError):
+    """The index could not be reached or failed transiently: retry later."""
 
 
 class VectorStore(abc.ABC):
-    """Vectors with filterable properties (Weaviate-like, named vectors): one vector per photo id
-    and space."""
+    """The search index (Weaviate-like, named vectors): per photo one vector per space, filter
+    properties (owner, time taken, camera) and keyword text. Raises IndexUnavailableError when
+    the engine cannot be reached."""
+
+    def upsert(self, obj: VectorObject) -> None:
+        self.upsert_many([obj])
 
     @abc.abstractmethod
-    def upsert(self, obj: VectorObject) -> None:
-        """Creates or replaces the vector of this photo_id in obj.space (idempotent)."""
-
     def upsert_many(self, objs: Sequence[VectorObject]) -> None:
-        """Batch import; engines override this with their bulk path."""
-        for obj in objs:
-            self.upsert(obj)
+        """Creates or replaces the vector of each photo_id in obj.space, leaving its other spaces
+        as they are (idempotent); all written when it returns, else it raises."""
 
     @abc.abstractmethod
     def delete(self, photo_id: str) -> None:
-        """Removes the photo's vectors in every space; idempotent."""
+        """Removes the photo's vectors in every space, and its keywords; idempotent."""
 
     @abc.abstractmethod
     def get(self, photo_id: str, space: str = SPACE_CLIP) -> VectorObject | None: ...
+
+    def get_many(self, photo_ids: Sequence[str], space: str = SPACE_CLIP) -> dict[str, VectorObject]:
+        """{photo_id: its vector in `space`} of those that have one; engines answer in one call."""
+        found = {}
+        for photo_id in photo_ids:
+            if (obj := self.get(photo_id, space)) is not None:
+                found[photo_id] = obj
+        return found
 
     @abc.abstractmethod
     def search(
         self, vector: Any, model: str, flt: VectorFilter, limit: int, min_score: float = -1.0
     ) -> list[tuple[str, float]]:
-        """(photo_id, cosine score) best first, among vectors of `model` matching the filter."""
+        """(photo_id, cosine score) best first, among vectors of `model` matching the filter.
+        Engines with an approximate index may miss a few of the exact top hits."""
+
+    @abc.abstractmethod
+    def keyword_search(self, flt: VectorFilter, terms: Sequence[str], limit: int = 200
+                       ) -> list[tuple[str, list[str]]]:
+        """(photo_id, terms found) of photos matching the filter whose keywords contain any of
+        the lower-case `terms` as a word (see `words`); most terms found first."""
 
     @abc.abstractmethod
     def count(self, model: str | None = None) -> int: ...
+
+    def describe(self) -> str:
+        """Backend and address, for status output."""
+        return type(self).__name__
+
+    def close(self) -> None:
+        pass

@@ -1,24 +1,17 @@
-"""Users and photo documents in SQLite, with the unique indexes the MongoDB twin will have."""
+"""Photo documents in SQLite, with the unique indexes of the MongoDB twin (mongo_metadata.py)."""
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import json
-import re
 import sqlite3
-import uuid
 from pathlib import Path
 from typing import Sequence
 
-from photostore.backends.base import MetadataStore, Page, PhotoRecord, User, utcnow
+from photostore.backends.base import MetadataStore, Page, PhotoRecord, utcnow
 from photostore.backends.sqlite_util import SqliteDatabase
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS api_keys (
-  key_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id));
 CREATE TABLE IF NOT EXISTS photos (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL, filename TEXT NOT NULL, sha256 TEXT NOT NULL,
   content_type TEXT NOT NULL, size_bytes INTEGER NOT NULL, width INTEGER NOT NULL,
@@ -32,15 +25,16 @@ CREATE TABLE IF NOT EXISTS photos (
   published INTEGER NOT NULL,
   UNIQUE (owner, sha256));
 CREATE INDEX IF NOT EXISTS photos_by_time ON photos (owner, sort_time DESC, id DESC);
-CREATE INDEX IF NOT EXISTS photos_unpublished ON photos (published) WHERE published = 0;
+DROP INDEX IF EXISTS photos_unpublished;
+CREATE INDEX IF NOT EXISTS photos_outbox ON photos (created_at, id) WHERE published = 0;
 CREATE TABLE IF NOT EXISTS upload_requests (
   owner TEXT NOT NULL, request_id TEXT NOT NULL, photo_id TEXT NOT NULL,
   PRIMARY KEY (owner, request_id));
+CREATE INDEX IF NOT EXISTS upload_requests_by_photo ON upload_requests (photo_id);
 """
 
 _TIME_FIELDS = ("created_at", "updated_at", "taken_at")
 _JSON_FIELDS = ("labels", "embedding_models")
-_WORD = re.compile(r"[^\W_]+")  # letters and digits; "_", "-" and "." separate words
 _FIELDS = [f.name for f in dataclasses.fields(PhotoRecord)]
 
 
@@ -62,6 +56,12 @@ def _record(row: sqlite3.Row) -> PhotoRecord:
     return PhotoRecord(**values)
 
 
+def _as_stored(record: PhotoRecord) -> PhotoRecord:
+    """The record as a read returns it: times in UTC."""
+    return dataclasses.replace(record, **{name: _datetime(_epoch(getattr(record, name)))
+                                          for name in _TIME_FIELDS})
+
+
 def _row(record: PhotoRecord) -> tuple:
     values = dataclasses.asdict(record)
     for name in _TIME_FIELDS:
@@ -75,53 +75,13 @@ _INSERT_PHOTO = (f"INSERT INTO photos ({', '.join(_FIELDS)}, sort_time)"
                  f" VALUES ({', '.join('?' * (len(_FIELDS) + 1))})")
 
 
-def _encode_cursor(sort_time: float, photo_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([sort_time, photo_id]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        sort_time, photo_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(sort_time), str(photo_id)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"invalid page token: {cursor!r}") from e
-
-
 class SqliteMetadataStore(MetadataStore):
     def __init__(self, path: Path):
         self.db = SqliteDatabase(path, SCHEMA)
 
-    # Users
-    def create_user(self, name: str, key_hash: str) -> User:
-        user = User(id=uuid.uuid4().hex, name=name, created_at=utcnow())
-        try:
-            with self.db.transaction() as conn:
-                conn.execute("INSERT INTO users VALUES (?, ?, ?)",
-                             (user.id, user.name, _epoch(user.created_at)))
-                conn.execute("INSERT INTO api_keys VALUES (?, ?)", (key_hash, user.id))
-        except sqlite3.IntegrityError:
-            raise ValueError(f"user {name!r} already exists") from None
-        return user
+    def describe(self) -> str:
+        return f"sqlite at {self.db.path}"
 
-    def add_api_key(self, user_id: str, key_hash: str) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO api_keys VALUES (?, ?)", (key_hash, user_id))
-
-    def _user(self, rows) -> User | None:
-        if not rows:
-            return None
-        r = rows[0]
-        return User(id=r["id"], name=r["name"], created_at=_datetime(r["created_at"]))
-
-    def user_by_key_hash(self, key_hash: str) -> User | None:
-        return self._user(self.db.query(
-            "SELECT users.* FROM api_keys JOIN users ON users.id = api_keys.user_id"
-            " WHERE key_hash = ?", (key_hash,)))
-
-    def user_by_name(self, name: str) -> User | None:
-        return self._user(self.db.query("SELECT * FROM users WHERE name = ?", (name,)))
-
-    # Photos
     def _one(self, conn, sql: str, params) -> PhotoRecord | None:
         row = conn.execute(sql, params).fetchone()
         return _record(row) if row else None
@@ -139,7 +99,7 @@ class SqliteMetadataStore(MetadataStore):
                                      (record.owner, record.sha256))
             if existing is None:
                 conn.execute(_INSERT_PHOTO, _row(record))
-            stored = existing or record
+            stored = existing or _as_stored(record)
             if request_id:
                 conn.execute("INSERT OR IGNORE INTO upload_requests VALUES (?, ?, ?)",
                              (record.owner, request_id, stored.id))
@@ -180,7 +140,8 @@ class SqliteMetadataStore(MetadataStore):
 
     def list_photos(self, owner: str, *, status: str | None = None,
                     start: dt.datetime | None = None, end: dt.datetime | None = None,
-                    page_size: int = 50, cursor: str = "") -> Page:
+                    page_size: int = 50, after: tuple[dt.datetime, str] | None = None,
+                    count_total: bool = False) -> Page:
         where, params = ["owner = ?"], [owner]
         if status:
             where.append("status = ?")
@@ -192,21 +153,22 @@ class SqliteMetadataStore(MetadataStore):
             where.append("sort_time < ?")
             params.append(_epoch(end))
         conn = self.db.connection()
-        total = conn.execute(f"SELECT count(*) FROM photos WHERE {' AND '.join(where)}",
-                             params).fetchone()[0]
-        if cursor:
-            sort_time, photo_id = _decode_cursor(cursor)
+        total = None
+        if count_total:
+            total = conn.execute(f"SELECT count(*) FROM photos WHERE {' AND '.join(where)}",
+                                 params).fetchone()[0]
+        if after is not None:
+            sort_time, photo_id = _epoch(after[0]), after[1]
             where.append("(sort_time < ? OR (sort_time = ? AND id < ?))")
             params += [sort_time, sort_time, photo_id]
         rows = conn.execute(f"SELECT * FROM photos WHERE {' AND '.join(where)}"
                             " ORDER BY sort_time DESC, id DESC LIMIT ?",
                             (*params, page_size + 1)).fetchall()
         records = [_record(r) for r in rows[:page_size]]
-        next_cursor = ""
+        next_after = None
         if len(rows) > page_size:
-            last = rows[page_size - 1]
-            next_cursor = _encode_cursor(last["sort_time"], last["id"])
-        return Page(records=records, next_cursor=next_cursor, total=total)
+            next_after = (records[-1].sort_time, records[-1].id)
+        return Page(records=records, next_after=next_after, total=total)
 
     def update_status(self, photo_id: str, status: str, *, reason: str = "",
                       embedding_model: str | None = None, attempts: int | None = None,
@@ -224,32 +186,17 @@ class SqliteMetadataStore(MetadataStore):
                          (*changes.values(), photo_id))
             return self._one(conn, "SELECT * FROM photos WHERE id = ?", (photo_id,))
 
-    def keyword_search(self, owner: str, terms: Sequence[str], limit: int = 200
-                       ) -> list[tuple[str, list[str]]]:
-        terms = [t.lower() for t in terms if t.strip()]
-        if not terms:
-            return []
-        # LIKE narrows the rows; the word match below decides.
-        rows = self.db.query(
-            "SELECT id, filename, labels, ocr_text FROM photos WHERE owner = ? AND ("
-            + " OR ".join("lower(filename || ' ' || labels || ' ' || ocr_text) LIKE ?" for _ in terms)
-            + ")", (owner, *(f"%{t}%" for t in terms)))
-        found = []
-        for row in rows:
-            words = set(_WORD.findall(" ".join((row["filename"], row["labels"], row["ocr_text"])).lower()))
-            matched = [t for t in terms if t in words]
-            if matched:
-                found.append((row["id"], matched))
-        found.sort(key=lambda item: -len(item[1]))
-        return found[:limit]
-
-    def mark_published(self, photo_id: str) -> None:
+    def mark_published(self, photo_ids: Sequence[str]) -> None:
+        ids = list(photo_ids)
         with self.db.transaction() as conn:
-            conn.execute("UPDATE photos SET published = 1 WHERE id = ?", (photo_id,))
+            for start in range(0, len(ids), 500):
+                part = ids[start:start + 500]
+                conn.execute(f"UPDATE photos SET published = 1 WHERE id IN ({', '.join('?' * len(part))})",
+                             part)
 
     def unpublished_photos(self, limit: int = 100) -> list[PhotoRecord]:
         return [_record(r) for r in self.db.query(
-            "SELECT * FROM photos WHERE published = 0 ORDER BY created_at LIMIT ?", (limit,))]
+            "SELECT * FROM photos WHERE published = 0 ORDER BY created_at, id LIMIT ?", (limit,))]
 
     def delete_photo(self, photo_id: str) -> PhotoRecord | None:
         with self.db.transaction() as conn:

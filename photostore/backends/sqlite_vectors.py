@@ -3,16 +3,20 @@
 Every write appends to a change log; each process keeps its index in memory and, before a search,
 applies only the changes since the last one it saw. So the worker writes in one process and search
 reads in another, and a restart rebuilds the index from disk.
+
+Per photo, `photos` holds the filter properties and the keyword text (its words, see base.words),
+indexed by an FTS5 table for keyword_search.
 """
 from __future__ import annotations
 
 import datetime as dt
 import threading
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from photostore.backends.base import SPACE_CLIP, VectorFilter, VectorObject, VectorStore
+from photostore.backends.base import WORD, SPACE_CLIP, VectorFilter, VectorObject, VectorStore, words
 from photostore.backends.sqlite_util import SqliteDatabase
 
 SCHEMA = """
@@ -24,7 +28,25 @@ CREATE INDEX IF NOT EXISTS objects_by_seq ON objects (seq);
 CREATE TABLE IF NOT EXISTS changes (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, photo_id TEXT NOT NULL, space TEXT NOT NULL,
   op TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS photos (
+  id INTEGER PRIMARY KEY, photo_id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, taken_at REAL,
+  camera_make TEXT NOT NULL, camera_model TEXT NOT NULL, keywords TEXT);
+CREATE INDEX IF NOT EXISTS photos_by_owner ON photos (owner, taken_at);
+-- rowid = photos.id; unicode61 splits words as base.words does ("_" separates, letters and digits)
+CREATE VIRTUAL TABLE IF NOT EXISTS photo_keywords USING fts5(
+  words, tokenize = "unicode61 remove_diacritics 0");
 """
+# Vectors written before the photos table existed: their photos, with the properties of their vectors.
+MIGRATE_PHOTOS = """
+INSERT OR IGNORE INTO photos (photo_id, owner, taken_at, camera_make, camera_model)
+  SELECT photo_id, owner, taken_at, lower(camera_make), lower(camera_model) FROM objects GROUP BY photo_id
+"""
+CHUNK = 500  # ids per IN (...) query
+
+
+def keyword_text(text: str) -> str:
+    """The keyword text as stored: its words, so FTS5 tokens and base.words agree."""
+    return " ".join(WORD.findall(text.lower()))
 
 
 class _ModelIndex:
@@ -78,6 +100,9 @@ class _ModelIndex:
 class SqliteVectorStore(VectorStore):
     def __init__(self, path: Path):
         self.db = SqliteDatabase(path, SCHEMA)
+        if not self.db.query("SELECT EXISTS (SELECT 1 FROM photos)")[0][0]:
+            with self.db.transaction() as conn:
+                conn.execute(MIGRATE_PHOTOS)
         self._lock = threading.Lock()
         self._seen_seq = 0
         self._indexes: dict[str, _ModelIndex] = {}
@@ -88,17 +113,48 @@ class SqliteVectorStore(VectorStore):
     def upsert(self, obj: VectorObject) -> None:
         self.upsert_many([obj])
 
-    def upsert_many(self, objs) -> None:
+    def upsert_many(self, objs: Sequence[VectorObject]) -> None:
         with self.db.transaction() as conn:
             for obj in objs:
+                taken = None if obj.taken_at is None else obj.taken_at.timestamp()
+                self._write_photo(conn, obj, taken)
+                if obj.vector is None:
+                    continue
                 vector = np.asarray(obj.vector, np.float32).reshape(-1)
-                seq = conn.execute("INSERT INTO changes (photo_id, space, op) VALUES (?, ?, 'upsert')",
-                                   (obj.photo_id, obj.space)).lastrowid
+                seq = self._log(conn, obj.photo_id, obj.space, "upsert")
                 conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              (obj.photo_id, obj.space, obj.owner, obj.model, vector.size,
-                              vector.tobytes(),
-                              None if obj.taken_at is None else obj.taken_at.timestamp(),
-                              obj.camera_make, obj.camera_model, seq))
+                              vector.tobytes(), taken, obj.camera_make, obj.camera_model, seq))
+
+    @staticmethod
+    def _log(conn, photo_id: str, space: str, op: str) -> int:
+        return conn.execute("INSERT INTO changes (photo_id, space, op) VALUES (?, ?, ?)",
+                            (photo_id, space, op)).lastrowid
+
+    def _write_photo(self, conn, obj: VectorObject, taken: float | None) -> None:
+        """The photo's properties (and keywords, when given); its vectors in other spaces take the
+        new properties too, as one Weaviate object would."""
+        make, model = obj.camera_make.lower(), obj.camera_model.lower()
+        row = conn.execute("INSERT INTO photos (photo_id, owner, taken_at, camera_make, camera_model) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (photo_id) DO UPDATE SET owner = excluded.owner, "
+                           "taken_at = excluded.taken_at, camera_make = excluded.camera_make, "
+                           "camera_model = excluded.camera_model RETURNING id",
+                           (obj.photo_id, obj.owner, taken, make, model)).fetchone()
+        if obj.keywords is not None:
+            text = keyword_text(obj.keywords)
+            conn.execute("UPDATE photos SET keywords = ? WHERE id = ?", (text, row["id"]))
+            conn.execute("DELETE FROM photo_keywords WHERE rowid = ?", (row["id"],))
+            conn.execute("INSERT INTO photo_keywords (rowid, words) VALUES (?, ?)", (row["id"], text))
+        stale = conn.execute("SELECT space FROM objects WHERE photo_id = ? AND space != ? AND NOT "
+                             "(owner = ? AND taken_at IS ? AND camera_make = ? AND camera_model = ?)",
+                             (obj.photo_id, obj.space if obj.vector is not None else "", obj.owner, taken,
+                              obj.camera_make, obj.camera_model)).fetchall()
+        for stale_row in stale:
+            seq = self._log(conn, obj.photo_id, stale_row["space"], "upsert")
+            conn.execute("UPDATE objects SET owner = ?, taken_at = ?, camera_make = ?, camera_model = ?, "
+                         "seq = ? WHERE photo_id = ? AND space = ?",
+                         (obj.owner, taken, obj.camera_make, obj.camera_model, seq, obj.photo_id,
+                          stale_row["space"]))
 
     def delete(self, photo_id: str) -> None:
         with self.db.transaction() as conn:
@@ -106,6 +162,9 @@ class SqliteVectorStore(VectorStore):
             conn.execute("DELETE FROM objects WHERE photo_id = ?", (photo_id,))
             conn.executemany("INSERT INTO changes (photo_id, space, op) VALUES (?, ?, 'delete')",
                              [(photo_id, row["space"]) for row in spaces])
+            row = conn.execute("DELETE FROM photos WHERE photo_id = ? RETURNING id", (photo_id,)).fetchone()
+            if row is not None:
+                conn.execute("DELETE FROM photo_keywords WHERE rowid = ?", (row["id"],))
 
     # Reads
     @staticmethod
@@ -118,13 +177,59 @@ class SqliteVectorStore(VectorStore):
             camera_make=row["camera_make"], camera_model=row["camera_model"], space=row["space"])
 
     def get(self, photo_id: str, space: str = SPACE_CLIP) -> VectorObject | None:
-        rows = self.db.query("SELECT * FROM objects WHERE photo_id = ? AND space = ?", (photo_id, space))
-        return self._object(rows[0]) if rows else None
+        return self.get_many([photo_id], space).get(photo_id)
+
+    def get_many(self, photo_ids: Sequence[str], space: str = SPACE_CLIP) -> dict[str, VectorObject]:
+        found: dict[str, VectorObject] = {}
+        ids = list(dict.fromkeys(photo_ids))
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i:i + CHUNK]
+            rows = self.db.query(
+                "SELECT o.*, p.keywords FROM objects o LEFT JOIN photos p ON p.photo_id = o.photo_id "
+                f"WHERE o.space = ? AND o.photo_id IN ({','.join('?' * len(chunk))})", (space, *chunk))
+            for row in rows:
+                obj = self._object(row)
+                obj.keywords = row["keywords"]
+                found[obj.photo_id] = obj
+        return found
 
     def count(self, model: str | None = None) -> int:
+        """Photos with a vector of `model` (in any space), or all photos in the index."""
         if model is None:
-            return self.db.query("SELECT count(*) FROM objects")[0][0]
-        return self.db.query("SELECT count(*) FROM objects WHERE model = ?", (model,))[0][0]
+            return self.db.query("SELECT count(*) FROM photos")[0][0]
+        return self.db.query("SELECT count(DISTINCT photo_id) FROM objects WHERE model = ?", (model,))[0][0]
+
+    def keyword_search(self, flt: VectorFilter, terms: Sequence[str], limit: int = 200
+                       ) -> list[tuple[str, list[str]]]:
+        terms = [t for t in dict.fromkeys(t.lower() for t in terms) if WORD.fullmatch(t)]
+        if not terms or limit <= 0:
+            return []
+        sql = ("SELECT p.photo_id, p.keywords, bm25(photo_keywords) AS rank FROM photo_keywords "
+               "JOIN photos p ON p.id = photo_keywords.rowid WHERE photo_keywords MATCH ? AND p.owner = ?")
+        params: list = [" OR ".join(f'"{t}"' for t in terms), flt.owner]
+        if flt.start is not None:
+            sql += " AND p.taken_at >= ?"
+            params.append(flt.start.timestamp())
+        if flt.end is not None:
+            sql += " AND p.taken_at < ?"
+            params.append(flt.end.timestamp())
+        if flt.camera_make:
+            sql += " AND p.camera_make = ?"
+            params.append(flt.camera_make.lower())
+        if flt.camera_model:
+            sql += " AND p.camera_model = ?"
+            params.append(flt.camera_model.lower())
+        ranked = []
+        for row in self.db.query(sql, params):
+            present = words(row["keywords"] or "")
+            found = [t for t in terms if t in present]
+            if found:  # bm25(): lower is better
+                ranked.append((-len(found), row["rank"], row["photo_id"], found))
+        ranked.sort(key=lambda r: r[:3])
+        return [(photo_id, found) for _, _, photo_id, found in ranked[:limit]]
+
+    def describe(self) -> str:
+        return f"embedded (SQLite + exact numpy search) at {self.db.path}"
 
     def _owner_code(self, owner: str) -> int:
         return self._owner_codes.setdefault(owner, len(self._owner_codes) + 1)
@@ -187,5 +292,5 @@ class SqliteVectorStore(VectorStore):
             rows, scores = rows[keep], scores[keep]
             k = min(limit, rows.size)
             top = np.argpartition(-scores, k - 1)[:k] if k < rows.size else np.arange(rows.size)
-            top = top[np.lexsort((rows[top], -scores[top]))]
-            return [(index.ids[rows[i]], float(scores[i])) for i in top]
+            hits = [(index.ids[rows[i]], float(scores[i])) for i in top]
+            return sorted(hits, key=lambda hit: (-hit[1], hit[0]))  # ties by photo id

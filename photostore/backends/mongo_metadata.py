@@ -1,0 +1,299 @@
+"""Photo documents, users and API key hashes in MongoDB (any server of the wire protocol; tested
+against SecantusDB, see deploy/local/mongodb.sh), through pymongo.
+
+Why the upload request ids live inside the photo document (`request_ids`, an array) rather than in
+a collection of their own: MongoDB makes every single-document write atomic, and checks unique
+indexes as part of that write. With the ids embedded,
+
+- insert_photo is one insert_one of the photo with its request id: the unique indexes on
+  (owner, sha256) and (owner, request_ids) let exactly one of any concurrent inserts of the same
+  bytes or request id through, and the losers read the winner;
+- delete_photo is one find_one_and_delete: the photo and its request ids go together;
+- adding a later request id to an existing photo (a retry under a new id that found the same
+  bytes) is one $addToSet on that document, which the unique index again guards.
+
+A separate requests collection would need a multi-document transaction to keep the two in step,
+and transactions need a replica set; this layout works on a standalone server as well.
+
+Dates are BSON dates: UTC, kept to the millisecond. The client is tz-aware, so every datetime read
+back is aware (UTC). An unreachable server raises MetadataUnavailableError after about
+SERVER_SELECTION_TIMEOUT_MS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import uuid
+from typing import Any, Sequence
+
+import bson
+import pymongo
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
+
+from photostore.backends.base import (MetadataStore, MetadataUnavailableError, Page, PhotoRecord, User,
+                                      UserStore, utcnow)
+from photostore.settings import MetadataSettings
+
+SERVER_SELECTION_TIMEOUT_MS = 5000
+PHOTOS = "photos"
+USERS = "users"
+_FIELDS = [f.name for f in dataclasses.fields(PhotoRecord) if f.name != "id"]
+_NEWEST_FIRST = [("sort_time", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+_OLDEST_FIRST = [("created_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)]
+_INSERT_ATTEMPTS = 5
+
+
+def _client(settings: MetadataSettings) -> pymongo.MongoClient:
+    uri = settings.mongodb_uri.get_secret_value()
+    # Timeouts given in the URI win over these defaults.
+    timeouts = {name: SERVER_SELECTION_TIMEOUT_MS for name in ("serverSelectionTimeoutMS", "connectTimeoutMS")
+                if name.lower() not in uri.lower()}
+    return pymongo.MongoClient(uri, tz_aware=True, tzinfo=dt.timezone.utc, appname="photostore",
+                               **timeouts)
+
+
+def _address(settings: MetadataSettings) -> str:
+    """host:port/db from the URI, without credentials or options."""
+    rest = settings.mongodb_uri.get_secret_value().split("://", 1)[-1]
+    hosts = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    return f"mongodb at {hosts}/{settings.mongodb_database}"
+
+
+def _surface_outages(method):
+    """Driver errors that mean the server is unreachable become MetadataUnavailableError."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except ConnectionFailure as e:  # also AutoReconnect, ServerSelectionTimeoutError, NetworkTimeout
+            raise MetadataUnavailableError(f"{self.describe()} unreachable: {e}") from e
+    return wrapper
+
+
+def _document(record: PhotoRecord, request_id: str = "") -> dict[str, Any]:
+    doc: dict[str, Any] = {"_id": record.id}
+    doc.update((name, getattr(record, name)) for name in _FIELDS)
+    doc["labels"] = [[label, score] for label, score in record.labels]
+    doc["embedding_models"] = list(record.embedding_models)
+    doc["sort_time"] = record.sort_time
+    # Left out, not empty, when there is none: the unique index is partial on its presence.
+    if request_id:
+        doc["request_ids"] = [request_id]
+    return doc
+
+
+def _record(doc: dict[str, Any]) -> PhotoRecord:
+    values = {name: doc[name] for name in _FIELDS if name in doc}
+    values["labels"] = [(label, score) for label, score in doc.get("labels", [])]
+    return PhotoRecord(id=doc["_id"], **values)
+
+
+class MongoMetadataStore(MetadataStore):
+    def __init__(self, settings: MetadataSettings):
+        self._settings = settings
+        self._client = _client(settings)
+        self._photos = self._client[settings.mongodb_database][PHOTOS]
+        self._create_indexes()
+
+    @_surface_outages
+    def _create_indexes(self) -> None:
+        """Idempotent: the same definitions again are a no-op on the server."""
+        self._photos.create_index([("owner", 1), ("sha256", 1)], unique=True, name="owner_sha256")
+        # Multikey: one entry per request id; partial, so photos without any do not collide.
+        self._photos.create_index([("owner", 1), ("request_ids", 1)], unique=True, name="owner_request_ids",
+                                  partialFilterExpression={"request_ids": {"$exists": True}})
+        # Ascending keys, walked backwards for newest first (the same cost in MongoDB): SecantusDB
+        # 0.7.0b3 scans a descending key's $gte bound as exclusive (an ascending key's $lte too, which
+        # the queries here do not use).
+        self._photos.create_index([("owner", 1), ("sort_time", 1), ("_id", 1)], name="owner_sort_time")
+        self._photos.create_index(_OLDEST_FIRST, name="outbox",
+                                  partialFilterExpression={"published": False})
+
+    def describe(self) -> str:
+        return _address(self._settings)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _as_stored(self, doc: dict[str, Any]) -> PhotoRecord:
+        """The record as a read would return it (UTC, milliseconds)."""
+        return _record(bson.decode(bson.encode(doc), codec_options=self._photos.codec_options))
+
+    def _find_duplicate(self, owner: str, request_id: str, sha256: str) -> dict[str, Any] | None:
+        doc = None
+        if request_id:
+            doc = self._photos.find_one({"owner": owner, "request_ids": request_id})
+        return doc or self._photos.find_one({"owner": owner, "sha256": sha256})
+
+    @_surface_outages
+    def insert_photo(self, record: PhotoRecord, request_id: str) -> tuple[PhotoRecord, bool]:
+        doc = _document(record, request_id)
+        for _ in range(_INSERT_ATTEMPTS):
+            try:
+                self._photos.insert_one(doc)
+                return self._as_stored(doc), True
+            except DuplicateKeyError:
+                pass
+            existing = self._find_duplicate(record.owner, request_id, record.sha256)
+            if existing is None:
+                if self._photos.find_one({"_id": record.id}, {"_id": 1}) is not None:
+                    raise ValueError(f"photo id {record.id!r} is taken")
+                continue  # the duplicate was deleted meanwhile: insert again
+            if existing["_id"] == record.id:
+                return _record(existing), True  # our own insert, retried by the driver
+            if request_id and request_id not in existing.get("request_ids", ()):
+                try:
+                    existing = self._photos.find_one_and_update(
+                        {"_id": existing["_id"]}, {"$addToSet": {"request_ids": request_id}},
+                        return_document=pymongo.ReturnDocument.AFTER)
+                except DuplicateKeyError:
+                    continue  # the request id went to another photo meanwhile: resolve it again
+                if existing is None:
+                    continue
+            return _record(existing), False
+        raise RuntimeError(f"insert of photo {record.id} kept racing with deletes")
+
+    @_surface_outages
+    def insert_new_photos(self, records: Sequence[PhotoRecord]) -> None:
+        if records:
+            self._photos.insert_many([_document(r) for r in records], ordered=False)
+
+    def _one(self, query: dict[str, Any]) -> PhotoRecord | None:
+        doc = self._photos.find_one(query)
+        return _record(doc) if doc else None
+
+    @_surface_outages
+    def photo_by_request(self, owner: str, request_id: str) -> PhotoRecord | None:
+        return self._one({"owner": owner, "request_ids": request_id})
+
+    @_surface_outages
+    def photo_by_sha256(self, owner: str, sha256: str) -> PhotoRecord | None:
+        return self._one({"owner": owner, "sha256": sha256})
+
+    @_surface_outages
+    def get_photo(self, photo_id: str, owner: str | None = None) -> PhotoRecord | None:
+        query = {"_id": photo_id} if owner is None else {"_id": photo_id, "owner": owner}
+        return self._one(query)
+
+    @_surface_outages
+    def get_photos(self, owner: str, photo_ids: Sequence[str]) -> list[PhotoRecord]:
+        if not photo_ids:
+            return []
+        found = {doc["_id"]: _record(doc)
+                 for doc in self._photos.find({"owner": owner, "_id": {"$in": list(set(photo_ids))}})}
+        return [found[i] for i in photo_ids if i in found]
+
+    @_surface_outages
+    def list_photos(self, owner: str, *, status: str | None = None,
+                    start: dt.datetime | None = None, end: dt.datetime | None = None,
+                    page_size: int = 50, after: tuple[dt.datetime, str] | None = None,
+                    count_total: bool = False) -> Page:
+        query: dict[str, Any] = {"owner": owner}
+        if status:
+            query["status"] = status
+        window = {}
+        if start is not None:
+            window["$gte"] = start
+        if end is not None:
+            window["$lt"] = end
+        if window:
+            query["sort_time"] = window
+        total = self._photos.count_documents(query) if count_total else None
+        if after is not None:
+            sort_time, photo_id = after
+            query = {"$and": [query, {"$or": [{"sort_time": {"$lt": sort_time}},
+                                               {"sort_time": sort_time, "_id": {"$lt": photo_id}}]}]}
+        docs = list(self._photos.find(query).sort(_NEWEST_FIRST).limit(page_size + 1))
+        records = [_record(doc) for doc in docs[:page_size]]
+        next_after = None
+        if len(docs) > page_size:
+            next_after = (docs[page_size - 1]["sort_time"], docs[page_size - 1]["_id"])
+        return Page(records=records, next_after=next_after, total=total)
+
+    @_surface_outages
+    def update_status(self, photo_id: str, status: str, *, reason: str = "",
+                      embedding_model: str | None = None, attempts: int | None = None,
+                      labels: Sequence[tuple[str, float]] | None = None,
+                      ocr_text: str | None = None,
+                      embedding_models: Sequence[str] | None = None) -> PhotoRecord | None:
+        changes = {"status": status, "status_reason": reason, "updated_at": utcnow(),
+                   "embedding_model": embedding_model, "index_attempts": attempts,
+                   "labels": None if labels is None else [[label, score] for label, score in labels],
+                   "ocr_text": ocr_text,
+                   "embedding_models": None if embedding_models is None else list(embedding_models)}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        doc = self._photos.find_one_and_update({"_id": photo_id}, {"$set": changes},
+                                               return_document=pymongo.ReturnDocument.AFTER)
+        return _record(doc) if doc else None
+
+    @_surface_outages
+    def mark_published(self, photo_ids: Sequence[str]) -> None:
+        if photo_ids:
+            self._photos.update_many({"_id": {"$in": list(photo_ids)}}, {"$set": {"published": True}})
+
+    @_surface_outages
+    def unpublished_photos(self, limit: int = 100) -> list[PhotoRecord]:
+        return [_record(doc) for doc in
+                self._photos.find({"published": False}).sort(_OLDEST_FIRST).limit(limit)]
+
+    @_surface_outages
+    def delete_photo(self, photo_id: str) -> PhotoRecord | None:
+        doc = self._photos.find_one_and_delete({"_id": photo_id})
+        return _record(doc) if doc else None
+
+
+class MongoUserStore(UserStore):
+    """users: {_id, name (unique), created_at, key_hashes: [...] (unique, multikey)}: a user and
+    its keys are one document, so create_user is one atomic insert."""
+
+    def __init__(self, settings: MetadataSettings):
+        self._settings = settings
+        self._client = _client(settings)
+        self._users = self._client[settings.mongodb_database][USERS]
+        self._create_indexes()
+
+    @_surface_outages
+    def _create_indexes(self) -> None:
+        self._users.create_index([("name", 1)], unique=True, name="name")
+        self._users.create_index([("key_hashes", 1)], unique=True, name="key_hashes")
+
+    def describe(self) -> str:
+        return _address(self._settings)
+
+    def close(self) -> None:
+        self._client.close()
+
+    @staticmethod
+    def _user(doc: dict[str, Any] | None) -> User | None:
+        return User(id=doc["_id"], name=doc["name"], created_at=doc["created_at"]) if doc else None
+
+    @_surface_outages
+    def create_user(self, name: str, key_hash: str) -> User:
+        now = utcnow()
+        user = User(id=uuid.uuid4().hex, name=name,
+                    created_at=now.replace(microsecond=now.microsecond // 1000 * 1000))  # BSON: ms
+        try:
+            self._users.insert_one({"_id": user.id, "name": name, "created_at": user.created_at,
+                                    "key_hashes": [key_hash]})
+        except DuplicateKeyError as e:
+            if "key_hashes" in ((e.details or {}).get("keyPattern") or {}):
+                raise ValueError("this API key belongs to another user") from None
+            raise ValueError(f"user {name!r} already exists") from None
+        return user
+
+    @_surface_outages
+    def add_api_key(self, user_id: str, key_hash: str) -> None:
+        """Idempotent; a hash that already belongs to a user stays with that user."""
+        try:
+            self._users.update_one({"_id": user_id}, {"$addToSet": {"key_hashes": key_hash}})
+        except DuplicateKeyError:
+            pass
+
+    @_surface_outages
+    def user_by_key_hash(self, key_hash: str) -> User | None:
+        return self._user(self._users.find_one({"key_hashes": key_hash}, {"key_hashes": 0}))
+
+    @_surface_outages
+    def user_by_name(self, name: str) -> User | None:
+        return self._user(self._users.find_one({"name": name}, {"key_hashes": 0}))

@@ -1,0 +1,111 @@
+"""The one place that encodes and decodes event records (photos.v1.PhotoEvent, events.proto).
+
+Producers build records with the `*_record` helpers; consumers call `decode`. Records are keyed by
+photo id, so one photo's events keep their order in its partition.
+"""
+from __future__ import annotations
+
+from google.protobuf import message as protobuf_message
+
+from photos.v1 import events_pb2, photo_pb2
+from photostore.backends.base import (
+    TOPIC_PHOTO_CHANGES,
+    TOPIC_PHOTO_STATUS,
+    TOPIC_PHOTO_UPLOADED,
+    TOPIC_PHOTO_UPLOADED_DLQ,
+    Event,
+    PhotoRecord,
+    Record,
+    utcnow,
+)
+from photostore.convert import photo_to_proto, to_timestamp
+
+CREATED = photo_pb2.PHOTO_CHANGE_TYPE_CREATED
+UPDATED = photo_pb2.PHOTO_CHANGE_TYPE_UPDATED
+DELETED = photo_pb2.PHOTO_CHANGE_TYPE_DELETED
+
+
+class MalformedEventError(ValueError):
+    """The record's bytes are not a PhotoEvent (or not the kind its topic carries)."""
+
+
+def decode(event: Event) -> events_pb2.PhotoEvent:
+    message = events_pb2.PhotoEvent()
+    try:
+        message.ParseFromString(event.value)
+    except protobuf_message.DecodeError as e:
+        raise MalformedEventError(f"{event.topic}[{event.partition}]@{event.offset}: {e}") from e
+    if message.WhichOneof("event") is None and not message.HasField("dead_letter"):
+        raise MalformedEventError(f"{event.topic}[{event.partition}]@{event.offset}: no event set")
+    return message
+
+
+def _record(topic: str, key: str, **fields) -> Record:
+    message = events_pb2.PhotoEvent(event_time=to_timestamp(utcnow()), **fields)
+    return Record(topic, key, message.SerializeToString())
+
+
+def indexing_subject(r: PhotoRecord) -> events_pb2.IndexingSubject:
+    return events_pb2.IndexingSubject(
+        photo_id=r.id, owner=r.owner, blob_key=r.blob_key, sha256=r.sha256,
+        content_type=r.content_type, take_time=to_timestamp(r.taken_at),
+        camera_make=r.camera_make, camera_model=r.camera_model, filename=r.filename)
+
+
+def uploaded_record(r: PhotoRecord) -> Record:
+    """Queues a new photo for indexing."""
+    return _record(TOPIC_PHOTO_UPLOADED, r.id,
+                   uploaded=events_pb2.PhotoUploadedEvent(subject=indexing_subject(r)))
+
+
+def reindex_record(r: PhotoRecord) -> Record:
+    """Queues a stored photo again for the current models."""
+    return _record(TOPIC_PHOTO_UPLOADED, r.id,
+                   reindex_requested=events_pb2.PhotoReindexRequestedEvent(subject=indexing_subject(r)))
+
+
+def retry_record(message: events_pb2.PhotoEvent, attempts: int) -> Record:
+    """The same indexing request again, with its failed attempts counted in the event itself (so
+    the count survives restarts and rebalances)."""
+    again = events_pb2.PhotoEvent()
+    again.CopyFrom(message)
+    again.event_time.CopyFrom(to_timestamp(utcnow()))
+    again.ClearField("dead_letter")
+    kind = again.WhichOneof("event")
+    getattr(again, kind).attempts = attempts
+    return Record(TOPIC_PHOTO_UPLOADED, indexing_request(again).subject.photo_id,
+                  again.SerializeToString())
+
+
+def dead_letter_record(message: events_pb2.PhotoEvent | None, source: Event, reason: str) -> Record:
+    """The indexing request, given up, on the dead-letter topic with why and where it came from.
+    A record that is no PhotoEvent at all (message None) keeps its bytes in dead_letter.original."""
+    dead = events_pb2.PhotoEvent()
+    if message is not None:
+        dead.CopyFrom(message)
+    dead.dead_letter.CopyFrom(events_pb2.DeadLetter(
+        reason=reason, source_topic=source.topic, source_partition=source.partition,
+        source_offset=source.offset, original=source.value if message is None else b""))
+    return Record(TOPIC_PHOTO_UPLOADED_DLQ, source.key, dead.SerializeToString())
+
+
+def indexing_request(message: events_pb2.PhotoEvent
+                     ) -> events_pb2.PhotoUploadedEvent | events_pb2.PhotoReindexRequestedEvent:
+    kind = message.WhichOneof("event")
+    if kind not in ("uploaded", "reindex_requested"):
+        raise MalformedEventError(f"expected an indexing request, got {kind}")
+    return getattr(message, kind)
+
+
+def status_record(status: events_pb2.PhotoStatusChangedEvent) -> Record:
+    return _record(TOPIC_PHOTO_STATUS, status.photo_id, status_changed=status)
+
+
+def changed_record(r: PhotoRecord, change_type: int) -> Record:
+    """Tells every ingest replica's watchers that the photo's row changed."""
+    return _record(TOPIC_PHOTO_CHANGES, r.id, changed=events_pb2.PhotoChangedEvent(
+        photo=photo_to_proto(r), change_type=change_type))
+
+
+def status_name(status: int) -> str:
+    return photo_pb2.PhotoStatus.Name(status)

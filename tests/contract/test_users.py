@@ -1,0 +1,89 @@
+"""The UserStore contract, on the embedded twin (SQLite) and on MongoDB (SecantusDB)."""
+import datetime as dt
+import threading
+import uuid
+
+import pymongo
+import pytest
+
+from photostore.backends.base import utcnow
+
+
+@pytest.fixture(params=["embedded", "mongodb"])
+def users(request, tmp_path):
+    """A store on a fresh database (MongoDB: a new database name, dropped after the test)."""
+    if request.param == "embedded":
+        from photostore.backends.sqlite_users import SqliteUserStore
+        opened = SqliteUserStore(tmp_path / "users.sqlite3")
+        yield opened
+        opened.close()
+        return
+    from photostore.backends.mongo_metadata import MongoUserStore
+    settings = request.getfixturevalue("mongodb_settings").model_copy(
+        update={"mongodb_database": f"test_users_{uuid.uuid4().hex[:12]}"})
+    opened = MongoUserStore(settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
+        with pymongo.MongoClient(settings.mongodb_uri.get_secret_value()) as client:
+            client.drop_database(settings.mongodb_database)
+
+
+def test_create_and_look_up(users):
+    before = utcnow()
+    alice = users.create_user("alice", "h1")
+    assert alice.name == "alice" and alice.id
+    assert alice.created_at.utcoffset() == dt.timedelta(0)
+    assert before - dt.timedelta(milliseconds=1) <= alice.created_at <= utcnow()
+    assert users.user_by_name("alice") == alice
+    assert users.user_by_key_hash("h1") == alice
+    assert users.user_by_name("bob") is None and users.user_by_key_hash("nope") is None
+    bob = users.create_user("bob", "h2")
+    assert bob.id != alice.id and users.user_by_key_hash("h2") == bob
+
+
+def test_duplicate_name_is_refused_and_leaves_nothing_behind(users):
+    alice = users.create_user("alice", "h1")
+    with pytest.raises(ValueError):
+        users.create_user("alice", "h2")
+    assert users.user_by_key_hash("h2") is None  # the failed create added no key
+    assert users.user_by_name("alice") == alice
+    with pytest.raises(ValueError):
+        users.create_user("bob", "h1")  # alice's key
+    assert users.user_by_name("bob") is None and users.user_by_key_hash("h1") == alice
+
+
+def test_extra_keys(users):
+    alice = users.create_user("alice", "h1")
+    bob = users.create_user("bob", "b1")
+    users.add_api_key(alice.id, "h2")
+    users.add_api_key(alice.id, "h2")  # idempotent
+    users.add_api_key(alice.id, "h1")
+    assert users.user_by_key_hash("h1") == alice == users.user_by_key_hash("h2")
+    users.add_api_key(bob.id, "h1")  # a key stays with the user who has it
+    assert users.user_by_key_hash("h1") == alice and users.user_by_key_hash("b1") == bob
+
+
+def test_concurrent_creates_of_one_name_make_one_user(users):
+    n = 8
+    barrier = threading.Barrier(n)
+    created, refused = {}, {}
+
+    def create(i):
+        barrier.wait(timeout=60)
+        try:
+            created[i] = users.create_user("carol", f"key-{i}")
+        except ValueError as e:
+            refused[i] = e
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert len(created) == 1 and len(refused) == n - 1
+    (winner_index, winner), = created.items()
+    assert users.user_by_name("carol") == winner
+    assert [i for i in range(n) if users.user_by_key_hash(f"key-{i}") is not None] == [winner_index]
