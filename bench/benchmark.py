@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from photos.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2  # noqa: E402
 from photos.v1 import search_pb2, search_pb2_grpc  # noqa: E402
 from photostore.auth import bearer_metadata  # noqa: E402
-from photostore.backends import open_metadata, open_vectors  # noqa: E402
+from photostore.backends import open_metadata, open_users, open_vectors  # noqa: E402
 from photostore.backends.base import STATUS_INDEXED, PhotoRecord, VectorObject, utcnow  # noqa: E402
 from photostore.settings import Settings  # noqa: E402
 from tests.photo_samples import SAMPLE_FILES, upload  # noqa: E402
@@ -173,7 +173,9 @@ def main() -> None:
         ingest = ingest_pb2_grpc.IngestServiceStub(grpc.insecure_channel(targets["ingest"]))
         search = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(targets["search"]))
         embed = embed_pb2_grpc.EmbedServiceStub(grpc.insecure_channel(targets["embed"]))
-        model_id = embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=meta).model
+        clip = next(m for m in embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=meta).models
+                    if m.role == embed_pb2.MODEL_ROLE_CLIP)
+        model_id = clip.model
 
         # Ingest: upload with several streams, until every photo is indexed.
         watch = ingest.WatchPhotos(ingest_pb2.WatchPhotosRequest(), metadata=meta)
@@ -182,10 +184,10 @@ def main() -> None:
             names = set(pool.map(lambda p: upload(ingest, key, p[1], p[0]).photo.name, photos))
         uploaded_s = time.perf_counter() - started
         for event in watch:
-            if event.status == photo_pb2.PHOTO_STATUS_INDEXED:
+            if event.photo.status == photo_pb2.PHOTO_STATUS_INDEXED:
                 names.discard(event.photo.name)
-            elif event.status == photo_pb2.PHOTO_STATUS_FAILED:
-                raise RuntimeError(f"{event.photo.name} failed: {event.reason}")
+            elif event.photo.status == photo_pb2.PHOTO_STATUS_FAILED:
+                raise RuntimeError(f"{event.photo.name} failed: {event.photo.status_reason}")
             if not names:
                 break
         indexed_s = time.perf_counter() - started
@@ -199,10 +201,10 @@ def main() -> None:
 
         # Search latency at each size, with text encoding alone side by side.
         metadata = open_metadata(settings)
-        owner = metadata.user_by_name("bench").id
+        owner = open_users(settings).user_by_name("bench").id
         vectors = open_vectors(settings)
         rng = np.random.default_rng(0)
-        dim = embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=meta).dimension
+        dim = clip.dimension
         results["search"] = []
         for size in sorted(args.sizes):
             missing = size - vectors.count(model_id)

@@ -33,7 +33,7 @@ from embed_svc.model import ClipModel, decode_image  # noqa: E402
 from embed_svc.signals import ImageAnalyzer  # noqa: E402
 from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2  # noqa: E402
 from photostore.auth import bearer_metadata  # noqa: E402
-from photostore.backends import open_metadata, open_vectors  # noqa: E402
+from photostore.backends import open_users, open_vectors  # noqa: E402
 from photostore.backends.base import VectorFilter  # noqa: E402
 from photostore.settings import Settings  # noqa: E402
 from search_svc.service import keyword_terms  # noqa: E402
@@ -79,9 +79,9 @@ def index_samples(stack: Stack, key: str) -> dict[str, str]:
     started = time.monotonic()
     while pending:
         change = changes.get(timeout=INDEX_TIMEOUT_S)
-        if change.status == photo_pb2.PHOTO_STATUS_FAILED:
-            raise RuntimeError(f"{change.photo.filename} failed: {change.reason}")
-        if change.status == photo_pb2.PHOTO_STATUS_INDEXED:
+        if change.photo.status == photo_pb2.PHOTO_STATUS_FAILED:
+            raise RuntimeError(f"{change.photo.filename} failed: {change.photo.status_reason}")
+        if change.photo.status == photo_pb2.PHOTO_STATUS_INDEXED:
             pending.discard(change.photo.name)
     watch.cancel()
     print(f"indexed {len(ids)} photos in {time.monotonic() - started:.1f} s (end to end, one worker)")
@@ -100,7 +100,7 @@ def signal_rankings(stack: Stack, key: str, settings: Settings, owner: str, has_
                     ) -> dict[str, dict[str, list[tuple[str, float]]]]:
     """signal -> query -> (photo id, score) best first: each signal alone, without cut-offs, and the
     fused SearchPhotos ranking."""
-    vectors, metadata = open_vectors(settings), open_metadata(settings)
+    vectors = open_vectors(settings)
     auth = bearer_metadata(key)
     encoders = {"text": embed_pb2.TEXT_ENCODER_SENTENCE}
     if has_clip:
@@ -114,7 +114,8 @@ def signal_rankings(stack: Stack, key: str, settings: Settings, owner: str, has_
                                                      embedded.model, VectorFilter(owner=owner), limit=100)
         terms = keyword_terms(query)
         rankings["keyword"][query] = [(pid, len(matched) / len(terms))
-                                      for pid, matched in metadata.keyword_search(owner, terms, limit=100)]
+                                      for pid, matched in vectors.keyword_search(VectorFilter(owner=owner), terms,
+                                                                                 limit=100)]
         response = stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query=query, page_size=100),
                                              metadata=auth, timeout=60)
         rankings["fused"][query] = [(h.photo.name.removeprefix("photos/"), h.score) for h in response.hits]
@@ -205,11 +206,12 @@ def main() -> None:
     stack = start_stack(workdir, settings)
     try:
         key = stack.add_user("bench")
-        owner = open_metadata(settings).user_by_name("bench").id
+        owner = open_users(settings).user_by_name("bench").id
         ids = index_samples(stack, key)
         if has_clip:
-            has_clip = stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(),
-                                                metadata=bearer_metadata(key)).ready
+            has_clip = any(m.ready for m in stack.embed.GetModelInfo(
+                embed_pb2.GetModelInfoRequest(), metadata=bearer_metadata(key)).models
+                if m.role == embed_pb2.MODEL_ROLE_CLIP)
         quality = report_quality(signal_rankings(stack, key, settings, owner, has_clip), ids)
         rpcs = time_rpcs(stack, key, has_clip)
     except (grpc.RpcError, RuntimeError, queue.Empty):

@@ -1,13 +1,16 @@
 """Runs photos.v1.EmbedService; the models load in the background while health already answers."""
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 from embed_svc.model import ClipModel
 from embed_svc.service import SERVICE_NAME, EmbedService
 from embed_svc.signals import ImageAnalyzer
 from photos.v1 import embed_pb2_grpc
 from photostore.auth import Authenticator
-from photostore.backends import open_metadata
-from photostore.server import GrpcService, setup_logging, start_server
+from photostore.server import GrpcService, make_channel, setup_logging, start_server
 from photostore.settings import Settings, get_settings
 
 
@@ -16,10 +19,13 @@ def serve(settings: Settings, port: int) -> GrpcService:
     (the labels, OCR and sentence models are useful without CLIP); GetModelInfo tells which."""
     model = ClipModel(settings)
     analyzer = ImageAnalyzer(settings) if settings.signals_enabled else None
+    ingest_channel = make_channel(settings.target("ingest"))  # checks callers' keys
     svc = start_server(
         settings=settings, port=port,
         servicers=[(embed_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedService(model, analyzer))],
-        service_names=[SERVICE_NAME], authenticator=Authenticator(open_metadata(settings)))
+        service_names=[SERVICE_NAME],
+        authenticator=Authenticator.remote(ingest_channel, settings.auth_cache_seconds))
+    svc.on_stop(ingest_channel.close, after_drain=True)
     svc.set_serving(SERVICE_NAME, False)
 
     def on_ready() -> None:
@@ -37,3 +43,8 @@ def main() -> None:
     setup_logging()
     settings = get_settings()
     serve(settings, settings.embed_port).wait()
+    # Drained and released: leave without running the interpreter's teardown, where torch's and
+    # gRPC's native threads can abort the process ("terminate called without an active exception").
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)

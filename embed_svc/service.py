@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
 MAX_TEXTS = 256
 MAX_IMAGES = 64
-CLIP_ROLE = "clip"
+# The analyzer's role names (signals.py) as photos.v1.ModelRole.
+ROLES = {"labels": embed_pb2.MODEL_ROLE_LABELS, "ocr": embed_pb2.MODEL_ROLE_OCR,
+         "sentence": embed_pb2.MODEL_ROLE_SENTENCE}
 
 
 class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
@@ -56,7 +58,7 @@ class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
             analyses = self._run(analyzer.analyze, images)
             return embed_pb2.AnalyzeImagesResponse(model=analyzer.model_id, analyses=[
                 embed_pb2.ImageAnalysis(
-                    labels=[photo_pb2.Label(name=name, score=score) for name, score in a.labels],
+                    labels=[photo_pb2.Label(text=text, score=score) for text, score in a.labels],
                     ocr_text=a.ocr_text,
                     text_embedding=embed_pb2.Embedding(
                         values=[] if a.text_vector is None else a.text_vector.tolist()))
@@ -66,15 +68,13 @@ class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
 
     def GetModelInfo(self, request: embed_pb2.GetModelInfoRequest, context: grpc.ServicerContext):
         model = self._model
-        models = [_status(CLIP_ROLE, model.model_id, model, model.dimension)]
+        models = [_status(embed_pb2.MODEL_ROLE_CLIP, model.model_id, model, model.dimension)]
         if (analyzer := self._analyzer) is not None:
             # The sentence model's vectors carry the text-vector id (labels, OCR and sentence models).
-            models += [_status(r.role, analyzer.model_id, r.model, analyzer.sentence.dimension)
-                       if r.role == SENTENCE else _status(r.role, r.model.model_id, r.model, 0)
+            models += [_status(ROLES[r.role], analyzer.model_id, r.model, analyzer.sentence.dimension)
+                       if r.role == SENTENCE else _status(ROLES[r.role], r.model.model_id, r.model, 0)
                        for r in analyzer.roles]
-        return embed_pb2.GetModelInfoResponse(
-            model=model.model_id, dimension=model.dimension, ready=model.ready,
-            reason="" if model.ready else model.reason, device=model.device, models=models)
+        return embed_pb2.GetModelInfoResponse(models=models, device=model.device)
 
     def _require_analyzer(self) -> ImageAnalyzer:
         if self._analyzer is None:
@@ -103,7 +103,7 @@ def _images(request) -> list[bytes]:
     return images
 
 
-def _status(role: str, model_id: str, model: InferenceModel, dimension: int) -> embed_pb2.ModelStatus:
+def _status(role: int, model_id: str, model: InferenceModel, dimension: int) -> embed_pb2.ModelStatus:
     return embed_pb2.ModelStatus(role=role, model=model_id, ready=model.ready,
                                  reason="" if model.ready else model.reason, dimension=dimension)
 

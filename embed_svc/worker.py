@@ -1,6 +1,11 @@
 """The embed worker: photos.uploaded -> AnalyzeImages (labels, OCR text, text vector) and
 EmbedImages (CLIP vector) -> one vector per space + photos.status, committed after the writes.
 
+Workers form one consumer group and share the topic's partitions. A photo whose attempt fails is
+sent again with its attempt count in the event (so the count survives restarts and rebalances)
+and the original is committed: nothing blocks a partition. After worker_max_attempts the event
+goes to the dead-letter topic and the photo is marked failed.
+
 `python -m embed_svc.worker` runs until SIGTERM/SIGINT; `--once` stops when the backlog is empty.
 """
 from __future__ import annotations
@@ -20,14 +25,16 @@ import tenacity
 from prometheus_client import Counter, Gauge, start_http_server
 from tqdm import tqdm
 
-from embed_svc.service import CLIP_ROLE, MAX_IMAGES
-from embed_svc.signals import SENTENCE
-from photos.v1 import embed_pb2, embed_pb2_grpc
+from embed_svc.service import MAX_IMAGES
+from photos.v1 import embed_pb2, embed_pb2_grpc, events_pb2, photo_pb2
+from photostore import events as photo_events
 from photostore.auth import bearer_metadata, service_api_key
-from photostore.backends import open_blobs, open_events, open_metadata, open_vectors
+from photostore.backends import open_blobs, open_events, open_vectors
 from photostore.backends.base import (
-    SPACE_CLIP, SPACE_TEXT, STATUS_FAILED, STATUS_INDEXED, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED,
-    BlobStore, Event, EventConsumer, EventProducer, VectorObject, VectorStore)
+    SPACE_CLIP, SPACE_TEXT, TOPIC_PHOTO_UPLOADED, BackendUnavailableError, BlobNotFoundError, BlobStore, Event,
+    EventConsumer, EventLog, EventProducer, InvalidBlobKeyError, Record, TopicPartition,
+    VectorObject, VectorStore)
+from photostore.convert import from_timestamp, role_name
 from photostore.errors import decode_details, status_details
 from photostore.server import MAX_MESSAGE_BYTES, make_channel, setup_logging
 from photostore.settings import Settings, get_settings
@@ -47,6 +54,7 @@ SPACES = (SPACE_CLIP, SPACE_TEXT)
 
 PHOTOS_INDEXED = Counter("photos_indexed_total", "Photos embedded and indexed by the embed worker")
 PHOTOS_FAILED = Counter("photos_failed_total", "Photos the embed worker gave up on")
+PHOTOS_RETRIED = Counter("photos_retried_total", "Indexing attempts that failed and were queued again")
 EMBED_BACKLOG = Gauge("embed_backlog", "photos.uploaded events the embed worker has not committed")
 
 # Outcome kinds; the first three are also BatchStats field names.
@@ -60,29 +68,31 @@ class ServiceDownError(Exception):
 @dataclasses.dataclass
 class Upload:
     event: Event
+    message: events_pb2.PhotoEvent
     photo_id: str
     owner: str
     blob_key: str
+    filename: str
     taken_at: dt.datetime | None
     camera_make: str
     camera_model: str
     reindex: bool  # queued again: spaces whose vector has the current model are left alone
+    attempts: int  # failed attempts before this one
 
     @classmethod
     def from_event(cls, event: Event) -> Upload:
-        value = event.value
-        return cls(event=event, photo_id=value.get("photo_id") or event.key, owner=value.get("owner", ""),
-                   blob_key=value.get("blob_key", ""), taken_at=_parse_time(value.get("taken_at")),
-                   camera_make=value.get("camera_make") or "", camera_model=value.get("camera_model") or "",
-                   reindex=bool(value.get("reindex")))
-
-
-def _parse_time(text: str | None) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(text) if text else None
-    except (TypeError, ValueError):
-        log.warning("ignoring taken_at %r: not an ISO time", text)
-        return None
+        """Raises MalformedEventError for a record that is not an indexing request."""
+        message = photo_events.decode(event)
+        request = photo_events.indexing_request(message)
+        subject = request.subject
+        if not subject.photo_id or not subject.blob_key:
+            raise photo_events.MalformedEventError("indexing request without photo id or blob key")
+        return cls(event=event, message=message, photo_id=subject.photo_id, owner=subject.owner,
+                   blob_key=subject.blob_key, filename=subject.filename,
+                   taken_at=from_timestamp(subject.take_time, subject.HasField("take_time")),
+                   camera_make=subject.camera_make, camera_model=subject.camera_model,
+                   reindex=message.WhichOneof("event") == "reindex_requested",
+                   attempts=request.attempts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +166,7 @@ class EmbedWorker:
 
     def __init__(self, settings: Settings, *, consumer: EventConsumer, producer: EventProducer,
                  blobs: BlobStore, vectors: VectorStore, stub: embed_pb2_grpc.EmbedServiceStub,
-                 api_key: str):
+                 api_key: str, backlog: Callable[[], int]):
         self._settings = settings
         self._consumer = consumer
         self._producer = producer
@@ -164,7 +174,7 @@ class EmbedWorker:
         self._vectors = vectors
         self._stub = stub
         self._metadata = bearer_metadata(api_key)
-        self._attempts: dict[str, int] = {}  # failed attempts of photos not settled yet
+        self._backlog = backlog  # records of the group not committed yet, all partitions
         self._waiting_reason = ""
         self._indexing_with = ReadyModels()
         self._stop = threading.Event()
@@ -175,25 +185,37 @@ class EmbedWorker:
         self._stop.set()
 
     def run(self, until_idle: bool = False) -> BatchStats:
-        """Indexes until stop() (or, with until_idle, until no upload is left uncommitted)."""
+        """Indexes until stop() (or, with until_idle, until no upload is left uncommitted).
+        The backlog (a watermark query per partition) is asked after each batch only with
+        until_idle, else every PROGRESS_LOG_INTERVAL_S for the metric."""
         totals = BatchStats()
-        backlog = self._consumer.lag()
+        backlog = self._backlog()
+        asked = time.monotonic()
         bar = tqdm(total=backlog, unit="photo", desc="embedding", disable=None) if until_idle else None
         try:
+            rewind = False
             while not self._stop.is_set() and not (until_idle and backlog == 0):
                 try:
+                    if rewind:  # redeliver what was polled but not committed
+                        self._consumer.seek_to_committed()
+                        rewind = False
                     stats = self.step()
+                except BackendUnavailableError as e:  # an engine is down: nothing was committed
+                    log.warning("embed batch put back, an engine is unavailable: %s", e)
+                    rewind = True
+                    self._stop.wait(self._settings.worker_backoff_max_seconds)
+                    continue
                 except Exception:  # noqa: BLE001 - nothing was committed; the batch comes again
                     log.exception("embed batch failed; retrying")
-                    self._consumer.rewind_to_committed()
+                    rewind = True
                     self._stop.wait(self._settings.worker_backoff_seconds)
                     continue
                 if stats is None:  # no model ready: the uploads wait
-                    EMBED_BACKLOG.set(self._consumer.lag())
                     self._stop.wait(self._settings.worker_backoff_seconds)
                     continue
                 totals.add(stats)
-                backlog = self._consumer.lag()
+                if until_idle or time.monotonic() - asked >= PROGRESS_LOG_INTERVAL_S:
+                    backlog, asked = self._backlog(), time.monotonic()
                 self._progress.record(stats, backlog)
                 if bar is not None:
                     bar.total = bar.n + stats.committed + backlog
@@ -214,7 +236,7 @@ class EmbedWorker:
         # Asked after the poll: a reindex queued once a model was ready sees that model ready.
         ready = self.ready_models()
         if not (ready.clip or ready.text):
-            self._consumer.rewind_to_committed()
+            self._consumer.seek_to_committed()
             if ready.reason != self._waiting_reason:
                 log.warning("waiting for a model, uploads stay queued: %s", ready.reason)
             self._waiting_reason = ready.reason
@@ -232,48 +254,64 @@ class EmbedWorker:
                                            timeout=INFO_TIMEOUT_S)
         except grpc.RpcError as e:
             return ReadyModels(reason=f"EmbedService unreachable: {e.code().name}: {e.details()}")
-        signals = [m for m in info.models if m.role != CLIP_ROLE]
-        text = next((m.model for m in signals if m.role == SENTENCE), "") \
+        clip = next((m for m in info.models if m.role == embed_pb2.MODEL_ROLE_CLIP), None)
+        signals = [m for m in info.models if m.role != embed_pb2.MODEL_ROLE_CLIP]
+        text = next((m.model for m in signals if m.role == embed_pb2.MODEL_ROLE_SENTENCE), "") \
             if signals and all(m.ready for m in signals) else ""
-        clip_reason = info.reason or f"model {info.model} is not ready"
-        reasons = [f"CLIP: {clip_reason}"] + [f"{m.role}: {m.reason}" for m in signals if not m.ready]
-        return ReadyModels(clip=info.model if info.ready else "", text=text, reason="; ".join(reasons))
+        reasons = [f"{role_name(m.role)}: {m.reason}" for m in info.models if not m.ready]
+        return ReadyModels(clip=clip.model if clip is not None and clip.ready else "", text=text,
+                           reason="; ".join(reasons))
 
-    def process_batch(self, events: list[Event], ready: ReadyModels) -> BatchStats:
-        """Indexes polled uploads with the ready models, writes, then commits what is settled.
+    def process_batch(self, events: list[Event], ready: ReadyModels) -> BatchStats | None:
+        """Indexes polled uploads with the ready models, writes vectors, then sends statuses,
+        retries and dead letters, and only then commits the whole batch.
 
-        Outcomes are written in offset order up to the first photo worth another attempt; only
-        that prefix is committed and the rest is redelivered after a backoff.
+        A photo worth another attempt is sent again with its attempt count (behind the others in
+        its partition); one given up goes to the dead-letter topic and is marked failed.
         """
         stats = BatchStats()
-        uploads = [Upload.from_event(e) for e in events]
+        uploads: list[Upload] = []
+        out: list[Record] = []
+        for event in events:
+            try:
+                uploads.append(Upload.from_event(event))
+            except photo_events.MalformedEventError as e:
+                out += self._malformed(event, str(e))
+                stats.failed += 1
         try:
             outcomes = self._index(uploads, ready)
         except ServiceDownError as e:
-            log.warning("batch of %d put back: %s", len(uploads), e)
-            self._consumer.rewind_to_committed()
-            return stats
-        settled: list[Event] = []
+            log.warning("batch of %d put back: %s", len(events), e)
+            self._consumer.seek_to_committed()
+            return None
+        vectors: list[VectorObject] = []
+        fewest_attempts = 0
         for upload, outcome in zip(uploads, outcomes):
-            attempts = self._attempts.pop(upload.photo_id, 0) + 1  # this one included
+            attempts = upload.attempts + 1  # this one included
             if outcome.kind == ERROR:
                 if attempts < self._settings.worker_max_attempts:
-                    log.warning("photo %s: attempt %d failed (%s); retrying", upload.photo_id, attempts,
-                                outcome.reason)
-                    self._attempts[upload.photo_id] = attempts
-                    stats.retrying = len(uploads) - len(settled)
-                    break
+                    log.warning("photo %s: attempt %d failed (%s); queued again", upload.photo_id,
+                                attempts, outcome.reason)
+                    out.append(photo_events.retry_record(upload.message, attempts))
+                    stats.retrying += 1
+                    fewest_attempts = min(fewest_attempts or attempts, attempts)
+                    continue
                 outcome = Outcome(FAILED, f"gave up after {attempts} attempts: {outcome.reason}")
-            self._write(upload, outcome, attempts)
+            if outcome.kind == SKIPPED:
+                log.info("photo %s skipped: %s", upload.photo_id, outcome.reason)
+            else:
+                vectors += self._vector_objects(upload, outcome)
+                out += self._outcome_records(upload, outcome, attempts)
             setattr(stats, outcome.kind, getattr(stats, outcome.kind) + 1)
-            settled.append(upload.event)
-        if settled:
-            self._consumer.commit(settled)
-        if stats.retrying:
-            self._consumer.rewind_to_committed()
-            attempts = self._attempts[uploads[len(settled)].photo_id]
+        if vectors:
+            self._vectors.upsert_many(vectors)
+        if out:
+            self._producer.send_many(out)
+        self._consumer.commit(events)
+        PHOTOS_RETRIED.inc(stats.retrying)
+        if fewest_attempts:
             self._stop.wait(min(self._settings.worker_backoff_max_seconds,
-                                self._settings.worker_backoff_seconds * 2 ** (attempts - 1)))
+                                self._settings.worker_backoff_seconds * 2 ** (fewest_attempts - 1)))
         return stats
 
     # Indexing
@@ -283,12 +321,12 @@ class EmbedWorker:
         outcomes: list[Outcome | None] = [None] * len(uploads)
         images: dict[int, bytes] = {}
         for i, upload in enumerate(uploads):
-            try:
+            try:  # BlobUnavailableError fails the batch: it comes again after a pause
                 data = self._blobs.read_bytes(upload.blob_key)
-            except KeyError:  # the photo was deleted since
+            except BlobNotFoundError:  # the photo was deleted since
                 outcomes[i] = Outcome(SKIPPED, "blob is gone")
                 continue
-            except (ValueError, IsADirectoryError) as e:
+            except InvalidBlobKeyError as e:
                 outcomes[i] = Outcome(FAILED, f"bad blob key {upload.blob_key!r}: {e}")
                 continue
             if len(data) > REQUEST_BYTES_BUDGET:
@@ -297,7 +335,12 @@ class EmbedWorker:
                 continue
             images[i] = data
 
-        plans = {i: self._plan(uploads[i], ready) for i in images}
+        # What each photo holds already, where it matters: a reindex keeps current vectors, and a
+        # space whose model is not ready keeps the vector it has (and says so in the status).
+        asked = [uploads[i].photo_id for i in images
+                 if uploads[i].reindex or not (ready.clip and ready.text)]
+        held = {space: self._vectors.get_many(asked, space) for space in SPACES} if asked else {}
+        plans = {i: self._plan(uploads[i], ready, held) for i in images}
         results = {space: self._per_image(call, space, [(i, data) for i, data in images.items()
                                                         if space in plans[i][0]])
                    for space, call in ((SPACE_CLIP, self._embed_clip), (SPACE_TEXT, self._analyze))}
@@ -306,7 +349,8 @@ class EmbedWorker:
                                     if i in by_index}, kept)
         return outcomes  # type: ignore[return-value]
 
-    def _plan(self, upload: Upload, ready: ReadyModels) -> tuple[list[str], dict[str, str]]:
+    def _plan(self, upload: Upload, ready: ReadyModels, held_vectors: dict[str, dict[str, VectorObject]]
+              ) -> tuple[list[str], dict[str, str]]:
         """(spaces to compute, {space: model} of vectors the photo keeps). A reindex leaves a vector
         of the current model alone; a space whose model is not ready keeps what it has."""
         compute, kept = [], {}
@@ -315,7 +359,7 @@ class EmbedWorker:
             if model and not upload.reindex:
                 compute.append(space)
                 continue
-            held = self._vectors.get(upload.photo_id, space)
+            held = held_vectors.get(space, {}).get(upload.photo_id)
             if model and (held is None or held.model != model):
                 compute.append(space)
             elif held is not None:
@@ -364,7 +408,7 @@ class EmbedWorker:
 
     def _analyze(self, images: list[bytes]) -> list[Analysis]:
         response = self._call(self._stub.AnalyzeImages, embed_pb2.AnalyzeImagesRequest(images=images))
-        return [Analysis(labels=[(label.name, label.score) for label in a.labels], ocr_text=a.ocr_text,
+        return [Analysis(labels=[(label.text, label.score) for label in a.labels], ocr_text=a.ocr_text,
                          vector=np.asarray(a.text_embedding.values, np.float32)
                          if a.text_embedding.values else None, model=response.model)
                 for a in response.analyses]
@@ -386,27 +430,65 @@ class EmbedWorker:
 
     # Writes
 
-    def _write(self, upload: Upload, outcome: Outcome, attempts: int) -> None:
-        if outcome.kind == SKIPPED:
-            log.info("photo %s skipped: %s", upload.photo_id, outcome.reason)
-            return
-        status = {"photo_id": upload.photo_id, "owner": upload.owner, "reason": outcome.reason,
-                  "attempts": attempts}
+    @staticmethod
+    def _malformed(event: Event, reason: str) -> list[Record]:
+        """The dead letter of a record that is no indexing request, and a FAILED status when it
+        names a photo (which would stay "uploaded" for ever otherwise)."""
+        log.error("dead-lettering a malformed record at %s[%d]@%d: %s", event.topic, event.partition,
+                  event.offset, reason)
+        try:
+            message = photo_events.decode(event)
+        except photo_events.MalformedEventError:
+            return [photo_events.dead_letter_record(None, event, reason)]
+        out = [photo_events.dead_letter_record(message, event, reason)]
+        kind = message.WhichOneof("event")
+        if kind in ("uploaded", "reindex_requested") and (subject := getattr(message, kind).subject).photo_id:
+            out.append(photo_events.status_record(events_pb2.PhotoStatusChangedEvent(
+                photo_id=subject.photo_id, owner=subject.owner, status=photo_pb2.PHOTO_STATUS_FAILED,
+                reason=f"cannot be indexed: {reason}", attempts=1)))
+        return out
+
+    @staticmethod
+    def _vector_objects(upload: Upload, outcome: Outcome) -> list[VectorObject]:
+        """The vectors to write, each carrying the photo's keywords (filename, labels, OCR text)
+        when it was analysed this time."""
+        if outcome.kind != INDEXED:
+            return []
+        keywords = None
+        if outcome.analysis is not None or not upload.reindex:
+            analysis = outcome.analysis
+            keywords = " ".join([upload.filename, *(name for name, _ in (analysis.labels if analysis else ())),
+                                 analysis.ocr_text if analysis else ""]).strip()
+        objects = [VectorObject(
+            photo_id=upload.photo_id, owner=upload.owner, model=model, vector=vector, space=space,
+            taken_at=upload.taken_at, camera_make=upload.camera_make,
+            camera_model=upload.camera_model, keywords=keywords)
+            for space, (model, vector) in outcome.vectors.items()]
+        if not objects and keywords is not None:  # no vector this time: keywords alone
+            objects = [VectorObject(photo_id=upload.photo_id, owner=upload.owner, model="", vector=None,
+                                    taken_at=upload.taken_at, camera_make=upload.camera_make,
+                                    camera_model=upload.camera_model, keywords=keywords)]
+        return objects
+
+    def _outcome_records(self, upload: Upload, outcome: Outcome, attempts: int) -> list[Record]:
+        """The photos.status event, and the dead letter of a photo given up."""
+        status = events_pb2.PhotoStatusChangedEvent(photo_id=upload.photo_id, owner=upload.owner,
+                                                    reason=outcome.reason, attempts=attempts)
         if outcome.kind == INDEXED:
-            self._vectors.upsert_many([VectorObject(
-                photo_id=upload.photo_id, owner=upload.owner, model=model, vector=vector, space=space,
-                taken_at=upload.taken_at, camera_make=upload.camera_make,
-                camera_model=upload.camera_model) for space, (model, vector) in outcome.vectors.items()])
             held = {**outcome.kept, **{space: model for space, (model, _) in outcome.vectors.items()}}
-            status.update(status=STATUS_INDEXED, embedding_model=held.get(SPACE_CLIP, ""),
-                          embedding_models=[held[space] for space in SPACES if space in held])
+            status.status = photo_pb2.PHOTO_STATUS_INDEXED
+            status.clip_model = held.get(SPACE_CLIP, "")
+            status.embedding_models.extend(held[space] for space in SPACES if space in held)
             if outcome.analysis is not None:
-                status.update(labels=[list(label) for label in outcome.analysis.labels],
-                              ocr_text=outcome.analysis.ocr_text)
-        else:
-            log.warning("photo %s failed: %s", upload.photo_id, outcome.reason)
-            status.update(status=STATUS_FAILED, embedding_model="")
-        self._producer.send(TOPIC_PHOTO_STATUS, upload.photo_id, status)
+                status.analysed = True
+                status.labels.extend(photo_pb2.Label(text=name, score=score)
+                                     for name, score in outcome.analysis.labels)
+                status.ocr_text = outcome.analysis.ocr_text
+            return [photo_events.status_record(status)]
+        log.warning("photo %s failed: %s", upload.photo_id, outcome.reason)
+        status.status = photo_pb2.PHOTO_STATUS_FAILED
+        return [photo_events.status_record(status),
+                photo_events.dead_letter_record(upload.message, upload.event, outcome.reason)]
 
 
 def _combine(results: dict[str, Any], kept: dict[str, str]) -> Outcome:
@@ -434,6 +516,20 @@ def _invalid_image_reason(err: grpc.RpcError) -> str:
     return err.details() or err.code().name
 
 
+def group_backlog(events: EventLog) -> Callable[[], int]:
+    def backlog() -> int:
+        return sum(events.lag(GROUP, [TOPIC_PHOTO_UPLOADED]).values())
+    return backlog
+
+
+def _log_partitions(what: str) -> Callable[[set[TopicPartition]], None]:
+    def callback(partitions: set[TopicPartition]) -> None:
+        if partitions:
+            log.info("partitions %s: %s", what,
+                     ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)))
+    return callback
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m embed_svc.worker", description=__doc__)
     parser.add_argument("--once", action="store_true", help="stop once the backlog is empty")
@@ -444,14 +540,14 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=settings.host)
-    api_key = service_api_key(settings, open_metadata(settings))
     events = open_events(settings)
-    consumer = events.consumer(GROUP, [TOPIC_PHOTO_UPLOADED])
+    consumer = events.consumer(GROUP, [TOPIC_PHOTO_UPLOADED], on_assigned=_log_partitions("assigned"),
+                               on_revoked=_log_partitions("revoked"))
     producer = events.producer()
     channel = make_channel(settings.target("embed"))
     worker = EmbedWorker(settings, consumer=consumer, producer=producer, blobs=open_blobs(settings),
                          vectors=open_vectors(settings), stub=embed_pb2_grpc.EmbedServiceStub(channel),
-                         api_key=api_key)
+                         api_key=service_api_key(settings), backlog=group_backlog(events))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     try:

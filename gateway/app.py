@@ -16,7 +16,7 @@ import uuid
 from typing import Iterator
 
 import grpc
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, redirect, request
 from google.protobuf import json_format, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from werkzeug.datastructures import FileStorage
@@ -376,6 +376,16 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get(f"{API}/photos/<photo_id>/original")
     def download_original(photo_id: str):
+        # Where the blob store hands out URLs (S3), the browser fetches the original from it
+        # directly instead of through ingest and this gateway.
+        located = clients.ingest.GetPhotoDownloadUrl(
+            ingest_pb2.GetPhotoDownloadUrlRequest(name=photo_name(photo_id),
+                                                  variant=VARIANTS["original"]),
+            metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
+        if located.url:
+            response = redirect(located.url, code=302)
+            response.headers["Cache-Control"] = "private, no-store"
+            return response
         return download(photo_id, "original")
 
     @app.get(f"{API}/photos/<photo_id>/thumbnail")
@@ -389,6 +399,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         response = clients.search.SearchPhotos(search_pb2.SearchPhotosRequest(
             query=request.args.get("q", ""), filter=search_filter(),
             page_size=int_param("pageSize"), min_score=float_param("minScore"),
+            page_token=request.args.get("pageToken", ""),
         ), metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
         return jsonify(to_json(response))
 
@@ -397,6 +408,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         response = clients.search.FindSimilar(search_pb2.FindSimilarRequest(
             name=photo_name(photo_id), filter=search_filter(),
             page_size=int_param("pageSize"), min_score=float_param("minScore"),
+            page_token=request.args.get("pageToken", ""),
         ), metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
         return jsonify(to_json(response))
 
@@ -411,6 +423,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         response = clients.search.FindSimilar(search_pb2.FindSimilarRequest(
             image=image, filter=search_filter(),
             page_size=int_param("pageSize"), min_score=float_param("minScore"),
+            page_token=request.args.get("pageToken", ""),
         ), metadata=metadata, timeout=RPC_TIMEOUT_S)
         return jsonify(to_json(response))
 

@@ -81,6 +81,8 @@ def _query(name: str, schema: dict, description: str) -> dict:
 PHOTO_ID = {"name": "photo_id", "in": "path", "required": True, "schema": {"type": "string"},
             "description": "The id in the photo's name photos/{id}"}
 PAGE_SIZE = _query("pageSize", {"type": "integer", "minimum": 0}, "Results per page; 0: the service default")
+PAGE_TOKEN = _query("pageToken", {"type": "string"},
+                    "nextPageToken of the page before (with the same other parameters)")
 MIN_SCORE = _query("minScore", {"type": "number", "minimum": -1, "maximum": 1},
                    "Hits scoring below are left out")
 START = _query("startTime", {"type": "string", "format": "date-time"},
@@ -159,21 +161,25 @@ def document() -> dict:
             "delete": _op("Deletes a photo with its blobs and vector", _json(_ref("DeletePhotoResponse")),
                           params=[PHOTO_ID]),
         },
-        f"{API}/photos/{{photo_id}}/original": {"get": _download("original")},
+        f"{API}/photos/{{photo_id}}/original": {"get": {
+            **_download("original"),
+            "responses": {**_download("original")["responses"],
+                          "302": {"description": "Where the photo store hands out short-lived URLs "
+                                                 "(S3): a redirect to the original there"}}}},
         f"{API}/photos/{{photo_id}}/thumbnail": {"get": _download("thumbnail")},
         f"{API}/photos/{{photo_id}}/similar": {
             "get": _op("Photos that look like this one", _json(_ref("FindSimilarResponse")),
-                       params=[PHOTO_ID, PAGE_SIZE, MIN_SCORE, *FILTER]),
+                       params=[PHOTO_ID, PAGE_SIZE, PAGE_TOKEN, MIN_SCORE, *FILTER]),
         },
         f"{API}/similar": {
             "post": _op("Photos that look like the posted image", _json(_ref("FindSimilarResponse")),
-                        params=[PAGE_SIZE, MIN_SCORE, *FILTER],
+                        params=[PAGE_SIZE, PAGE_TOKEN, MIN_SCORE, *FILTER],
                         body=_multipart("One image as the form field file", many=False)),
         },
         f"{API}/search": {
             "get": _op("Natural-language search", _json(_ref("SearchPhotosResponse")), params=[
                 {"name": "q", "in": "query", "required": True, "schema": {"type": "string"},
-                 "description": "What to look for"}, PAGE_SIZE, MIN_SCORE, *FILTER]),
+                 "description": "What to look for"}, PAGE_SIZE, PAGE_TOKEN, MIN_SCORE, *FILTER]),
         },
         f"{API}/events": {
             "get": _op("Status changes as Server-Sent Events", {

@@ -6,47 +6,61 @@ import logging
 import threading
 
 from ingest_svc import imaging
-from ingest_svc.service import SERVICE_NAME, IngestServicer
+from ingest_svc.service import SERVICE_NAME, IngestServicer, change_message
 from ingest_svc.watch import WatchHub
-from photos.v1 import embed_pb2_grpc, ingest_pb2_grpc
-from photostore.auth import Authenticator
-from photostore.backends import open_blobs, open_events, open_metadata, open_vectors
-from photostore.backends.base import TOPIC_PHOTO_STATUS, utcnow
+from photos.v1 import auth_pb2, auth_pb2_grpc, embed_pb2_grpc, ingest_pb2_grpc
+from photostore import events as photo_events
+from photostore.auth import Authenticator, AuthServicer, register_service_key
+from photostore.backends import open_blobs, open_events, open_metadata, open_users, open_vectors
+from photostore.backends.base import TOPIC_PHOTO_CHANGES, TOPIC_PHOTO_STATUS, utcnow
+from photostore.convert import NAME_PREFIX, USER_PREFIX
+from photostore.pagination import PageTokens, token_secret
 from photostore.server import GrpcService, make_channel, setup_logging, start_server
 from photostore.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
+AUTH_SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 STATUS_GROUP = "ingest-status"
 # Each watcher holds a server thread, so the pool gets this many threads on top of the usual ones.
 MAX_WATCHERS = 64
-OUTBOX_INTERVAL_S = 30.0
-# The periodic relay leaves rows this young alone: their upload is still sending the event.
-OUTBOX_MIN_AGE_S = 10.0
+# The periodic relay leaves rows this young alone: their upload may still be sending the event
+# (a send waits up to events.send_timeout_s).
+OUTBOX_MIN_AGE_MARGIN_S = 5.0
 PRUNE_INTERVAL_S = 3600.0
-STATUS_POLL_S = 0.5
-STATUS_RETRY_S = 2.0
+POLL_S = 0.5
+RETRY_S = 2.0
 
 
 def serve(settings: Settings, port: int, max_watchers: int = MAX_WATCHERS) -> GrpcService:
     """Opens the backends, starts the server and its background threads; stop() ends them all."""
-    blobs, metadata = open_blobs(settings), open_metadata(settings)
+    blobs, metadata, users = open_blobs(settings), open_metadata(settings), open_users(settings)
     events, vectors = open_events(settings), open_vectors(settings)
+    register_service_key(settings, users)
     hub = WatchHub(max_watchers)
+    # Every replica hears every change (broadcast), from before it serves its first watcher.
+    changes = events.broadcast([TOPIC_PHOTO_CHANGES])
+    producer = events.producer()
     embed_channel = make_channel(settings.target("embed"))  # ReindexPhotos asks for the current models
-    servicer = IngestServicer(settings, blobs, metadata, events.producer(), vectors, hub,
-                              embed_pb2_grpc.EmbedServiceStub(embed_channel))
+    servicer = IngestServicer(settings, blobs, metadata, producer, vectors, hub,
+                              embed_pb2_grpc.EmbedServiceStub(embed_channel),
+                              PageTokens(token_secret(settings)))
     svc = start_server(
         settings=settings, port=port,
-        servicers=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer)],
-        service_names=[SERVICE_NAME], authenticator=Authenticator(metadata),
+        servicers=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer),
+                   (auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer())],
+        service_names=[SERVICE_NAME, AUTH_SERVICE_NAME],
+        authenticator=Authenticator.local(users, settings.auth_cache_seconds),
         max_workers=settings.grpc_max_workers + max_watchers)
 
     stopping = threading.Event()
     threads = [
-        threading.Thread(target=_relay_outbox, args=(servicer, stopping), name="outbox", daemon=True),
+        threading.Thread(target=_relay_outbox, args=(servicer, settings, stopping), name="outbox",
+                         daemon=True),
         threading.Thread(target=_consume_status, args=(servicer, events, stopping),
                          name="status-consumer", daemon=True),
+        threading.Thread(target=_feed_watchers, args=(changes, hub, stopping),
+                         name="watch-feed", daemon=True),
         threading.Thread(target=_prune_events, args=(events, settings.event_retention_hours, stopping),
                          name="event-retention", daemon=True),
     ]
@@ -59,22 +73,29 @@ def serve(settings: Settings, port: int, max_watchers: int = MAX_WATCHERS) -> Gr
         for thread in threads:
             thread.join()
 
+    def release() -> None:
+        embed_channel.close()
+        producer.close()
+        for backend in (events, vectors, metadata, users, blobs):
+            backend.close()
+
     svc.on_stop(stop_background)
-    svc.on_stop(embed_channel.close, after_drain=True)
+    svc.on_stop(release, after_drain=True)
     return svc
 
 
-def _relay_outbox(servicer: IngestServicer, stopping: threading.Event) -> None:
+def _relay_outbox(servicer: IngestServicer, settings: Settings, stopping: threading.Event) -> None:
     """Re-sends upload events of unpublished rows: all of them at start-up, then every interval."""
     min_age_s = 0.0
     while not stopping.is_set():
         try:
             if sent := servicer.relay_unpublished(min_age_s):
                 log.info("outbox: sent %d upload events", sent)
-        except Exception:  # noqa: BLE001 - keep relaying; the rows stay unpublished
-            log.exception("outbox relay failed")
-        min_age_s = OUTBOX_MIN_AGE_S
-        stopping.wait(OUTBOX_INTERVAL_S)
+        except Exception as e:  # noqa: BLE001 - keep relaying; the rows stay unpublished
+            log.warning("outbox relay failed, trying again in %.0f s: %s",
+                        settings.outbox_interval_seconds, e)
+        min_age_s = settings.events.send_timeout_s + OUTBOX_MIN_AGE_MARGIN_S
+        stopping.wait(settings.outbox_interval_seconds)
 
 
 def _prune_events(events, retention_hours: float, stopping: threading.Event) -> None:
@@ -90,25 +111,48 @@ def _prune_events(events, retention_hours: float, stopping: threading.Event) -> 
 
 
 def _consume_status(servicer: IngestServicer, events, stopping: threading.Event) -> None:
-    """Applies photos.status events, committing each batch only after its writes."""
+    """Applies photos.status events (once across the replicas: one group), committing each batch
+    only after its writes."""
     consumer = events.consumer(STATUS_GROUP, [TOPIC_PHOTO_STATUS])
     failed = False
     try:
         while not stopping.is_set():
             try:
                 if failed:  # redeliver what was polled but not committed
-                    consumer.rewind_to_committed()
+                    consumer.seek_to_committed()
                     failed = False
-                batch = consumer.poll(max_records=100, timeout_s=STATUS_POLL_S)
+                batch = consumer.poll(max_records=100, timeout_s=POLL_S)
                 if batch:
                     servicer.apply_status_events(batch)
                     consumer.commit(batch)
             except Exception:  # noqa: BLE001 - retry after a pause
                 log.exception("applying status events failed; retrying")
                 failed = True
-                stopping.wait(STATUS_RETRY_S)
+                stopping.wait(RETRY_S)
     finally:
         consumer.close()
+
+
+def _feed_watchers(changes, hub: WatchHub, stopping: threading.Event) -> None:
+    """Passes every photos.changes record (from any replica) to this replica's watchers."""
+    try:
+        while not stopping.is_set():
+            try:
+                for event in changes.poll(max_records=500, timeout_s=POLL_S):
+                    try:
+                        message = photo_events.decode(event)
+                    except photo_events.MalformedEventError as e:
+                        log.warning("skipping malformed change event: %s", e)
+                        continue
+                    if message.WhichOneof("event") == "changed":
+                        photo = message.changed.photo
+                        hub.publish(photo.owner.removeprefix(USER_PREFIX), photo.name.removeprefix(NAME_PREFIX),
+                                    change_message(message))
+            except Exception:  # noqa: BLE001 - watchers miss nothing once the log answers again
+                log.exception("reading photo changes failed; retrying")
+                stopping.wait(RETRY_S)
+    finally:
+        changes.close()
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """photos.v1.IngestService: upload, read, list, delete, download and watch the caller's photos."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -13,13 +14,17 @@ from prometheus_client import Counter
 
 from ingest_svc import imaging
 from ingest_svc.watch import WatchHub
-from photos.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2
+from photos.v1 import embed_pb2, embed_pb2_grpc, events_pb2, ingest_pb2, ingest_pb2_grpc, photo_pb2
+from photostore import events as photo_events
 from photostore.auth import current_user
 from photostore.backends.base import (
+    STATUS_INDEXED,
     STATUS_UPLOADED,
-    TOPIC_PHOTO_UPLOADED,
+    BlobNotFoundError,
     BlobStore,
+    BlobUnavailableError,
     Event,
+    EventLogUnavailableError,
     EventProducer,
     MetadataStore,
     PhotoRecord,
@@ -27,14 +32,16 @@ from photostore.backends.base import (
     utcnow,
 )
 from photostore.convert import (
+    role_name,
     STATUS_FROM_PROTO,
-    STATUS_TO_PROTO,
     from_timestamp,
     photo_id_from_name,
+    photo_name,
     photo_to_proto,
     to_timestamp,
 )
-from photostore.errors import ServiceError, invalid, not_found, too_large
+from photostore.errors import ServiceError, invalid, not_found, too_large, unavailable
+from photostore.pagination import PageTokens, position_time, time_position
 from photostore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +58,9 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 WATCH_POLL_S = 1.0
 EMBED_TIMEOUT_S = 30.0
 # GetModelInfo roles whose ready model makes vectors: CLIP, and the text model of labels + OCR text.
-VECTOR_MODEL_ROLES = ("clip", "sentence")
+VECTOR_MODEL_ROLES = (embed_pb2.MODEL_ROLE_CLIP, embed_pb2.MODEL_ROLE_SENTENCE)
+# Events per durable write when ReindexPhotos queues photos or the outbox relays them.
+SEND_BATCH = 500
 
 UPLOADS_ACCEPTED = Counter("photostore_uploads_accepted_total",
                            "Uploads answered with a photo", ["duplicate"])
@@ -59,31 +68,26 @@ UPLOADS_REJECTED = Counter("photostore_uploads_rejected_total",
                            "Uploads rejected, by reason", ["reason"])
 
 
-def uploaded_event(r: PhotoRecord, *, reindex: bool = False) -> dict:
-    """The photos.uploaded payload (docs/ARCHITECTURE.md); `reindex` marks a photo queued again."""
-    event = {
-        "photo_id": r.id, "owner": r.owner, "blob_key": r.blob_key, "sha256": r.sha256,
-        "content_type": r.content_type,
-        "taken_at": r.taken_at.isoformat() if r.taken_at else None,
-        "camera_make": r.camera_make, "camera_model": r.camera_model,
-    }
-    if reindex:
-        event["reindex"] = True
-    return event
+def change_message(message: events_pb2.PhotoEvent) -> ingest_pb2.WatchPhotosResponse:
+    """What WatchPhotos streams for a photos.changes record."""
+    return ingest_pb2.WatchPhotosResponse(photo=message.changed.photo,
+                                          change_type=message.changed.change_type,
+                                          event_time=message.event_time)
 
 
-def change_message(r: PhotoRecord, *, deleted: bool = False) -> ingest_pb2.WatchPhotosResponse:
-    return ingest_pb2.WatchPhotosResponse(
-        photo=photo_to_proto(r),
-        status=STATUS_TO_PROTO.get(r.status, photo_pb2.PHOTO_STATUS_UNSPECIFIED),
-        reason=r.status_reason, event_time=to_timestamp(utcnow()), deleted=deleted)
+def record_message(r: PhotoRecord) -> ingest_pb2.WatchPhotosResponse:
+    """A photo's current state as WatchPhotos streams it (send_initial)."""
+    return ingest_pb2.WatchPhotosResponse(photo=photo_to_proto(r),
+                                          change_type=photo_pb2.PHOTO_CHANGE_TYPE_UPDATED,
+                                          event_time=to_timestamp(utcnow()))
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, settings: Settings, blobs: BlobStore, metadata: MetadataStore,
                  producer: EventProducer, vectors: VectorStore, hub: WatchHub,
-                 embed: embed_pb2_grpc.EmbedServiceStub):
+                 embed: embed_pb2_grpc.EmbedServiceStub, page_tokens: PageTokens):
         self._settings = settings
+        self._page_tokens = page_tokens
         self._embed = embed
         self._blobs = blobs
         self._metadata = metadata
@@ -129,7 +133,6 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             record, created = self._store(owner, meta, sha256, spool.name, info)
         if created:
             self._publish_uploaded(record)
-            self._hub.publish(owner, record.id, change_message(record))
         return ingest_pb2.UploadPhotoResponse(photo=photo_to_proto(record), duplicate=not created)
 
     def _check_metadata(self, meta: ingest_pb2.UploadMetadata, sha256: str) -> None:
@@ -139,7 +142,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if meta.size_bytes > self._settings.max_upload_bytes:
             raise too_large(f"{meta.size_bytes} bytes exceeds the upload limit of "
                             f"{self._settings.max_upload_bytes} bytes", field="metadata.size_bytes",
-                            reason="UPLOAD_TOO_LARGE")
+                            reason="UPLOAD_TOO_LARGE",
+                            metadata={"size_bytes": str(meta.size_bytes),
+                                      "limit_bytes": str(self._settings.max_upload_bytes)})
         if not SHA256_HEX.fullmatch(sha256):
             raise invalid("sha256 must be 64 hex digits", field="metadata.sha256")
         if len(meta.filename) > MAX_FILENAME_CHARS:
@@ -160,11 +165,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             chunk = request.chunk
             if len(chunk) > max_chunk:
                 raise invalid(f"a chunk of {len(chunk)} bytes exceeds the {max_chunk}-byte limit",
-                              field="chunk", reason="CHUNK_TOO_LARGE")
+                              field="chunk", reason="CHUNK_TOO_LARGE",
+                              metadata={"chunk_bytes": str(len(chunk)), "limit_bytes": str(max_chunk)})
             received += len(chunk)
             if received > limit:
                 raise too_large(f"more than the upload limit of {limit} bytes",
-                                field="chunk", reason="UPLOAD_TOO_LARGE")
+                                field="chunk", reason="UPLOAD_TOO_LARGE",
+                                metadata={"limit_bytes": str(limit)})
             if received > declared_size:
                 raise invalid(f"more bytes than the declared {declared_size}",
                               field="metadata.size_bytes", reason="SIZE_MISMATCH")
@@ -210,47 +217,65 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             self._blobs.delete(record.blob_key)
 
     def _publish_uploaded(self, record: PhotoRecord) -> None:
-        """Sends the upload event and flags the row; on failure the outbox sends it later."""
+        """Queues the photo for indexing, tells every replica's watchers, and flags the row; on
+        failure the outbox sends both later."""
         try:
-            self._producer.send(TOPIC_PHOTO_UPLOADED, key=record.id, value=uploaded_event(record))
-            self._metadata.mark_published(record.id)
+            self._producer.send_many([photo_events.uploaded_record(record),
+                                      photo_events.changed_record(record, photo_events.CREATED)])
+            self._metadata.mark_published([record.id])
         except Exception:  # noqa: BLE001 - the photo is stored; the outbox retries the event
             log.exception("could not publish the upload of %s; the outbox will", record.id)
 
     def relay_unpublished(self, min_age_s: float = 0.0) -> int:
-        """Outbox: sends the upload event of rows stored at least min_age_s ago but not yet published."""
+        """Outbox: sends the upload events of rows stored at least min_age_s ago but not yet
+        published, a batch per durable write."""
         sent = 0
         cutoff = utcnow().timestamp() - min_age_s
         while True:
-            batch = [r for r in self._metadata.unpublished_photos(limit=100)
+            batch = [r for r in self._metadata.unpublished_photos(limit=SEND_BATCH)
                      if r.created_at.timestamp() <= cutoff]
-            for record in batch:
-                self._producer.send(TOPIC_PHOTO_UPLOADED, key=record.id, value=uploaded_event(record))
-                self._metadata.mark_published(record.id)
+            if batch:
+                self._producer.send_many([photo_events.uploaded_record(r) for r in batch])
+                self._metadata.mark_published([r.id for r in batch])
             sent += len(batch)
-            if len(batch) < 100:
+            if len(batch) < SEND_BATCH:
                 return sent
 
-    # Status changes from the embed worker
+    # Status changes from the embed worker (one replica applies each: group semantics)
 
     def apply_status_events(self, events: Sequence[Event]) -> None:
-        """Writes each photos.status event to its row and tells watchers."""
+        """Writes each photos.status event to its row, then tells every replica's watchers
+        through photos.changes (before the caller commits the batch)."""
+        changes = []
         for event in events:
-            value = event.value
-            photo_id, status = value.get("photo_id"), value.get("status")
-            if not photo_id or status not in STATUS_TO_PROTO:
-                log.warning("skipping malformed status event at offset %d: %r", event.offset, value)
+            try:
+                message = photo_events.decode(event)
+            except photo_events.MalformedEventError as e:
+                log.warning("skipping malformed status event: %s", e)
                 continue
-            labels = value.get("labels")
+            if message.WhichOneof("event") != "status_changed":
+                log.warning("skipping %s event on %s", message.WhichOneof("event"), event.topic)
+                continue
+            change = message.status_changed
+            status = STATUS_FROM_PROTO.get(change.status)
+            if not change.photo_id or status is None:
+                log.warning("skipping status event without photo or status at %s[%d]@%d",
+                            event.topic, event.partition, event.offset)
+                continue
+            # A failure leaves the models of the vectors the photo still has as they are.
+            indexed = status == STATUS_INDEXED
             record = self._metadata.update_status(
-                photo_id, status, reason=value.get("reason") or "",
-                embedding_model=value.get("embedding_model") or None, attempts=value.get("attempts"),
-                labels=None if labels is None else [(str(name), float(score)) for name, score in labels],
-                ocr_text=value.get("ocr_text"), embedding_models=value.get("embedding_models"))
+                change.photo_id, status, reason=change.reason, attempts=change.attempts,
+                embedding_model=change.clip_model if indexed else None,
+                labels=[(label.text, label.score) for label in change.labels] if change.analysed else None,
+                ocr_text=change.ocr_text if change.analysed else None,
+                embedding_models=list(change.embedding_models) if indexed else None)
             if record is None:  # deleted while it was being indexed
-                self._vectors.delete(photo_id)
+                self._vectors.delete(change.photo_id)
             else:
-                self._hub.publish(record.owner, record.id, change_message(record))
+                changes.append(photo_events.changed_record(record, photo_events.UPDATED))
+        if changes:
+            self._producer.send_many(changes)
 
     # Reads
 
@@ -263,10 +288,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def BatchGetPhotos(self, request, context):
         try:
-            if len(request.names) > MAX_BATCH_NAMES:
-                raise invalid(f"at most {MAX_BATCH_NAMES} names per call", field="names")
+            if not 1 <= len(request.names) <= MAX_BATCH_NAMES:
+                raise invalid(f"names must hold 1 to {MAX_BATCH_NAMES} photo names", field="names")
             ids = [photo_id_from_name(n, field=f"names[{i}]") for i, n in enumerate(request.names)]
             records = self._metadata.get_photos(current_user().id, ids)
+            found = {r.id for r in records}
+            missing = [photo_name(i) for i in dict.fromkeys(ids) if i not in found]
+            if missing and not request.skip_missing:
+                raise ServiceError(grpc.StatusCode.NOT_FOUND,
+                                   f"{len(missing)} of the photos not found: {', '.join(missing[:10])}",
+                                   reason="NOT_FOUND", metadata={"missing": ",".join(missing[:100])})
             return ingest_pb2.BatchGetPhotosResponse(photos=[photo_to_proto(r) for r in records])
         except ServiceError as e:
             e.abort(context)
@@ -285,15 +316,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             end = from_timestamp(request.end_time, request.HasField("end_time"))
             if start and end and start >= end:
                 raise invalid("start_time must be before end_time", field="start_time")
-            try:
-                page = self._metadata.list_photos(current_user().id, status=status, start=start,
-                                                  end=end, page_size=page_size,
-                                                  cursor=request.page_token)
-            except ValueError as e:
-                raise invalid(str(e), field="page_token") from e
+            filters = {"status": status, "start": start, "end": end}
+            after = None
+            if request.page_token:
+                after = position_time(self._page_tokens.read(request.page_token, filters))
+            page = self._metadata.list_photos(current_user().id, status=status, start=start,
+                                              end=end, page_size=page_size, after=after,
+                                              count_total=True)
+            token = "" if page.next_after is None else self._page_tokens.mint(
+                time_position(page.next_after), filters)
             return ingest_pb2.ListPhotosResponse(photos=[photo_to_proto(r) for r in page.records],
-                                                 next_page_token=page.next_cursor,
-                                                 total_size=page.total)
+                                                 next_page_token=token, total_size=page.total or 0)
         except ServiceError as e:
             e.abort(context)
 
@@ -305,14 +338,37 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             else:
                 key, content_type = record.blob_key, record.content_type
             try:
-                size = self._blobs.size(key)
-                chunks = self._blobs.iter_chunks(key, DOWNLOAD_CHUNK_BYTES)
-                yield ingest_pb2.DownloadPhotoResponse(content_type=content_type, size_bytes=size,
-                                                       chunk=next(chunks, b""))
-                for chunk in chunks:
-                    yield ingest_pb2.DownloadPhotoResponse(chunk=chunk)
-            except KeyError:  # deleted meanwhile
+                with self._blobs.open(key) as reader:
+                    chunks = reader.chunks(DOWNLOAD_CHUNK_BYTES)
+                    yield ingest_pb2.DownloadPhotoResponse(content_type=content_type,
+                                                           size_bytes=reader.size,
+                                                           chunk=next(chunks, b""))
+                    for chunk in chunks:
+                        yield ingest_pb2.DownloadPhotoResponse(chunk=chunk)
+            except BlobNotFoundError:  # deleted meanwhile
                 raise not_found(f"{request.name} not found") from None
+            except BlobUnavailableError as e:
+                raise unavailable(f"the photo store is unavailable: {e}",
+                                  reason="BLOB_STORE_UNAVAILABLE") from e
+        except ServiceError as e:
+            e.abort(context)
+
+    def GetPhotoDownloadUrl(self, request, context):
+        try:
+            record = self._owned(current_user().id, request.name)
+            thumbnail = request.variant == ingest_pb2.PHOTO_VARIANT_THUMBNAIL
+            expires_s = self._settings.blobs.presign_expiry_seconds
+            try:
+                url = self._blobs.presigned_url(
+                    record.thumbnail_key if thumbnail else record.blob_key, expires_s,
+                    filename="" if thumbnail else record.filename)
+            except BlobUnavailableError as e:
+                raise unavailable(f"the photo store is unavailable: {e}",
+                                  reason="BLOB_STORE_UNAVAILABLE") from e
+            if not url:
+                return ingest_pb2.GetPhotoDownloadUrlResponse()
+            return ingest_pb2.GetPhotoDownloadUrlResponse(
+                url=url, expire_time=to_timestamp(utcnow() + dt.timedelta(seconds=expires_s)))
         except ServiceError as e:
             e.abort(context)
 
@@ -326,8 +382,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             self._metadata.delete_photo(record.id)
             self._vectors.delete(record.id)
             self._blobs.delete(record.thumbnail_key)
-            self._blobs.delete(record.blob_key)
-            self._hub.publish(owner, record.id, change_message(record, deleted=True))
+            if self._metadata.photo_by_sha256(owner, record.sha256) is None:
+                self._blobs.delete(record.blob_key)
+            self._send([photo_events.changed_record(record, photo_events.DELETED)])
             return ingest_pb2.DeletePhotoResponse()
         except ServiceError as e:
             e.abort(context)
@@ -338,16 +395,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         try:
             models = self._current_models(context)
             owner = current_user().id
-            queued = []
+            queued: list[PhotoRecord] = []
             for record in self._all_photos(owner):
                 # A photo still waiting for its first indexing is queued already.
                 stale = request.all or not set(models) <= set(record.embedding_models)
                 if stale and record.status != STATUS_UPLOADED:
-                    self._producer.send(TOPIC_PHOTO_UPLOADED, key=record.id,
-                                        value=uploaded_event(record, reindex=True))
-                    queued.append(photo_to_proto(record).name)
+                    queued.append(record)
+            for start in range(0, len(queued), SEND_BATCH):
+                self._send([photo_events.reindex_record(r) for r in queued[start:start + SEND_BATCH]])
             log.info("reindex: queued %d photos of %s for %s", len(queued), owner, ", ".join(models))
-            return ingest_pb2.ReindexPhotosResponse(names=queued, models=models)
+            return ingest_pb2.ReindexPhotosResponse(names=[photo_name(r.id) for r in queued],
+                                                    models=models)
         except ServiceError as e:
             e.abort(context)
 
@@ -362,18 +420,26 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                                reason="EMBED_UNREACHABLE") from e
         models = [m.model for m in info.models if m.role in VECTOR_MODEL_ROLES and m.ready]
         if not models:
-            reasons = "; ".join(f"{m.role}: {m.reason}" for m in info.models if m.role in VECTOR_MODEL_ROLES)
+            reasons = "; ".join(f"{role_name(m.role)}: {m.reason}" for m in info.models
+                                if m.role in VECTOR_MODEL_ROLES)
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, f"no vector model is ready ({reasons})",
                                reason="MODEL_NOT_READY")
         return models
 
     def _all_photos(self, owner: str) -> Iterator[PhotoRecord]:
-        cursor = ""
+        after = None
         while True:
-            page = self._metadata.list_photos(owner, page_size=MAX_PAGE_SIZE, cursor=cursor)
+            page = self._metadata.list_photos(owner, page_size=MAX_PAGE_SIZE, after=after)
             yield from page.records
-            if not (cursor := page.next_cursor):
+            if (after := page.next_after) is None:
                 return
+
+    def _send(self, records) -> None:
+        try:
+            self._producer.send_many(records)
+        except EventLogUnavailableError as e:
+            raise unavailable(f"the event log is unavailable, try again: {e}",
+                              reason="EVENT_LOG_UNAVAILABLE") from e
 
     # Watch
 
@@ -388,7 +454,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 context.send_initial_metadata(())  # tells the client the watch is live
                 if request.send_initial:
                     for record in self._metadata.get_photos(owner, ids):
-                        yield change_message(record)
+                        yield record_message(record)
                 while context.is_active():
                     change = subscription.next_change(WATCH_POLL_S)
                     if change is not None:

@@ -1,17 +1,29 @@
-"""API keys: `authorization: Bearer <key>` on every RPC but health and reflection."""
+"""API keys: `authorization: Bearer <key>` on every RPC but health and reflection.
+
+The ingest service owns users and keys (the UserStore) and checks keys itself; search and embed ask
+it through photos.v1.AuthService/GetCaller and cache the answer for auth_cache_seconds, so no other
+service holds database credentials (docs/ARCHITECTURE.md, "Authentication").
+"""
 from __future__ import annotations
 
 import contextvars
+import logging
 import hashlib
 import os
 import secrets
 import threading
 import time
 
+from typing import Callable
+
 import grpc
 
-from photostore.backends.base import MetadataStore, User
-from photostore.errors import ServiceError
+from photos.v1 import auth_pb2, auth_pb2_grpc
+
+from photostore.backends.base import BackendUnavailableError, User, UserStore
+from photostore.errors import ServiceError, unavailable
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "psk_"
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -48,14 +60,44 @@ def api_key_from_metadata(metadata) -> str | None:
     return None
 
 
-class Authenticator:
-    """Looks keys up in the metadata store, caching hits for a short while."""
+KeyLookup = Callable[[str], "User | None"]
+# A key found invalid is not asked about again for this long.
+NEGATIVE_CACHE_S = 2.0
+CACHE_LIMIT = 10_000
 
-    def __init__(self, store: MetadataStore, ttl_s: float = 30.0):
-        self._store = store
+
+class Authenticator:
+    """Finds the user of a key through `lookup` (its hash -> user, or None), caching answers:
+    hits for ttl_s, misses for NEGATIVE_CACHE_S."""
+
+    def __init__(self, lookup: KeyLookup, ttl_s: float = 30.0):
+        self._lookup = lookup
         self._ttl = ttl_s
-        self._cache: dict[str, tuple[float, User]] = {}
+        self._cache: dict[str, tuple[float, User | None]] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def local(cls, users: UserStore, ttl_s: float = 30.0) -> Authenticator:
+        """Checks keys against the users store (the ingest service)."""
+        return cls(lambda key: users.user_by_key_hash(hash_key(key)), ttl_s)
+
+    @classmethod
+    def remote(cls, channel: grpc.Channel, ttl_s: float = 30.0) -> Authenticator:
+        """Checks keys by asking the ingest service's AuthService (search, embed)."""
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+
+        def lookup(key: str) -> User | None:
+            try:
+                caller = stub.GetCaller(auth_pb2.GetCallerRequest(), metadata=bearer_metadata(key),
+                                        timeout=AUTH_TIMEOUT_S)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    return None
+                raise unavailable(f"cannot check the API key: the ingest service answered "
+                                  f"{e.code().name}: {e.details()}", reason="AUTH_UNAVAILABLE") from e
+            return User(id=caller.user_id, name=caller.display_name, created_at=None)
+
+        return cls(lookup, ttl_s)
 
     def user_for_key(self, key: str | None) -> User:
         if not key:
@@ -66,15 +108,33 @@ class Authenticator:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(digest)
-        if hit and hit[0] > now:
-            return hit[1]
-        user = self._store.user_by_key_hash(digest)
+        if hit is not None and hit[0] > now:
+            user = hit[1]
+        else:
+            user = self._lookup(key)
+            with self._lock:
+                if len(self._cache) >= CACHE_LIMIT:
+                    self._cache.clear()
+                self._cache[digest] = (now + (self._ttl if user else NEGATIVE_CACHE_S), user)
         if user is None:
             raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, "API key is not valid",
                                reason="API_KEY_INVALID")
-        with self._lock:
-            self._cache[digest] = (now + self._ttl, user)
         return user
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    """photos.v1.AuthService on the ingest service: the interceptor has checked the key already."""
+
+    def GetCaller(self, request, context):
+        user = current_user()
+        return auth_pb2.GetCallerResponse(user_id=user.id, display_name=user.name)
+
+
+def engine_unavailable(error: BackendUnavailableError) -> ServiceError:
+    """UNAVAILABLE with the engine's own words, for an engine that is down or timed out."""
+    log.warning("answering UNAVAILABLE: %s", error)
+    return unavailable(f"a storage engine is unavailable, try again shortly: {error}",
+                       reason="ENGINE_UNAVAILABLE")
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
@@ -102,14 +162,20 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
             def wrapped_stream(request, context):
                 authenticate(context)
-                yield from behavior(request, context)
+                try:
+                    yield from behavior(request, context)
+                except BackendUnavailableError as e:
+                    engine_unavailable(e).abort(context)
             wrapped = wrapped_stream
         else:
             behavior = handler.unary_unary or handler.stream_unary
 
             def wrapped_unary(request, context):
                 authenticate(context)
-                return behavior(request, context)
+                try:
+                    return behavior(request, context)
+                except BackendUnavailableError as e:
+                    engine_unavailable(e).abort(context)
             wrapped = wrapped_unary
 
         factory = {
@@ -123,37 +189,42 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 
 SERVICE_USER = "_service"
+AUTH_TIMEOUT_S = 10.0
 
 
-def service_api_key(settings, store: MetadataStore) -> str:
+def service_api_key(settings) -> str:
     """The key services use to call each other (embed worker -> EmbedService).
 
-    PHOTOSTORE_SERVICE_API_KEY when set; else a key kept in data_dir/service.key, made on first use.
+    PHOTOSTORE_SERVICE_API_KEY when set (a Secret shared by every replica); else a key kept in
+    data_dir/service.key, made on first use (one machine). The ingest service registers it.
     """
-    key = settings.service_api_key
+    if settings.service_api_key:
+        return settings.service_api_key
     path = settings.data_dir / "service.key"
-    if not key:
-        if path.exists():
-            key = path.read_text().strip()
-        else:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp-{os.getpid()}")
-            tmp.write_text(new_api_key())
-            tmp.chmod(0o600)
-            try:
-                os.link(tmp, path)  # atomic: the first process to get here sets the key
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-            key = path.read_text().strip()
-    if store.user_by_key_hash(hash_key(key)) is None:
-        user = store.user_by_name(SERVICE_USER)
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(new_api_key())
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)  # atomic: the first process to get here sets the key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
+
+
+def register_service_key(settings, users: UserStore) -> str:
+    """Makes the service key valid in the users store (the ingest service, at start-up)."""
+    key = service_api_key(settings)
+    if users.user_by_key_hash(hash_key(key)) is None:
+        user = users.user_by_name(SERVICE_USER)
         if user is None:
             try:
-                store.create_user(SERVICE_USER, hash_key(key))
-            except ValueError:  # another process made it first
-                store.add_api_key(store.user_by_name(SERVICE_USER).id, hash_key(key))
+                users.create_user(SERVICE_USER, hash_key(key))
+            except ValueError:  # another replica made it first
+                users.add_api_key(users.user_by_name(SERVICE_USER).id, hash_key(key))
         else:
-            store.add_api_key(user.id, hash_key(key))
+            users.add_api_key(user.id, hash_key(key))
     return key

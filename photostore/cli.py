@@ -29,24 +29,20 @@ from tqdm import tqdm
 from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
                        search_pb2_grpc)
 from photostore.auth import bearer_metadata, hash_key, new_api_key, service_api_key
-from photostore import uploads
-from photostore.backends import open_metadata
+from photostore import deployment, uploads
+from photostore.backends import open_blobs, open_events, open_metadata, open_users, open_vectors
+from photostore.convert import role_name
 from photostore.server import make_channel
 from photostore.settings import Settings, get_settings
 
 API_KEY_ENV = "PHOTOSTORE_API_KEY"
+# Written by `up --scale-out` in the data dir: the backend settings of the running stack.
+SCALE_OUT_ENV_FILE = "scale-out.env"
+PORTS = ("blobs", "metadata", "events", "vectors")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif"}
 # Upload failures that mean "this file is not acceptable", not "something went wrong".
 REJECTION_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
 DONE_STATUSES = {photo_pb2.PHOTO_STATUS_INDEXED, photo_pb2.PHOTO_STATUS_FAILED}
-# Processes `up` starts, in start order: (label, module, settings service name for its gRPC port).
-SERVICES = [
-    ("ingest", "ingest_svc", "ingest"),
-    ("embed", "embed_svc", "embed"),
-    ("embed worker", "embed_svc.worker", None),
-    ("search", "search_svc", "search"),
-    ("gateway", "gateway", None),
-]
 STARTUP_TIMEOUT_S = 120.0
 # How long `up` lets the model load before it reports the model's state.
 MODEL_WAIT_S = 15.0
@@ -86,7 +82,7 @@ def cmd_users_add(args, settings: Settings) -> int:
         raise CliError(f"invalid user name {args.name!r}: no spaces, must not start with '_'")
     key = new_api_key()
     try:
-        user = open_metadata(settings).create_user(name, hash_key(key))
+        user = open_users(settings).create_user(name, hash_key(key))
     except ValueError:
         raise CliError(f"user '{name}' already exists") from None
     print(f"created user '{user.name}' (id {user.id})")
@@ -187,14 +183,15 @@ def follow_until_done(stream, pending: set[str], *, total: int, desc: str) -> li
     with tqdm(total=total, initial=total - len(pending), unit="photo", desc=desc, disable=None) as bar:
         for change in stream:
             name = change.photo.name
-            if name not in pending or not (change.deleted or change.status in DONE_STATUSES):
+            deleted = change.change_type == photo_pb2.PHOTO_CHANGE_TYPE_DELETED
+            if name not in pending or not (deleted or change.photo.status in DONE_STATUSES):
                 continue
             pending.discard(name)
             bar.update(1)
-            if change.deleted:
+            if deleted:
                 failed.append((name, "deleted"))
-            elif change.status == photo_pb2.PHOTO_STATUS_FAILED:
-                failed.append((name, change.reason or change.photo.status_reason))
+            elif change.photo.status == photo_pb2.PHOTO_STATUS_FAILED:
+                failed.append((name, change.photo.status_reason))
             if not pending:
                 break
     return failed
@@ -288,7 +285,7 @@ def cmd_search(args, settings: Settings) -> int:
         signals = "  ".join(f"{_signal_text(hit.signals, s):>7}" for s in SEARCH_SIGNALS)
         print(f"{rank:>4}  {hit.score:6.3f}  {signals}  {p.filename:<32}  {p.name:<40}  "
               f"{_time_text(p):<20}  {', '.join(hit.matched_terms)}")
-    print(f"models: {response.model}")
+    print(f"models: {', '.join(response.models)}")
     return 0
 
 
@@ -333,14 +330,12 @@ def cmd_reindex(args, settings: Settings) -> int:
 # status
 
 def _model_line(info: embed_pb2.GetModelInfoResponse) -> str:
-    """One line per model (role, id, state); the CLIP fields alone from an older service."""
-    models = info.models or [embed_pb2.ModelStatus(role="clip", model=info.model, ready=info.ready,
-                                                   reason=info.reason, dimension=info.dimension)]
+    """One line per model (role, id, state)."""
     lines = []
-    for m in models:
+    for m in info.models:
         state = "ready" if m.ready else f"not ready: {m.reason}"
         size = f" (dim {m.dimension})" if m.ready and m.dimension else ""
-        lines.append(f"model {m.role:<8} {m.model}{size}: {state}")
+        lines.append(f"model {role_name(m.role):<8} {m.model}{size}: {state}")
     return "\n".join(lines) + f"\ndevice: {info.device}"
 
 
@@ -364,7 +359,44 @@ def cmd_status(args, settings: Settings) -> int:
         except grpc.RpcError as e:
             raise _rpc_failure(e, embed_target) from e
     print(_model_line(info))
+    if args.backends:
+        for line in _backend_lines(settings):
+            print(line)
+        for line in _lag_lines(settings):
+            print(line)
     return 0
+
+
+def _backend_lines(settings: Settings) -> list[str]:
+    """Each port's backend and address (asks the engines; needs their settings)."""
+    lines = ["backends:"]
+    for port, opener in (("blobs", open_blobs), ("metadata", open_metadata), ("events", open_events),
+                         ("vectors", open_vectors)):
+        try:
+            backend = opener(settings)
+            lines.append(f"  {port:<9} {backend.describe()}")
+            backend.close()
+        except Exception as e:  # noqa: BLE001 - status reports what it cannot reach
+            lines.append(f"  {port:<9} {getattr(settings, port).backend}: unreachable: {e}")
+    return lines
+
+
+def _lag_lines(settings: Settings) -> list[str]:
+    """Records each consumer group has not committed yet, per partition."""
+    from embed_svc.worker import GROUP as WORKER_GROUP
+    from ingest_svc.server import STATUS_GROUP
+    from photostore.backends.base import TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED
+    lines = ["consumer lag:"]
+    try:
+        events = open_events(settings)
+        for group, topic in ((WORKER_GROUP, TOPIC_PHOTO_UPLOADED), (STATUS_GROUP, TOPIC_PHOTO_STATUS)):
+            lag = events.lag(group, [topic])
+            parts = "  ".join(f"[{tp.partition}] {n}" for tp, n in sorted(lag.items()))
+            lines.append(f"  {group:<14} {topic:<16} total {sum(lag.values())}:  {parts}")
+        events.close()
+    except Exception as e:  # noqa: BLE001
+        lines.append(f"  unreachable: {e}")
+    return lines
 
 
 # up
@@ -418,60 +450,102 @@ def _stop_children(children: Sequence[tuple[str, subprocess.Popen]], grace_s: fl
             proc.wait()
 
 
+def _start_engines(engines_dir: Path, stop: threading.Event) -> None:
+    """Installs (first run: minutes) and starts the four engines; raises CliError if they fail."""
+    for command in (["install"], ["start", str(engines_dir)]):
+        print(f"engines: {command[0]} ...", flush=True)
+        proc = subprocess.Popen(["bash", str(deployment.ENGINES_SCRIPT), *command], process_group=0,
+                                env={**os.environ, **deployment.engines_env()})
+        while proc.poll() is None:
+            if stop.wait(0.5):
+                proc.terminate()
+                proc.wait()
+                raise CliError("stopped while the engines were starting")
+        if proc.returncode != 0:
+            raise CliError(f"the engines did not {command[0]} (exit {proc.returncode}); "
+                           f"logs in {engines_dir}/*/*.log")
+
+
+def _stop_engines(engines_dir: Path) -> None:
+    print("stopping the engines", file=sys.stderr)
+    subprocess.run(["bash", str(deployment.ENGINES_SCRIPT), "stop", str(engines_dir)], check=False)
+
+
 def cmd_up(args, settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    gateway_url = f"http://{settings.host}:{settings.gateway_port}"
+    env_file = settings.data_dir / SCALE_OUT_ENV_FILE
+    engines_dir = settings.data_dir / "engines"
+    env_file.unlink(missing_ok=True)
+    if args.scale_out:
+        try:
+            _start_engines(engines_dir, stop)
+        except CliError:
+            _stop_engines(engines_dir)
+            raise
+        backends = deployment.scale_out_env(settings)
+        os.environ.update(backends)
+        settings = Settings()
+        # Later commands in other terminals (users add, status, ...) read the same settings.
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in backends.items()))
+        env_file.chmod(0o600)
+    env = os.environ.copy()
+    processes = deployment.services(settings, replicas=2 if args.scale_out else 1)
     children: list[tuple[str, subprocess.Popen]] = []
     try:
-        for label, module, _ in SERVICES:
+        for process in processes:
             # Own process group: a terminal's Ctrl-C reaches only us, and we stop the children.
-            children.append((label, subprocess.Popen([sys.executable, "-m", module], env=os.environ.copy(),
-                                                     process_group=0)))
-        for _, _, service in SERVICES:
-            if service:
-                _wait_until(_grpc_health_probe(settings.target(service)), children, stop)
-        _wait_until(_http_health_probe(gateway_url + "/healthz"), children, stop)
+            children.append((process.label, subprocess.Popen(process.argv(sys.executable),
+                                                             env={**env, **process.env}, process_group=0)))
+        for process in processes:
+            if process.grpc_target:
+                _wait_until(_grpc_health_probe(process.grpc_target), children, stop)
+            elif process.http_url:
+                _wait_until(_http_health_probe(process.http_url + "/healthz"), children, stop)
     except _StartupInterrupted as e:
         print(f"{e} during start-up; stopping the others", file=sys.stderr)
-        _stop_children(children, settings.shutdown_grace_seconds + 5)
-        return 0 if stop.is_set() else 1
+        exit_code = 0 if stop.is_set() else 1
     except Exception as e:  # noqa: BLE001 - a probe that never passed
         print(f"error: services did not come up in {STARTUP_TIMEOUT_S:g}s: {e}", file=sys.stderr)
-        _stop_children(children, settings.shutdown_grace_seconds + 5)
-        return 1
-
-    for label, _, service in SERVICES:
-        if service:
-            print(f"{label:<8} {settings.target(service)}")
-    print(f"{'gateway':<8} {gateway_url}")
-    print(_model_status(settings))
-    print(f"data in {settings.data_dir}")
-    print("create a user with: photostore users add NAME")
-    sys.stdout.flush()
-
-    exit_code = 0
-    while not stop.wait(0.5):
-        dead = [(label, proc.returncode) for label, proc in children if proc.poll() is not None]
-        if dead:
-            for label, code in dead:
-                print(f"error: {label} exited unexpectedly with status {code}; stopping the others",
-                      file=sys.stderr)
-            exit_code = 1
-            break
+        exit_code = 1
+    else:
+        for process in processes:
+            where = process.grpc_target or process.http_url or "(no port: consumes events)"
+            print(f"{process.label:<14} {where}")
+        if args.scale_out:
+            for line in _backend_lines(settings):
+                print(line)
+            print(f"settings for other terminals are in {env_file} (read by this CLI)")
+        print(_model_status(settings))
+        print(f"data in {settings.data_dir}")
+        print("create a user with: photostore users add NAME")
+        sys.stdout.flush()
+        exit_code = 0
+        while not stop.wait(0.5):
+            dead = [(label, proc.returncode) for label, proc in children if proc.poll() is not None]
+            if dead:
+                for label, code in dead:
+                    print(f"error: {label} exited unexpectedly with status {code}; stopping the others",
+                          file=sys.stderr)
+                exit_code = 1
+                break
     _stop_children(children, settings.shutdown_grace_seconds + 5)
+    if args.scale_out:
+        _stop_engines(engines_dir)
+        env_file.unlink(missing_ok=True)
     return exit_code
 
 
 def _model_status(settings: Settings) -> str:
     """The model's state, after giving it MODEL_WAIT_S to finish loading."""
-    key = service_api_key(settings, open_metadata(settings))
+    key = service_api_key(settings)
     with make_channel(settings.target("embed")) as channel:
         stub = embed_pb2_grpc.EmbedServiceStub(channel)
 
-        @retry(retry=retry_if_result(lambda info: not info.ready), stop=stop_after_delay(MODEL_WAIT_S),
+        @retry(retry=retry_if_result(lambda info: not all(m.ready for m in info.models)),
+               stop=stop_after_delay(MODEL_WAIT_S),
                wait=wait_fixed(0.5), retry_error_callback=lambda state: state.outcome.result())
         def model_info() -> embed_pb2.GetModelInfoResponse:
             return stub.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=bearer_metadata(key),
@@ -495,7 +569,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Services are found at PHOTOSTORE_HOST/PHOTOSTORE_*_PORT or PHOTOSTORE_*_TARGET.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="run every service on this machine until Ctrl-C")
+    up = commands.add_parser(
+        "up", help="run every service on this machine until Ctrl-C",
+        description="Runs the services on the embedded backends; with --scale-out, first installs "
+                    "and starts Kafka, Weaviate, MongoDB-wire and S3 servers under DATA_DIR/engines "
+                    "and runs two ingest replicas and two embed workers against them.")
+    up.add_argument("--scale-out", action="store_true",
+                    help="run on the real engines, with replicas (first run installs them: minutes)")
     up.set_defaults(handler=cmd_up)
 
     users = commands.add_parser("users", help="manage users")
@@ -537,13 +617,30 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.set_defaults(handler=cmd_reindex)
 
     status = commands.add_parser("status", help="photo counts per status and model state")
+    status.add_argument("--no-backends", dest="backends", action="store_false",
+                        help="leave out each port's backend and the consumer lag per partition "
+                             "(they need the engines' settings, as the services have them)")
     _add_key_option(status)
     status.set_defaults(handler=cmd_status)
     return parser
 
 
+def load_running_stack_settings() -> None:
+    """Settings of a stack that `up --scale-out` runs on this data dir (its engines), unless the
+    environment chooses backends itself."""
+    env_file = get_settings().data_dir / SCALE_OUT_ENV_FILE
+    chosen = any(k.startswith(tuple(f"PHOTOSTORE_{p.upper()}__" for p in PORTS)) for k in os.environ)
+    if env_file.exists() and not chosen:
+        for line in env_file.read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name.startswith("PHOTOSTORE_"):
+                os.environ.setdefault(name, value)
+        get_settings.cache_clear()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    load_running_stack_settings()
     try:
         return args.handler(args, get_settings())
     except CliError as e:

@@ -10,6 +10,7 @@ from photostore.backends.base import STATUS_FAILED, STATUS_INDEXED, STATUS_UPLOA
 from photostore.errors import invalid
 
 NAME_PREFIX = "photos/"
+USER_PREFIX = "users/"
 
 STATUS_TO_PROTO = {
     STATUS_UPLOADED: photo_pb2.PHOTO_STATUS_UPLOADED,
@@ -29,6 +30,16 @@ def photo_id_from_name(name: str, field: str = "name") -> str:
     return name[len(NAME_PREFIX):]
 
 
+def role_name(role: int) -> str:
+    """"clip", "labels", "ocr" or "sentence" for a photos.v1.ModelRole."""
+    from photos.v1 import embed_pb2
+    return embed_pb2.ModelRole.Name(role).removeprefix("MODEL_ROLE_").lower()
+
+
+def user_name(user_id: str) -> str:
+    return USER_PREFIX + user_id
+
+
 def to_timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
@@ -46,14 +57,13 @@ def from_timestamp(ts: timestamp_pb2.Timestamp, present: bool) -> dt.datetime | 
 
 def photo_to_proto(r: PhotoRecord) -> photo_pb2.Photo:
     p = photo_pb2.Photo(
-        name=photo_name(r.id), owner=r.owner, sha256=r.sha256, content_type=r.content_type,
+        name=photo_name(r.id), owner=user_name(r.owner), sha256=r.sha256, content_type=r.content_type,
         size_bytes=r.size_bytes, width=r.width, height=r.height,
         camera_make=r.camera_make, camera_model=r.camera_model,
         create_time=to_timestamp(r.created_at), update_time=to_timestamp(r.updated_at),
         status=STATUS_TO_PROTO.get(r.status, photo_pb2.PHOTO_STATUS_UNSPECIFIED),
-        status_reason=r.status_reason, embedding_model=r.embedding_model, filename=r.filename,
-        index_attempts=r.index_attempts,
-        labels=[photo_pb2.Label(name=name, score=score) for name, score in r.labels],
+        status_reason=r.status_reason, filename=r.filename, index_attempts=r.index_attempts,
+        labels=[photo_pb2.Label(text=text, score=score) for text, score in r.labels],
         ocr_text=r.ocr_text, embedding_models=r.embedding_models,
     )
     if r.taken_at is not None:

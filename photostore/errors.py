@@ -44,16 +44,21 @@ class ServiceError(Exception):
         context.abort_with_status(self.to_status())
 
 
-def invalid(message: str, field: str = "", reason: str = "INVALID_ARGUMENT") -> ServiceError:
-    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message, field=field, reason=reason)
+def invalid(message: str, field: str = "", reason: str = "INVALID_ARGUMENT",
+            metadata: dict[str, str] | None = None) -> ServiceError:
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message, field=field, reason=reason,
+                        metadata=metadata)
 
 
 def not_found(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.NOT_FOUND, message, reason="NOT_FOUND")
 
 
-def too_large(message: str, field: str = "", reason: str = "TOO_LARGE") -> ServiceError:
-    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, field=field, reason=reason)
+def too_large(message: str, field: str = "", reason: str = "TOO_LARGE",
+              metadata: dict[str, str] | None = None) -> ServiceError:
+    """A size or count over a limit; `metadata` carries the values the message names (AIP-193)."""
+    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, field=field, reason=reason,
+                        metadata=metadata)
 
 
 def unavailable(message: str, reason: str = "UNAVAILABLE") -> ServiceError:

@@ -1,6 +1,7 @@
 """Boots a gRPC server with health, reflection, auth and graceful shutdown on SIGTERM."""
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -25,11 +26,35 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+# Calls safe to repeat: retried on UNAVAILABLE (another replica, or the same one back), within
+# the caller's deadline. Uploads are not retried here: the client retries them with its request_id.
+IDEMPOTENT_METHODS = {
+    "photos.v1.IngestService": ["GetPhoto", "BatchGetPhotos", "ListPhotos", "DownloadPhoto",
+                                "GetPhotoDownloadUrl", "DeletePhoto", "ReindexPhotos"],
+    "photos.v1.SearchService": ["SearchPhotos", "FindSimilar"],
+    "photos.v1.EmbedService": ["EmbedText", "EmbedImages", "GetModelInfo", "AnalyzeImages"],
+    "photos.v1.AuthService": ["GetCaller"],
+}
+SERVICE_CONFIG = json.dumps({
+    # Spread calls over every address the target resolves to (the replicas): "ipv4:a:p1,b:p2"
+    # lists them on one machine, "dns:///ingest-headless:50061" a headless Kubernetes Service.
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": service, "method": method}
+                 for service, methods in IDEMPOTENT_METHODS.items() for method in methods],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+})
+
+
 def make_channel(target: str) -> grpc.Channel:
-    """A channel to another service. Create it after any fork."""
+    """A channel to another service's replicas (client-side round robin, retries of idempotent
+    calls). Create it after any fork."""
     return grpc.insecure_channel(target, options=CHANNEL_OPTIONS + [
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.enable_retries", 1),
+        ("grpc.service_config", SERVICE_CONFIG),
     ])
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from photos.v1 import embed_pb2_grpc, ingest_pb2_grpc, search_pb2, search_pb2_grpc
 from photostore.auth import Authenticator
-from photostore.backends import open_metadata, open_vectors
+from photostore.backends import open_vectors
+from photostore.pagination import PageTokens, token_secret
 from photostore.server import GrpcService, make_channel, setup_logging, start_server
 from photostore.settings import Settings, get_settings
 from search_svc.service import Fusion, SearchService
@@ -15,13 +16,16 @@ def serve(settings: Settings, port: int) -> GrpcService:
     """Starts the server with channels to the embed and ingest services; stop() closes them."""
     embed_channel = make_channel(settings.target("embed"))
     ingest_channel = make_channel(settings.target("ingest"))
-    metadata = open_metadata(settings)
-    service = SearchService(open_vectors(settings), metadata, embed_pb2_grpc.EmbedServiceStub(embed_channel),
-                            ingest_pb2_grpc.IngestServiceStub(ingest_channel), Fusion.from_settings(settings))
+    vectors = open_vectors(settings)
+    service = SearchService(vectors, embed_pb2_grpc.EmbedServiceStub(embed_channel),
+                            ingest_pb2_grpc.IngestServiceStub(ingest_channel), Fusion.from_settings(settings),
+                            PageTokens(token_secret(settings)))
     svc = start_server(
         settings=settings, port=port,
         servicers=[(search_pb2_grpc.add_SearchServiceServicer_to_server, service)],
-        service_names=[SERVICE_NAME], authenticator=Authenticator(metadata))
+        service_names=[SERVICE_NAME],
+        authenticator=Authenticator.remote(ingest_channel, settings.auth_cache_seconds))
+    svc.on_stop(vectors.close, after_drain=True)
     svc.on_stop(embed_channel.close, after_drain=True)
     svc.on_stop(ingest_channel.close, after_drain=True)
     return svc

@@ -8,10 +8,10 @@ weighted mean of the counted scores over the signals available for the query.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import datetime as dt
 import logging
 import math
-import re
 from typing import Iterable
 
 import grpc
@@ -21,9 +21,10 @@ from google.rpc import error_details_pb2
 from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
                        search_pb2_grpc)
 from photostore.auth import current_user
-from photostore.backends.base import SPACE_CLIP, SPACE_TEXT, MetadataStore, VectorFilter, VectorStore
+from photostore.backends.base import WORD, SPACE_CLIP, SPACE_TEXT, VectorFilter, VectorStore
 from photostore.convert import from_timestamp, photo_id_from_name, photo_name
-from photostore.errors import ServiceError, invalid, not_found, status_details
+from photostore.errors import ServiceError, invalid, status_details
+from photostore.pagination import PageTokens
 from photostore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,17 +42,16 @@ MIN_CANDIDATES = 50
 DOWNSTREAM_TIMEOUT_S = 30.0
 
 CLIP, TEXT, KEYWORD = "clip", "text", "keyword"  # SignalScores field names
-# Words too common to count as keyword matches. Words are split as the metadata store splits them.
+# Words too common to count as keyword matches. Words are split as the index splits them (WORD).
 STOPWORDS = frozenset("""
 a an and any are as at be by for from has have in into is it its of on or over some that the their
 there these this those to under up was were with without near next onto photo photos picture pictures
 image images pic pics shot""".split())
-_WORD = re.compile(r"[^\W_]+")
 
 
 def keyword_terms(query: str) -> list[str]:
     """The query's distinct lower-case words, stopwords left out, in order."""
-    return list(dict.fromkeys(w for w in _WORD.findall(query.lower()) if w not in STOPWORDS))
+    return list(dict.fromkeys(w for w in WORD.findall(query.lower()) if w not in STOPWORDS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,11 +152,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     """Embeds queries through EmbedService and hydrates hits through IngestService, both called
     with the caller's own key so they see exactly what the caller may see."""
 
-    def __init__(self, vectors: VectorStore, metadata: MetadataStore,
-                 embed: embed_pb2_grpc.EmbedServiceStub, ingest: ingest_pb2_grpc.IngestServiceStub,
-                 fusion: Fusion):
+    def __init__(self, vectors: VectorStore, embed: embed_pb2_grpc.EmbedServiceStub,
+                 ingest: ingest_pb2_grpc.IngestServiceStub, fusion: Fusion, page_tokens: PageTokens):
         self._vectors = vectors
-        self._metadata = metadata
+        self._page_tokens = page_tokens
         self._embed = embed
         self._ingest = ingest
         self._fusion = fusion
@@ -186,7 +185,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         page_size = _page_size(request.page_size)
         min_score = _min_score(request)
         flt = _vector_filter(current_user().id, request.filter)
-        fetch = min(MAX_HYDRATE, max(CANDIDATE_FACTOR * page_size, MIN_CANDIDATES))
+        offset = self._offset(request, {"query": query})
+        fetch = min(MAX_HYDRATE, max(CANDIDATE_FACTOR * (offset + page_size), MIN_CANDIDATES))
 
         candidates: dict[str, Candidate] = {}
         available, models, missing = self._vector_signals(query, flt, fetch, candidates, context)
@@ -195,7 +195,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             missing[KEYWORD] = "switched off (PHOTOSTORE_SEARCH_WEIGHT_KEYWORD=0)"
         elif terms:
             available.append(KEYWORD)
-            for photo_id, matched in self._metadata.keyword_search(flt.owner, terms, MAX_HYDRATE):
+            for photo_id, matched in self._vectors.keyword_search(flt, terms, MAX_HYDRATE):
                 share = len(matched) / len(terms)
                 if share >= self._fusion.cutoffs[KEYWORD]:
                     candidate = candidates.setdefault(photo_id, Candidate())
@@ -220,7 +220,30 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                     photo=photo, score=score, signals=search_pb2.SignalScores(**candidate.signals),
                     matched_terms=candidate.matched_terms))
         hits.sort(key=lambda hit: (-hit.score, hit.photo.name))
-        return search_pb2.SearchPhotosResponse(hits=hits[:page_size], model=", ".join(models))
+        end = offset + page_size
+        return search_pb2.SearchPhotosResponse(
+            hits=hits[offset:end], models=models,
+            next_page_token=self._next_token(request, {"query": query}, end, len(hits) > end))
+
+    # Page tokens: the offset into the ranking, bound to the query and filters.
+
+    def _offset(self, request, fields: dict) -> int:
+        if not request.page_token:
+            return 0
+        offset = self._page_tokens.read(request.page_token, self._token_filters(request, fields))[0]
+        if not isinstance(offset, int) or not 0 <= offset < MAX_HYDRATE:
+            raise invalid("page_token is not valid", field="page_token", reason="INVALID_PAGE_TOKEN")
+        return offset
+
+    def _next_token(self, request, fields: dict, end: int, more: bool) -> str:
+        if not more or end >= MAX_HYDRATE:
+            return ""
+        return self._page_tokens.mint([end], self._token_filters(request, fields))
+
+    @staticmethod
+    def _token_filters(request, fields: dict) -> dict:
+        return {**fields, "filter": request.filter.SerializeToString().hex(),
+                "min_score": request.min_score if request.HasField("min_score") else None}
 
     def _vector_signals(self, query: str, flt: VectorFilter, fetch: int,
                         candidates: dict[str, Candidate], context
@@ -260,7 +283,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         for start in range(0, len(photo_ids), MAX_HYDRATE):
             names = [photo_name(pid) for pid in photo_ids[start:start + MAX_HYDRATE]]
             photos += self._call(self._ingest.BatchGetPhotos,
-                                 ingest_pb2.BatchGetPhotosRequest(names=names), context).photos
+                                 ingest_pb2.BatchGetPhotosRequest(names=names, skip_missing=True),
+                                 context).photos
         return photos
 
     # FindSimilar
@@ -276,19 +300,23 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             vector, model, signal = self._vector_of_image(request.image, context)
         else:
             raise invalid("set either name or image", field="source")
-        hits = self._ranked_photos(vector, model, signal, flt, page_size, min_score, context)
+        fields = {"source": request.name if source == "name" else
+                  hashlib.sha256(request.image).hexdigest()}
+        offset = self._offset(request, fields)
+        end = offset + page_size
+        hits = self._ranked_photos(vector, model, signal, flt, end + 1, min_score, context)
         if source == "name":  # the photo itself first, even when another has the very same vector
             hits.sort(key=lambda hit: hit.photo.name != request.name)
-        return search_pb2.FindSimilarResponse(hits=hits, model=model)
+        return search_pb2.FindSimilarResponse(
+            hits=hits[offset:end], models=[model],
+            next_page_token=self._next_token(request, fields, end, len(hits) > end))
 
     def _vector_of_photo(self, name: str, context) -> tuple[np.ndarray, str, str]:
         """The stored CLIP vector of one of the caller's photos, else its text vector (ownership
         checked by IngestService)."""
         photo_id = photo_id_from_name(name)
-        found = self._call(self._ingest.BatchGetPhotos,
-                           ingest_pb2.BatchGetPhotosRequest(names=[photo_name(photo_id)]), context)
-        if not found.photos:
-            raise not_found(f"photo '{name}' not found")
+        found = self._call(self._ingest.GetPhoto, ingest_pb2.GetPhotoRequest(name=photo_name(photo_id)),
+                           context)
         for space, signal in ((SPACE_CLIP, CLIP), (SPACE_TEXT, TEXT)):
             obj = self._vectors.get(photo_id, space)
             if obj is not None and obj.owner == current_user().id:
@@ -296,7 +324,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION, "photo is not indexed yet",
                            reason="PHOTO_NOT_INDEXED",
                            metadata={"name": name,
-                                     "status": photo_pb2.PhotoStatus.Name(found.photos[0].status)})
+                                     "status": photo_pb2.PhotoStatus.Name(found.photo.status)})
 
     def _vector_of_image(self, image: bytes, context) -> tuple[np.ndarray, str, str]:
         """CLIP's vector of the image; while CLIP is not ready, the text vector of its labels and OCR

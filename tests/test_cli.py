@@ -16,12 +16,18 @@ from embed_svc.server import serve as serve_embed
 from ingest_svc.server import serve as serve_ingest
 from photos.v1 import embed_pb2, embed_pb2_grpc
 from photostore import cli
-from photostore.auth import Authenticator, bearer_metadata, hash_key, new_api_key
-from photostore.backends import open_events, open_metadata
-from photostore.backends.base import STATUS_FAILED, STATUS_INDEXED, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED
+from photos.v1.events_pb2 import PhotoStatusChangedEvent
+from photos.v1.photo_pb2 import PHOTO_STATUS_FAILED as FAILED
+from photos.v1.photo_pb2 import PHOTO_STATUS_INDEXED as INDEXED
+from photostore.auth import Authenticator, bearer_metadata
+from photostore.backends import open_events, open_metadata, open_users, open_vectors
+from photostore.backends.base import TOPIC_PHOTO_UPLOADED, VectorObject
+from photostore.events import decode, status_record
 from photostore.errors import ServiceError
 from photostore.settings import Settings, get_settings
 from search_svc.server import serve as serve_search
+from tests.harness import add_user
+from tests.stack import free_port
 from tests.tinyclip import tiny_settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,8 +51,7 @@ def ingest(settings, monkeypatch):
     server = serve_ingest(settings, port=0, max_watchers=2)
     monkeypatch.setenv("PHOTOSTORE_INGEST_TARGET", f"127.0.0.1:{server.port}")
     get_settings.cache_clear()
-    key = new_api_key()
-    open_metadata(settings).create_user("alice", hash_key(key))
+    _, key = add_user(settings, "alice")
     try:
         yield key
     finally:
@@ -88,10 +93,10 @@ def test_users_add_prints_a_key_that_authenticates(settings, capsys):
     assert cli.main(["users", "add", "alice"]) == 0
     keys = re.findall(r"psk_[\w-]+", capsys.readouterr().out)
     assert keys
-    user = Authenticator(open_metadata(settings)).user_for_key(keys[0])
+    user = Authenticator.local(open_users(settings)).user_for_key(keys[0])
     assert user.name == "alice"
     with pytest.raises(ServiceError):
-        Authenticator(open_metadata(settings)).user_for_key(keys[0] + "x")
+        Authenticator.local(open_users(settings)).user_for_key(keys[0] + "x")
 
 
 def test_users_add_refuses_a_taken_name(settings, capsys):
@@ -113,15 +118,15 @@ def test_import_reports_uploads_duplicates_and_rejections(settings, ingest, phot
     assert summary(out) == (4, 1, 1)
     rejected = [line for line in out.splitlines() if line.strip().startswith("rejected:")]
     assert len(rejected) == 1 and "bad.jpg" in rejected[0] and "INVALID_ARGUMENT" in rejected[0]
-    owner = open_metadata(settings).user_by_name("alice").id
-    page = open_metadata(settings).list_photos(owner, page_size=100)
+    owner = open_users(settings).user_by_name("alice").id
+    page = open_metadata(settings).list_photos(owner, page_size=100, count_total=True)
     assert page.total == 4
     assert {r.filename for r in page.records} <= {"a.jpg", "a copy.jpg", "b.png", "C.JPEG", "d.webp"}
 
     # A rerun is idempotent; --recursive adds the sub-folder's photo.
     assert cli.main(["import", str(photo_folder), "--recursive", "--key", ingest]) == 1
     assert summary(capsys.readouterr().out) == (1, 5, 1)
-    assert open_metadata(settings).list_photos(owner, page_size=100).total == 5
+    assert open_metadata(settings).list_photos(owner, page_size=100, count_total=True).total == 5
 
 
 def test_import_succeeds_when_nothing_is_rejected(settings, ingest, photo_folder, capsys):
@@ -143,10 +148,9 @@ def test_import_wait_follows_indexing(settings, ingest, photo_folder, capsys):
             for event in consumer.poll(timeout_s=0.1):
                 photo = metadata.get_photo(event.key)
                 failed = photo.filename == "d.webp"
-                producer.send(TOPIC_PHOTO_STATUS, event.key, {
-                    "photo_id": event.key, "owner": photo.owner,
-                    "status": STATUS_FAILED if failed else STATUS_INDEXED,
-                    "reason": "model gave up" if failed else "", "embedding_model": "tiny", "attempts": 1})
+                producer.send_many([status_record(PhotoStatusChangedEvent(
+                    photo_id=event.key, owner=photo.owner, status=FAILED if failed else INDEXED,
+                    reason="model gave up" if failed else "", embedding_models=["tiny"], attempts=1))])
                 consumer.commit([event])
 
     worker = threading.Thread(target=index_uploads, daemon=True)
@@ -177,33 +181,36 @@ def test_reindex_follows_progress_and_search_shows_signals(settings, tiny_clip, 
     """A stand-in worker indexes uploads with the text model only, then reindexed photos with both
     models, except d.webp, which fails."""
     (photo_folder / "bad.jpg").unlink()
-    embed = serve_embed(tiny_settings(tiny_clip, settings.data_dir, ocr_enabled=False), port=0)
-    monkeypatch.setenv("PHOTOSTORE_EMBED_TARGET", f"127.0.0.1:{embed.port}")
+    embed_port = free_port()  # ingest asks embed for its models, embed asks ingest about keys
+    monkeypatch.setenv("PHOTOSTORE_EMBED_TARGET", f"127.0.0.1:{embed_port}")
     get_settings.cache_clear()
     ingest = serve_ingest(get_settings(), port=0, max_watchers=2)
     monkeypatch.setenv("PHOTOSTORE_INGEST_TARGET", f"127.0.0.1:{ingest.port}")
     get_settings.cache_clear()
+    embed = serve_embed(tiny_settings(tiny_clip, settings.data_dir, ocr_enabled=False,
+                                      ingest_target=f"127.0.0.1:{ingest.port}"), port=embed_port)
     search = serve_search(get_settings(), port=0)
     monkeypatch.setenv("PHOTOSTORE_SEARCH_TARGET", f"127.0.0.1:{search.port}")
     get_settings.cache_clear()
-    key = new_api_key()
-    open_metadata(settings).create_user("alice", hash_key(key))
+    _, key = add_user(settings, "alice")
     stop = threading.Event()
 
     def index_uploads():
         events = open_events(settings)
         consumer, producer = events.consumer("fake-worker", [TOPIC_PHOTO_UPLOADED]), events.producer()
-        metadata = open_metadata(settings)
+        metadata, vectors = open_metadata(settings), open_vectors(settings)
         while not stop.is_set():
             for event in consumer.poll(timeout_s=0.1):
                 photo = metadata.get_photo(event.key)
-                failed = event.value.get("reindex") and photo.filename == "d.webp"
-                models = ["tiny-clip", "text"] if event.value.get("reindex") else ["text"]
-                producer.send(TOPIC_PHOTO_STATUS, event.key, {
-                    "photo_id": event.key, "owner": photo.owner,
-                    "status": STATUS_FAILED if failed else STATUS_INDEXED,
-                    "reason": "model gave up" if failed else "", "embedding_model": "", "attempts": 1,
-                    **({} if failed else {"embedding_models": models})})
+                reindex = decode(event).WhichOneof("event") == "reindex_requested"
+                failed = reindex and photo.filename == "d.webp"
+                models = ["tiny-clip", "text"] if reindex else ["text"]
+                # As the worker does: the photo's keywords go to the index with its vectors.
+                vectors.upsert(VectorObject(photo.id, photo.owner, "", None, keywords=photo.filename))
+                producer.send_many([status_record(PhotoStatusChangedEvent(
+                    photo_id=event.key, owner=photo.owner, status=FAILED if failed else INDEXED,
+                    reason="model gave up" if failed else "", attempts=1,
+                    embedding_models=[] if failed else models))])
                 consumer.commit([event])
 
     worker = threading.Thread(target=index_uploads, daemon=True)

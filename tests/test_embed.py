@@ -23,8 +23,8 @@ from prometheus_client import REGISTRY
 from embed_svc.server import serve
 from embed_svc.service import SERVICE_NAME
 from photos.v1 import embed_pb2, embed_pb2_grpc
-from photostore.auth import bearer_metadata, hash_key, new_api_key
-from photostore.backends import open_metadata
+from photostore.auth import bearer_metadata, new_api_key
+from tests.harness import ClipInfo, add_user, clip_info, start_auth_service
 from photostore.server import GrpcService
 from photostore.settings import Settings
 from tests.tinyclip import TINY_EMBED_DIM, ReferenceClip, TinyClip, tiny_settings, write_tiny_checkpoint
@@ -67,13 +67,14 @@ class EmbedServer:
     svc: GrpcService
     channel: grpc.Channel
     auth: list
+    auth_svc: GrpcService
 
     @property
     def stub(self) -> embed_pb2_grpc.EmbedServiceStub:
         return embed_pb2_grpc.EmbedServiceStub(self.channel)
 
-    def info(self) -> embed_pb2.GetModelInfoResponse:
-        return self.stub.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=self.auth)
+    def info(self) -> ClipInfo:
+        return clip_info(self.stub.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=self.auth))
 
     def health(self, service: str = SERVICE_NAME, timeout: float = 5.0) -> int:
         return health_pb2_grpc.HealthStub(self.channel).Check(
@@ -92,15 +93,18 @@ def clip_only_settings(tiny: TinyClip, data_dir, **overrides) -> Settings:
 
 
 def start_embed_server(settings: Settings) -> EmbedServer:
-    key = new_api_key()
-    open_metadata(settings).create_user("alice", hash_key(key))
+    """The service, with the AuthService it checks keys with, and user alice."""
+    auth_svc, settings = start_auth_service(settings)
+    _, key = add_user(settings, "alice")
     svc = serve(settings, settings.embed_port)
-    return EmbedServer(settings, svc, grpc.insecure_channel(f"127.0.0.1:{svc.port}"), bearer_metadata(key))
+    return EmbedServer(settings, svc, grpc.insecure_channel(f"127.0.0.1:{svc.port}"), bearer_metadata(key),
+                       auth_svc)
 
 
 def stop_embed_server(server: EmbedServer) -> None:
     server.channel.close()
     server.svc.stop()
+    server.auth_svc.stop()
 
 
 def wait_for(predicate, timeout_s: float = 20.0):
@@ -161,7 +165,8 @@ def test_model_info_names_the_checkpoint(server, tiny):
     assert server.health() == SERVING
     assert server.health("") == SERVING
     [clip] = info.models
-    assert (clip.role, clip.model, clip.ready, clip.dimension) == ("clip", info.model, True, TINY_EMBED_DIM)
+    assert (clip.role, clip.model, clip.ready, clip.dimension) == (
+        embed_pb2.MODEL_ROLE_CLIP, info.model, True, TINY_EMBED_DIM)
 
 
 def test_signal_calls_are_unavailable_when_the_signals_are_off(server):

@@ -14,16 +14,17 @@ from PIL import Image
 
 from embed_svc.server import serve as serve_embed
 from embed_svc.worker import GROUP as WORKER_GROUP
-from embed_svc.worker import EmbedWorker
+from embed_svc.worker import EmbedWorker, group_backlog
 from gateway import create_app, errors, openapi
 from ingest_svc.server import serve as serve_ingest
 from photos.v1 import embed_pb2, embed_pb2_grpc, search_pb2
-from photostore.auth import hash_key, new_api_key, service_api_key
-from photostore.backends import open_blobs, open_events, open_metadata, open_vectors
+from photostore.auth import service_api_key
+from photostore.backends import open_blobs, open_events, open_vectors
 from photostore.backends.base import TOPIC_PHOTO_UPLOADED
 from photostore.server import make_channel
 from photostore.settings import Settings
 from search_svc.server import serve as serve_search
+from tests.harness import add_user
 from tests.tinyclip import write_tiny_checkpoint
 
 API = "/api/v1"
@@ -53,9 +54,9 @@ def stack(tmp_path_factory):
         # CLIP alone: the gateway passes search through; the hybrid ranking is tested elsewhere.
         signals_enabled=False, search_weight_keyword=0, search_min_clip=-1)
     ingest = serve_ingest(settings, 0, max_watchers=MAX_WATCHERS)
+    settings = settings.model_copy(update={"ingest_target": f"127.0.0.1:{ingest.port}"})
     embed = serve_embed(settings, 0)
-    settings = settings.model_copy(update={"ingest_target": f"127.0.0.1:{ingest.port}",
-                                           "embed_target": f"127.0.0.1:{embed.port}"})
+    settings = settings.model_copy(update={"embed_target": f"127.0.0.1:{embed.port}"})
     search = serve_search(settings, 0)
     settings = settings.model_copy(update={"search_target": f"127.0.0.1:{search.port}"})
     yield settings
@@ -84,7 +85,7 @@ def index_uploads(stack, model_ready):
     channel = make_channel(stack.target("embed"))
     worker = EmbedWorker(stack, consumer=consumer, producer=producer, blobs=open_blobs(stack),
                          vectors=open_vectors(stack), stub=embed_pb2_grpc.EmbedServiceStub(channel),
-                         api_key=service_api_key(stack, open_metadata(stack)))
+                         api_key=service_api_key(stack), backlog=group_backlog(events))
     yield worker.run_until_idle
     channel.close()
     consumer.close()
@@ -106,9 +107,7 @@ def client(app):
 
 @pytest.fixture(scope="module")
 def key(stack):
-    key = new_api_key()
-    open_metadata(stack).create_user("alice", hash_key(key))
-    return key
+    return add_user(stack, "alice")[1]
 
 
 def auth(key: str) -> dict:
@@ -347,7 +346,8 @@ def test_events_stream_the_photo_after_an_upload(client, key):
     event, data = events[-1]
     change = json.loads(data)
     assert event == "photo"
-    assert change["status"] == "PHOTO_STATUS_UPLOADED" and change["deleted"] is False
+    assert change["photo"]["status"] == "PHOTO_STATUS_UPLOADED"
+    assert change["changeType"] == "PHOTO_CHANGE_TYPE_CREATED"
     assert change["photo"]["filename"] == "watched.jpg" and change["eventTime"]
 
     # Named watches start with the current state of those photos.
@@ -390,11 +390,12 @@ def test_closing_an_event_stream_ends_its_watch(client, key):
 def test_model_search_and_similar(client, key, model_ready):
     info = client.get(f"{API}/model", headers=auth(key))
     assert info.status_code == 200
-    assert info.json["ready"] is True and info.json["dimension"] == 32
+    [clip] = info.json["models"]
+    assert clip["role"] == "MODEL_ROLE_CLIP" and clip["ready"] is True and clip["dimension"] == 32
 
     found = client.get(f"{API}/search", headers=auth(key), query_string={"q": "an astronaut", "pageSize": 5})
     assert found.status_code == 200
-    assert found.json["model"] == info.json["model"] and isinstance(found.json["hits"], list)
+    assert found.json["models"] == [clip["model"]] and isinstance(found.json["hits"], list)
     bad = client.get(f"{API}/search", headers=auth(key), query_string={"q": "x", "minScore": "high"})
     assert bad.status_code == 400
     assert bad.json["details"][1]["fieldViolations"][0]["field"] == "minScore"
@@ -402,7 +403,7 @@ def test_model_search_and_similar(client, key, model_ready):
 
     by_image = client.post(f"{API}/similar", headers=auth(key), data={"file": (io.BytesIO(astronaut_jpeg()), "q.jpg")},
                            content_type="multipart/form-data")
-    assert by_image.status_code == 200 and by_image.json["model"] == info.json["model"]
+    assert by_image.status_code == 200 and by_image.json["models"] == [clip["model"]]
 
     photo = upload(client, key, (astronaut_jpeg(), "fresh.jpg")).json["results"][0]["photo"]
     not_indexed = client.get(f"{photo_path(photo)}/similar", headers=auth(key))
@@ -423,9 +424,9 @@ def test_indexed_photos_update_live_and_are_found(client, key, index_uploads):
 
         def all_indexed(event, data):
             change = json.loads(data) if event == "photo" else {}
-            if change.get("status") == "PHOTO_STATUS_INDEXED":
+            if change.get("photo", {}).get("status") == "PHOTO_STATUS_INDEXED":
                 indexed.add(change["photo"]["name"])
-                assert change["photo"]["embeddingModel"]
+                assert change["photo"]["embeddingModels"]
             return names <= indexed
 
         read_sse(stream, all_indexed)

@@ -26,12 +26,14 @@ from PIL import Image, TiffImagePlugin
 
 from embed_svc.server import serve as serve_embed
 from ingest_svc.server import STATUS_GROUP, serve
-from photos.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2
-from photostore.auth import bearer_metadata, hash_key, new_api_key
+from photos.v1 import (auth_pb2, auth_pb2_grpc, embed_pb2, embed_pb2_grpc, events_pb2, ingest_pb2,
+                       ingest_pb2_grpc, photo_pb2)
+from photostore import uploads
+from photostore.auth import bearer_metadata
 from photostore.backends import open_events, open_metadata, open_vectors
 from photostore.backends.base import (
-    STATUS_FAILED,
     STATUS_INDEXED,
+    TOPIC_PHOTO_CHANGES,
     TOPIC_PHOTO_STATUS,
     TOPIC_PHOTO_UPLOADED,
     EventLog,
@@ -41,9 +43,10 @@ from photostore.backends.base import (
     VectorStore,
     utcnow,
 )
-from photostore import uploads
+from photostore.events import CREATED, DELETED, UPDATED, decode, status_record
 from photostore.server import GrpcService
 from photostore.settings import MIB, Settings
+from tests.harness import add_user, start_auth_service
 from tests.stack import free_port
 from tests.tinyclip import tiny_settings
 
@@ -113,6 +116,7 @@ def sha256(data: bytes) -> str:
 class Ingest:
     settings: Settings
     svc: GrpcService
+    channel: grpc.Channel
     stub: ingest_pb2_grpc.IngestServiceStub
     metadata: MetadataStore
     events: EventLog
@@ -128,24 +132,68 @@ class Ingest:
     def list(self, auth=None, **kwargs) -> ingest_pb2.ListPhotosResponse:
         return self.stub.ListPhotos(ingest_pb2.ListPhotosRequest(**kwargs), metadata=auth or self.alice)
 
+    def get(self, name: str, auth=None) -> photo_pb2.Photo:
+        return self.stub.GetPhoto(ingest_pb2.GetPhotoRequest(name=name), metadata=auth or self.alice).photo
+
+    def batch_get(self, names, auth=None, **kwargs) -> list[str]:
+        response = self.stub.BatchGetPhotos(ingest_pb2.BatchGetPhotosRequest(names=names, **kwargs),
+                                            metadata=auth or self.alice)
+        return [p.name for p in response.photos]
+
     def download(self, name: str, variant=ingest_pb2.PHOTO_VARIANT_UNSPECIFIED, auth=None):
         parts = list(self.stub.DownloadPhoto(ingest_pb2.DownloadPhotoRequest(name=name, variant=variant),
                                              metadata=auth or self.alice))
         return parts[0], b"".join(p.chunk for p in parts)
 
-    def uploaded_events(self) -> list:
-        consumer = self.events.consumer(f"test-{uuid.uuid4().hex}", [TOPIC_PHOTO_UPLOADED])
-        return consumer.poll(max_records=1000, timeout_s=0)
+    def uploaded_events(self) -> list[Decoded]:
+        return read_topic(self.events, TOPIC_PHOTO_UPLOADED)
 
-    def publish_status(self, photo_id: str, owner: str, status: str, **extra) -> None:
-        self.events.producer().send(TOPIC_PHOTO_STATUS, key=photo_id, value={
-            "photo_id": photo_id, "owner": owner, "status": status, "reason": "",
-            "embedding_model": "", "attempts": 1, **extra})
+    def change_events(self) -> list[Decoded]:
+        return read_topic(self.events, TOPIC_PHOTO_CHANGES)
+
+    def publish_status(self, photo_id: str, owner: str, status: int, **fields) -> None:
+        """What the embed worker sends after an attempt; `status` is a photo_pb2.PhotoStatus."""
+        fields.setdefault("attempts", 1)
+        change = events_pb2.PhotoStatusChangedEvent(photo_id=photo_id, owner=owner, status=status, **fields)
+        self.events.producer().send_many([status_record(change)])
+
+    def status_backlog(self) -> int:
+        return sum(self.events.lag(STATUS_GROUP, [TOPIC_PHOTO_STATUS]).values())
 
     def stored_files(self) -> list[str]:
         return sorted(str(p.relative_to(self.settings.data_dir))
                       for d in (self.settings.blobs_dir, self.settings.data_dir / "tmp")
                       for p in d.rglob("*") if p.is_file())
+
+
+@dataclasses.dataclass
+class Decoded:
+    key: str
+    message: events_pb2.PhotoEvent
+
+    @property
+    def kind(self) -> str:
+        return self.message.WhichOneof("event")
+
+
+def read_topic(events: EventLog, topic: str, timeout_s: float = 20.0) -> list[Decoded]:
+    """Every record on `topic` so far, decoded, by partition in log order (so one photo's in the
+    order sent), read by a fresh group until its lag is nothing."""
+    group = f"test-{uuid.uuid4().hex}"
+    consumer = events.consumer(group, [topic])
+    read = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while sum(events.lag(group, [topic]).values()) > 0:
+            assert time.monotonic() < deadline, f"could not read {topic} to its end in time"
+            batch = consumer.poll(max_records=1000, timeout_s=0.2)
+            if batch:
+                consumer.commit(batch)
+                read += batch
+    finally:
+        consumer.close()
+    read.sort(key=lambda e: (e.partition, e.offset))
+    return [Decoded(e.key, decode(e)) for e in read]
 
 
 def upload_requests(data: bytes, *, filename="photo.jpg", size=None, checksum=None, request_id="",
@@ -161,7 +209,7 @@ def make_settings(data_dir) -> Settings:
                     grpc_max_workers=8, max_upload_bytes=MAX_UPLOAD_BYTES)
 
 
-def wait_for(predicate, timeout_s: float = 10.0):
+def wait_for(predicate, timeout_s: float = 20.0):
     deadline = time.monotonic() + timeout_s
     while not (result := predicate()):
         assert time.monotonic() < deadline, "condition not met in time"
@@ -170,29 +218,45 @@ def wait_for(predicate, timeout_s: float = 10.0):
 
 
 @contextlib.contextmanager
-def running_ingest(settings: Settings) -> Iterator[Ingest]:
-    """The service on a free port, with users alice and bob."""
-    metadata = open_metadata(settings)
-    keys = {}
-    for name in ("alice", "bob"):
-        key = new_api_key()
-        keys[name] = (metadata.create_user(name, hash_key(key)).id, bearer_metadata(key))
-    svc = serve(settings, port=0, max_watchers=2)
+def serving(settings: Settings, max_watchers: int = 2) -> Iterator[tuple[GrpcService, grpc.Channel]]:
+    svc = serve(settings, port=0, max_watchers=max_watchers)
     channel = grpc.insecure_channel(f"127.0.0.1:{svc.port}")
     try:
-        yield Ingest(settings=settings, svc=svc, stub=ingest_pb2_grpc.IngestServiceStub(channel),
-                     metadata=metadata, events=open_events(settings), vectors=open_vectors(settings),
-                     alice_id=keys["alice"][0], alice=keys["alice"][1],
-                     bob_id=keys["bob"][0], bob=keys["bob"][1])
+        yield svc, channel
     finally:
         channel.close()
         svc.stop()
+
+
+@contextlib.contextmanager
+def running_ingest(settings: Settings) -> Iterator[Ingest]:
+    """The service on a free port, with users alice and bob."""
+    (alice_id, alice_key), (bob_id, bob_key) = add_user(settings, "alice"), add_user(settings, "bob")
+    with serving(settings) as (svc, channel):
+        yield Ingest(settings=settings, svc=svc, channel=channel,
+                     stub=ingest_pb2_grpc.IngestServiceStub(channel),
+                     metadata=open_metadata(settings), events=open_events(settings),
+                     vectors=open_vectors(settings),
+                     alice_id=alice_id, alice=bearer_metadata(alice_key),
+                     bob_id=bob_id, bob=bearer_metadata(bob_key))
+
+
+@contextlib.contextmanager
+def second_replica(ingest: Ingest) -> Iterator[Ingest]:
+    """Another ingest server on the same data dir (another replica of the service)."""
+    with serving(ingest.settings) as (svc, channel):
+        yield dataclasses.replace(ingest, svc=svc, channel=channel,
+                                  stub=ingest_pb2_grpc.IngestServiceStub(channel))
 
 
 @pytest.fixture
 def ingest(tmp_path):
     with running_ingest(make_settings(tmp_path)) as running:
         yield running
+
+
+def pid(photo: photo_pb2.Photo) -> str:
+    return photo.name.removeprefix("photos/")
 
 
 def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
@@ -203,14 +267,25 @@ def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
     return info.value
 
 
-def violated_field(err: grpc.RpcError) -> str | None:
+def _detail(err: grpc.RpcError, kind):
     status = rpc_status.from_call(err)
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            return bad.field_violations[0].field
+    for detail in status.details if status else ():
+        if detail.Is(kind.DESCRIPTOR):
+            message = kind()
+            detail.Unpack(message)
+            return message
     return None
+
+
+def violated_field(err: grpc.RpcError) -> str | None:
+    bad = _detail(err, error_details_pb2.BadRequest)
+    return bad.field_violations[0].field if bad else None
+
+
+def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    info = _detail(err, error_details_pb2.ErrorInfo)
+    assert info is not None, f"no ErrorInfo in {err.code()}: {err.details()}"
+    return info
 
 
 # Uploads ---------------------------------------------------------------------------------------
@@ -231,19 +306,23 @@ def test_upload_stores_blob_thumbnail_row_and_event(ingest):
     response = ingest.upload(data, filename="astronaut.jpg")
     photo = response.photo
     assert not response.duplicate
-    assert photo.name.startswith("photos/") and photo.owner == ingest.alice_id
+    assert photo.name.startswith("photos/") and photo.owner == f"users/{ingest.alice_id}"
     assert photo.status == photo_pb2.PHOTO_STATUS_UPLOADED
     assert (photo.width, photo.height) == (512, 512)
     assert not photo.HasField("take_time") and not photo.HasField("location")
-    photo_id = photo.name.removeprefix("photos/")
+    photo_id = pid(photo)
     assert ingest.stored_files() == [f"blobs/originals/{ingest.alice_id}/{sha256(data)}",
                                      f"blobs/thumbnails/{ingest.alice_id}/{photo_id}.jpg"]
     [event] = ingest.uploaded_events()
-    assert event.key == photo_id
-    assert event.value == {
-        "photo_id": photo_id, "owner": ingest.alice_id,
-        "blob_key": f"originals/{ingest.alice_id}/{sha256(data)}", "sha256": sha256(data),
-        "content_type": "image/jpeg", "taken_at": None, "camera_make": "", "camera_model": ""}
+    assert (event.key, event.kind) == (photo_id, "uploaded")
+    assert event.message.uploaded == events_pb2.PhotoUploadedEvent(subject=events_pb2.IndexingSubject(
+        photo_id=photo_id, owner=ingest.alice_id, blob_key=f"originals/{ingest.alice_id}/{sha256(data)}",
+        sha256=sha256(data), content_type="image/jpeg", filename="astronaut.jpg"))
+    assert event.message.HasField("event_time") and not event.message.HasField("dead_letter")
+    # Every replica's watchers hear of it.
+    [change] = ingest.change_events()
+    assert (change.key, change.kind) == (photo_id, "changed")
+    assert change.message.changed.change_type == CREATED and change.message.changed.photo == photo
     assert ingest.metadata.get_photo(photo_id).published
 
 
@@ -256,8 +335,9 @@ def test_upload_reads_exif_and_applies_orientation(ingest):
     assert photo.location.longitude == pytest.approx(-70.5)
     assert photo.location.altitude == pytest.approx(520.5)
     [event] = ingest.uploaded_events()
-    assert dt.datetime.fromisoformat(event.value["taken_at"]) == EXIF_TAKEN_UTC
-    assert (event.value["camera_make"], event.value["camera_model"]) == ("Canon", "EOS R5")
+    subject = event.message.uploaded.subject
+    assert subject.take_time.ToDatetime(tzinfo=dt.timezone.utc) == EXIF_TAKEN_UTC
+    assert (subject.camera_make, subject.camera_model) == ("Canon", "EOS R5")
 
     first, thumbnail = ingest.download(photo.name, ingest_pb2.PHOTO_VARIANT_THUMBNAIL)
     assert (first.content_type, first.size_bytes) == ("image/jpeg", len(thumbnail))
@@ -296,9 +376,11 @@ def test_same_bytes_again_is_a_duplicate_for_the_same_owner_only(ingest):
     again = ingest.upload(data, filename="copy.jpg")
     assert again.duplicate and again.photo.name == first.name
     bobs = ingest.upload(data, auth=ingest.bob)
-    assert not bobs.duplicate and bobs.photo.name != first.name and bobs.photo.owner == ingest.bob_id
+    assert not bobs.duplicate and bobs.photo.name != first.name
+    assert bobs.photo.owner == f"users/{ingest.bob_id}"
     assert ingest.list().total_size == 1 and ingest.list(auth=ingest.bob).total_size == 1
-    assert len(ingest.uploaded_events()) == 2
+    assert sorted(e.key for e in ingest.uploaded_events()) == sorted([pid(first), pid(bobs.photo)])
+    assert len(ingest.change_events()) == 2
 
 
 def test_retry_with_the_same_request_id_returns_the_first_result(ingest):
@@ -306,6 +388,7 @@ def test_retry_with_the_same_request_id_returns_the_first_result(ingest):
     retry = ingest.upload(astronaut_jpeg(), request_id="req-1", chunk=16 * 1024)
     assert retry.photo.name == first.photo.name and not retry.duplicate
     assert ingest.list().total_size == 1 and len(ingest.uploaded_events()) == 1
+    assert len(ingest.change_events()) == 1
 
     err = rpc_error(ingest.upload, exif_jpeg(), request_id="req-1")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -358,7 +441,7 @@ def test_bad_upload_is_rejected_and_leaves_nothing(ingest, requests, code, field
         assert violated_field(err) == field
     assert ingest.list().total_size == 0
     assert ingest.stored_files() == []
-    assert ingest.uploaded_events() == []
+    assert ingest.uploaded_events() == [] and ingest.change_events() == []
 
 
 def test_rejection_messages_say_what_is_wrong(ingest):
@@ -409,14 +492,46 @@ def test_list_pages_newest_first_and_filters(ingest):
     assert [p.name for p in window.photos] == [names[days[0]], names[days[3]]] and window.total_size == 2
 
     indexed_id = names[days[0]].removeprefix("photos/")
-    ingest.publish_status(indexed_id, ingest.alice_id, STATUS_INDEXED)
+    ingest.publish_status(indexed_id, ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED)
     wait_for(lambda: ingest.list(status=photo_pb2.PHOTO_STATUS_INDEXED).total_size == 1)
     assert ingest.list(status=photo_pb2.PHOTO_STATUS_UPLOADED).total_size == 4
     assert ingest.list(auth=ingest.bob).total_size == 0
 
-    for bad in (dict(page_token="not a token"), dict(page_size=-1),
-                dict(start_time=ts(days[4]), end_time=ts(days[3]))):
+    for bad in (dict(page_size=-1), dict(start_time=ts(days[4]), end_time=ts(days[3]))):
         assert rpc_error(ingest.list, **bad).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_page_tokens_are_opaque_and_bound_to_the_filters(ingest):
+    days = [dt.datetime(2020, 1, d, 12, tzinfo=dt.timezone.utc) for d in (1, 2, 3, 4)]
+    for i, day in enumerate(days):
+        ingest.upload(dated_jpeg(day, (60 * i, 100, 30)))
+    since = timestamp_pb2.Timestamp()
+    since.FromDatetime(days[0])
+    first = ingest.list(page_size=1)
+    token = first.next_page_token
+    assert token and first.photos[0].name.removeprefix("photos/") not in token
+
+    # Same filters: any page size may follow (AIP-158).
+    rest = ingest.list(page_size=10, page_token=token)
+    assert len(rest.photos) == 3 and not rest.next_page_token
+    filtered = ingest.list(page_size=1, start_time=since)
+    assert filtered.next_page_token
+    assert len(ingest.list(start_time=since, page_token=filtered.next_page_token).photos) == 3
+
+    # The same token with other filters, either way round.
+    for token_used, filters in ((token, dict(status=photo_pb2.PHOTO_STATUS_UPLOADED)),
+                                (token, dict(start_time=since)),
+                                (filtered.next_page_token, {})):
+        err = rpc_error(ingest.list, page_token=token_used, **filters)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (error_info(err).reason, violated_field(err)) == ("PAGE_TOKEN_MISMATCH", "page_token")
+
+    # Forged: garbage, a tampered real token, a truncated one.
+    tampered = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
+    for forged in ("not a token", tampered, "gAAAAA" + token[6:40]):
+        err = rpc_error(ingest.list, page_token=forged)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (error_info(err).reason, violated_field(err)) == ("INVALID_PAGE_TOKEN", "page_token")
 
 
 def test_get_and_batch_get_are_owner_scoped(ingest):
@@ -426,9 +541,8 @@ def test_get_and_batch_get_are_owner_scoped(ingest):
     got = ingest.stub.GetPhoto(ingest_pb2.GetPhotoRequest(name=a.name), metadata=ingest.alice).photo
     assert (got.name, got.sha256, got.width, got.filename) == (a.name, a.sha256, a.width, a.filename)
 
-    batch = ingest.stub.BatchGetPhotos(ingest_pb2.BatchGetPhotosRequest(
-        names=[b.name, "photos/missing", bobs.name, a.name]), metadata=ingest.alice)
-    assert [p.name for p in batch.photos] == [b.name, a.name]
+    assert got.owner == f"users/{ingest.alice_id}"
+    assert ingest.batch_get([b.name, a.name]) == [b.name, a.name]
 
     get = ingest.stub.GetPhoto
     err = rpc_error(get, ingest_pb2.GetPhotoRequest(name=bobs.name), metadata=ingest.alice)
@@ -443,6 +557,69 @@ def test_get_and_batch_get_are_owner_scoped(ingest):
     assert violated_field(err) == "names[1]"
     err = rpc_error(get, ingest_pb2.GetPhotoRequest(name=a.name))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_batch_get_is_all_or_nothing_unless_skip_missing(ingest):
+    a = ingest.upload(astronaut_jpeg()).photo
+    b = ingest.upload(exif_jpeg()).photo
+    bobs = ingest.upload(astronaut_jpeg(), auth=ingest.bob).photo
+    asked = [b.name, "photos/missing", bobs.name, a.name]
+
+    err = rpc_error(ingest.batch_get, asked)
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    info = error_info(err)
+    assert info.reason == "NOT_FOUND"
+    assert info.metadata["missing"].split(",") == ["photos/missing", bobs.name]
+    assert "photos/missing" in err.details() and bobs.name in err.details()
+    assert a.name not in err.details()
+
+    assert ingest.batch_get(asked, skip_missing=True) == [b.name, a.name]
+    assert ingest.batch_get(asked, auth=ingest.bob, skip_missing=True) == [bobs.name]
+    assert ingest.batch_get([bobs.name, "photos/missing"], skip_missing=True) == []
+
+    for names in ([], ["photos/"]):
+        err = rpc_error(ingest.batch_get, names, skip_missing=True)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_batch_get_a_repeated_name_does_not_hide_a_missing_one(ingest):
+    a = ingest.upload(astronaut_jpeg()).photo
+    err = rpc_error(ingest.batch_get, [a.name, a.name, "photos/missing"])
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert error_info(err).metadata["missing"] == "photos/missing"
+
+
+def test_download_url_is_empty_on_local_disk_and_owner_scoped(ingest):
+    photo = ingest.upload(astronaut_jpeg()).photo
+    bobs = ingest.upload(exif_jpeg(), auth=ingest.bob).photo
+
+    def url(name: str, auth=None, **kwargs) -> ingest_pb2.GetPhotoDownloadUrlResponse:
+        return ingest.stub.GetPhotoDownloadUrl(
+            ingest_pb2.GetPhotoDownloadUrlRequest(name=name, **kwargs), metadata=auth or ingest.alice)
+
+    for variant in (ingest_pb2.PHOTO_VARIANT_UNSPECIFIED, ingest_pb2.PHOTO_VARIANT_THUMBNAIL):
+        response = url(photo.name, variant=variant)
+        assert response.url == "" and not response.HasField("expire_time")  # use DownloadPhoto
+    assert url(bobs.name, auth=ingest.bob).url == ""
+
+    for name, code in ((bobs.name, grpc.StatusCode.NOT_FOUND),
+                       ("photos/missing", grpc.StatusCode.NOT_FOUND),
+                       ("albums/1", grpc.StatusCode.INVALID_ARGUMENT)):
+        assert rpc_error(url, name).code() == code
+    assert rpc_error(url, photo.name, auth=bearer_metadata("psk_not-a-real-key")).code() == \
+        grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_auth_service_names_the_caller(ingest):
+    auth = auth_pb2_grpc.AuthServiceStub(ingest.channel)
+    for key, (user_id, name) in ((ingest.alice, (ingest.alice_id, "alice")),
+                                 (ingest.bob, (ingest.bob_id, "bob"))):
+        caller = auth.GetCaller(auth_pb2.GetCallerRequest(), metadata=key)
+        assert (caller.user_id, caller.display_name) == (user_id, name)
+    for bad in ([], bearer_metadata("psk_not-a-real-key"), [("authorization", "Basic eDp5")]):
+        err = rpc_error(auth.GetCaller, auth_pb2.GetCallerRequest(), metadata=bad)
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_info(err).reason in ("API_KEY_MISSING", "API_KEY_INVALID")
 
 
 def test_download_streams_the_original_in_chunks(ingest):
@@ -479,6 +656,8 @@ def test_delete_removes_everything_and_is_owner_scoped(ingest):
                      metadata=ingest.alice).code() == grpc.StatusCode.NOT_FOUND
     assert rpc_error(ingest.stub.DeletePhoto, request,
                      metadata=ingest.alice).code() == grpc.StatusCode.NOT_FOUND
+    changes = [e.message.changed for e in ingest.change_events()]
+    assert [(c.change_type, c.photo.name) for c in changes] == [(CREATED, photo.name), (DELETED, photo.name)]
     assert not ingest.upload(data).duplicate  # the bytes are new again
 
 
@@ -504,8 +683,12 @@ class Watcher:
         except grpc.RpcError as e:
             self.error = e
 
-    def next(self, timeout_s: float = 10.0) -> ingest_pb2.WatchPhotosResponse:
+    def next(self, timeout_s: float = 20.0) -> ingest_pb2.WatchPhotosResponse:
         return self.changes.get(timeout=timeout_s)
+
+    def take(self, n: int, timeout_s: float = 30.0) -> list[ingest_pb2.WatchPhotosResponse]:
+        deadline = time.monotonic() + timeout_s
+        return [self.changes.get(timeout=max(0.0, deadline - time.monotonic())) for _ in range(n)]
 
     def finish(self, timeout_s: float = 10.0) -> grpc.RpcError | None:
         self._thread.join(timeout_s)
@@ -517,30 +700,32 @@ def test_watch_sees_upload_status_and_delete_of_own_photos(ingest):
     watcher = Watcher(ingest, ingest.alice)
     ingest.upload(astronaut_jpeg(), auth=ingest.bob)  # not alice's: never shown
     photo = ingest.upload(exif_jpeg()).photo
-    photo_id = photo.name.removeprefix("photos/")
 
-    uploaded = watcher.next()
-    assert (uploaded.photo.name, uploaded.status, uploaded.deleted) == (
-        photo.name, photo_pb2.PHOTO_STATUS_UPLOADED, False)
+    created = watcher.next()
+    assert (created.change_type, created.photo) == (CREATED, photo)
+    assert created.photo.status == photo_pb2.PHOTO_STATUS_UPLOADED and created.HasField("event_time")
 
-    ingest.publish_status(photo_id, ingest.alice_id, STATUS_INDEXED, embedding_model="ViT-test",
-                          attempts=2)
+    ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED,
+                          clip_model="ViT-test", embedding_models=["ViT-test", "text-test"], attempts=2)
     indexed = watcher.next()
-    assert indexed.status == photo_pb2.PHOTO_STATUS_INDEXED
-    assert (indexed.photo.embedding_model, indexed.photo.index_attempts) == ("ViT-test", 2)
-    stored = ingest.stub.GetPhoto(ingest_pb2.GetPhotoRequest(name=photo.name),
-                                  metadata=ingest.alice).photo
-    assert stored.status == photo_pb2.PHOTO_STATUS_INDEXED
-    consumer = ingest.events.consumer(STATUS_GROUP, [TOPIC_PHOTO_STATUS])
-    wait_for(lambda: consumer.lag() == 0)
+    assert (indexed.change_type, indexed.photo.name) == (UPDATED, photo.name)
+    assert indexed.photo.status == photo_pb2.PHOTO_STATUS_INDEXED
+    assert (list(indexed.photo.embedding_models), indexed.photo.index_attempts) == (
+        ["ViT-test", "text-test"], 2)
+    assert ingest.get(photo.name) == indexed.photo
+    wait_for(lambda: ingest.status_backlog() == 0)
 
-    ingest.publish_status(photo_id, ingest.alice_id, STATUS_FAILED, reason="model gave up", attempts=5)
+    ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_FAILED,
+                          reason="model gave up", attempts=5)
     failed = watcher.next()
-    assert (failed.status, failed.reason) == (photo_pb2.PHOTO_STATUS_FAILED, "model gave up")
+    assert failed.change_type == UPDATED
+    assert (failed.photo.status, failed.photo.status_reason, failed.photo.index_attempts) == (
+        photo_pb2.PHOTO_STATUS_FAILED, "model gave up", 5)
 
     ingest.stub.DeletePhoto(ingest_pb2.DeletePhotoRequest(name=photo.name), metadata=ingest.alice)
     deleted = watcher.next()
-    assert deleted.deleted and deleted.photo.name == photo.name
+    assert (deleted.change_type, deleted.photo.name) == (DELETED, photo.name)
+    assert deleted.photo.status == photo_pb2.PHOTO_STATUS_FAILED  # as it was
     assert watcher.changes.empty()
 
     watcher.call.cancel()
@@ -552,11 +737,17 @@ def test_watch_named_photos_with_initial_state(ingest):
     b = ingest.upload(exif_jpeg()).photo
     watcher = Watcher(ingest, ingest.alice, names=[b.name], send_initial=True)
     initial = watcher.next()
-    assert initial.photo.name == b.name and initial.status == photo_pb2.PHOTO_STATUS_UPLOADED
-    ingest.publish_status(a.name.removeprefix("photos/"), ingest.alice_id, STATUS_INDEXED)
-    ingest.publish_status(b.name.removeprefix("photos/"), ingest.alice_id, STATUS_INDEXED)
+    assert initial.photo == ingest.get(b.name)
+    assert initial.photo.status == photo_pb2.PHOTO_STATUS_UPLOADED
+    ingest.publish_status(pid(a), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED)
+    ingest.publish_status(pid(b), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED)
     change = watcher.next()
-    assert change.photo.name == b.name and change.status == photo_pb2.PHOTO_STATUS_INDEXED
+    if change.change_type == CREATED:  # b's upload may reach the watchers after the initial state
+        assert change.photo.name == b.name
+        change = watcher.next()
+    assert (change.change_type, change.photo.name) == (UPDATED, b.name)
+    assert change.photo.status == photo_pb2.PHOTO_STATUS_INDEXED
+    wait_for(lambda: ingest.get(a.name).status == photo_pb2.PHOTO_STATUS_INDEXED)
     watcher.call.cancel()
     watcher.finish()
     assert watcher.changes.empty()
@@ -566,10 +757,64 @@ def test_watch_named_photos_with_initial_state(ingest):
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_change_through_another_replica_reaches_watchers_of_this_one(ingest):
+    with second_replica(ingest) as other:
+        here = Watcher(ingest, ingest.alice)
+        there = Watcher(other, ingest.alice)
+        photo = other.upload(astronaut_jpeg()).photo
+        for watcher in (here, there):
+            created = watcher.next()
+            assert (created.change_type, created.photo) == (CREATED, photo)
+
+        ingest.stub.DeletePhoto(ingest_pb2.DeletePhotoRequest(name=photo.name), metadata=ingest.alice)
+        for watcher in (here, there):
+            deleted = watcher.next()
+            assert (deleted.change_type, deleted.photo.name) == (DELETED, photo.name)
+        assert rpc_error(other.get, photo.name).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_each_status_event_is_applied_once_with_two_replicas(ingest):
+    with second_replica(ingest) as other:
+        watchers = [Watcher(ingest, ingest.alice), Watcher(other, ingest.alice)]
+        photos = [(ingest if i % 2 else other).upload(dated_jpeg(EXIF_TAKEN_UTC, (30 * i, 90, 200))).photo
+                  for i in range(6)]
+        for watcher in watchers:
+            assert sorted(c.photo.name for c in watcher.take(len(photos))) == sorted(p.name for p in photos)
+
+        # Two status events per photo, spread over the partitions the replicas share.
+        for photo in photos:
+            ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED,
+                                  embedding_models=["m-1"])
+            ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_FAILED,
+                                  reason="second thoughts", attempts=2)
+        wait_for(lambda: ingest.status_backlog() == 0)
+
+        # Exactly one UPDATED change per status event, in the order of the photo's events.
+        updates = {}
+        for change in ingest.change_events():
+            assert change.kind == "changed"
+            if change.message.changed.change_type == UPDATED:
+                updates.setdefault(change.key, []).append(change.message.changed.photo.status)
+        expected = [photo_pb2.PHOTO_STATUS_INDEXED, photo_pb2.PHOTO_STATUS_FAILED]
+        assert updates == {pid(p): expected for p in photos}
+
+        for watcher in watchers:
+            seen = {}
+            for change in watcher.take(2 * len(photos)):
+                assert change.change_type == UPDATED
+                seen.setdefault(change.photo.name, []).append(change.photo.status)
+            assert seen == {p.name: expected for p in photos}
+        for photo in photos:
+            stored = other.get(photo.name)
+            assert (stored.status, stored.status_reason, stored.index_attempts) == (
+                photo_pb2.PHOTO_STATUS_FAILED, "second thoughts", 2)
+
+
 def test_watchers_are_capped_and_end_when_the_server_stops(ingest):
     watchers = [Watcher(ingest, ingest.alice) for _ in range(2)]  # the fixture allows two
     err = rpc_error(Watcher, ingest, ingest.bob)
-    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and rpc_status.from_call(err).details
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(err).reason == "TOO_MANY_WATCHERS"
 
     watchers[0].call.cancel()
     watchers[0].finish()
@@ -592,8 +837,20 @@ def test_status_for_a_deleted_photo_removes_its_vector(ingest):
     ghost_id = uuid.uuid4().hex  # indexed after its photo was deleted
     ingest.vectors.upsert(VectorObject(photo_id=ghost_id, owner=ingest.alice_id, model="m",
                                        vector=np.ones(4, dtype=np.float32) / 2))
-    ingest.publish_status(ghost_id, ingest.alice_id, STATUS_INDEXED)
+    ingest.publish_status(ghost_id, ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED)
     wait_for(lambda: ingest.vectors.get(ghost_id) is None)
+    wait_for(lambda: ingest.status_backlog() == 0)
+    assert ingest.change_events() == []  # nothing changed that a watcher could see
+
+
+def test_malformed_status_events_are_skipped(ingest):
+    photo = ingest.upload(astronaut_jpeg()).photo
+    producer = ingest.events.producer()
+    producer.send(TOPIC_PHOTO_STATUS, pid(photo), b"\xff not a protobuf")
+    producer.send_many([status_record(events_pb2.PhotoStatusChangedEvent(photo_id=pid(photo)))])  # no status
+    ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED)
+    wait_for(lambda: ingest.get(photo.name).status == photo_pb2.PHOTO_STATUS_INDEXED)
+    wait_for(lambda: ingest.status_backlog() == 0)
 
 
 def test_outbox_sends_unpublished_rows_at_start_up(tmp_path):
@@ -607,31 +864,56 @@ def test_outbox_sends_unpublished_rows_at_start_up(tmp_path):
                          published=False)
     metadata.insert_photo(record, "")  # stored, then the process died before sending the event
 
-    svc = serve(settings, port=0)
-    try:
+    with serving(settings):
         wait_for(lambda: metadata.get_photo(record.id).published)
-    finally:
-        svc.stop()
-    [event] = open_events(settings).consumer("test", [TOPIC_PHOTO_UPLOADED]).poll(timeout_s=0)
-    assert event.key == record.id and event.value["blob_key"] == record.blob_key
+    [event] = read_topic(open_events(settings), TOPIC_PHOTO_UPLOADED)
+    assert (event.key, event.kind) == (record.id, "uploaded")
+    subject = event.message.uploaded.subject
+    assert (subject.photo_id, subject.owner, subject.blob_key, subject.filename) == (
+        record.id, "owner-1", record.blob_key, "lost.jpg")
 
 
 def test_status_events_store_labels_ocr_text_and_models(ingest):
     photo = ingest.upload(exif_jpeg()).photo
-    photo_id = photo.name.removeprefix("photos/")
-    ingest.publish_status(photo_id, ingest.alice_id, STATUS_INDEXED, embedding_model="clip-1",
-                          embedding_models=["clip-1", "text-1"], labels=[["tabby", 0.8], ["tiger cat", 0.1]],
+    ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED,
+                          clip_model="clip-1", embedding_models=["clip-1", "text-1"], analysed=True,
+                          labels=[photo_pb2.Label(text="tabby", score=0.8),
+                                  photo_pb2.Label(text="tiger cat", score=0.1)],
                           ocr_text="CAFE\nROMA")
-    get = functools.partial(ingest.stub.GetPhoto, ingest_pb2.GetPhotoRequest(name=photo.name), metadata=ingest.alice)
-    stored = wait_for(lambda: (p := get().photo).status == photo_pb2.PHOTO_STATUS_INDEXED and p)
-    assert [(label.name, round(label.score, 3)) for label in stored.labels] == [("tabby", 0.8), ("tiger cat", 0.1)]
+    stored = wait_for(lambda: (p := ingest.get(photo.name)).status == photo_pb2.PHOTO_STATUS_INDEXED and p)
+    assert [(label.text, round(label.score, 3)) for label in stored.labels] == [("tabby", 0.8), ("tiger cat", 0.1)]
     assert (stored.ocr_text, list(stored.embedding_models)) == ("CAFE\nROMA", ["clip-1", "text-1"])
 
-    # A status without them (a failure) leaves them as they were.
-    ingest.publish_status(photo_id, ingest.alice_id, STATUS_FAILED, reason="gave up")
-    failed = wait_for(lambda: (p := get().photo).status == photo_pb2.PHOTO_STATUS_FAILED and p)
-    assert (failed.ocr_text, list(failed.embedding_models), len(failed.labels)) == (
-        "CAFE\nROMA", ["clip-1", "text-1"], 2)
+    # A status without an analysis leaves them as they were.
+    ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED,
+                          clip_model="clip-1", embedding_models=["clip-1", "text-1"], attempts=2)
+    wait_for(lambda: ingest.get(photo.name).index_attempts == 2)
+    kept = ingest.get(photo.name)
+    assert (kept.ocr_text, [label.text for label in kept.labels]) == ("CAFE\nROMA", ["tabby", "tiger cat"])
+
+    # A failure too (sent as the worker sends it: status, reason, attempts).
+    ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_FAILED, reason="gave up",
+                          attempts=3)
+    failed = wait_for(lambda: (p := ingest.get(photo.name)).status == photo_pb2.PHOTO_STATUS_FAILED and p)
+    assert (failed.ocr_text, len(failed.labels), failed.status_reason) == ("CAFE\nROMA", 2, "gave up")
+
+    # A new analysis replaces them, even with nothing found.
+    ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED, analysed=True,
+                          embedding_models=["clip-1", "text-1"])
+    again = wait_for(lambda: (p := ingest.get(photo.name)).status == photo_pb2.PHOTO_STATUS_INDEXED and p)
+    assert (again.ocr_text, len(again.labels)) == ("", 0)
+
+
+def test_a_failure_keeps_the_models_whose_vectors_the_photo_still_has(ingest):
+    """The worker's FAILED status carries no models and leaves the photo's vectors in the index."""
+    photo = ingest.upload(exif_jpeg()).photo
+    ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED,
+                          clip_model="clip-1", embedding_models=["clip-1", "text-1"])
+    wait_for(lambda: ingest.get(photo.name).status == photo_pb2.PHOTO_STATUS_INDEXED)
+    ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_FAILED, reason="gave up",
+                          attempts=5)
+    failed = wait_for(lambda: (p := ingest.get(photo.name)).status == photo_pb2.PHOTO_STATUS_FAILED and p)
+    assert list(failed.embedding_models) == ["clip-1", "text-1"]
 
 
 # Reindex ---------------------------------------------------------------------------------------
@@ -644,6 +926,9 @@ def reindexing(tmp_path, tiny_clip):
     weights.parent.mkdir()
     settings = tiny_settings(tiny_clip, tmp_path / "data", model_pretrained=str(weights), ocr_enabled=False,
                              max_upload_bytes=MAX_UPLOAD_BYTES)
+    # EmbedService checks keys with an AuthService over the same users (started before ingest,
+    # which needs the embed address).
+    auth, settings = start_auth_service(settings)
     embed = serve_embed(settings, port=0)
     channel = grpc.insecure_channel(f"127.0.0.1:{embed.port}")
     try:
@@ -652,52 +937,95 @@ def reindexing(tmp_path, tiny_clip):
     finally:
         channel.close()
         embed.stop()
+        auth.stop()
 
 
-def ready_models(embed, auth) -> dict[str, str]:
+def ready_models(embed, auth) -> dict[int, str]:
+    """{photos.v1.ModelRole: model} of the ready models."""
     info = embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=auth)
     return {m.role: m.model for m in info.models if m.ready}
 
 
+def reindex(ingest: Ingest, auth=None, **kwargs) -> ingest_pb2.ReindexPhotosResponse:
+    return ingest.stub.ReindexPhotos(ingest_pb2.ReindexPhotosRequest(**kwargs), metadata=auth or ingest.alice)
+
+
 def test_reindex_queues_photos_lacking_a_current_model(reindexing, tiny_clip):
     ingest, weights, embed = reindexing
-    a, b, c = (ingest.upload(dated_jpeg(EXIF_TAKEN_UTC, colour)).photo
-               for colour in ((200, 0, 0), (0, 200, 0), (0, 0, 200)))
+    a, b, c = (ingest.upload(dated_jpeg(EXIF_TAKEN_UTC, colour), filename=f"{name}.jpg").photo
+               for name, colour in (("a", (200, 0, 0)), ("b", (0, 200, 0)), ("c", (0, 0, 200))))
     bobs = ingest.upload(astronaut_jpeg(), auth=ingest.bob).photo
-    text_model = wait_for(lambda: ready_models(embed, ingest.alice).get("sentence"), timeout_s=60)
-    assert "clip" not in ready_models(embed, ingest.alice)
-
-    def pid(photo) -> str:
-        return photo.name.removeprefix("photos/")
+    text_model = wait_for(lambda: ready_models(embed, ingest.alice).get(embed_pb2.MODEL_ROLE_SENTENCE),
+                          timeout_s=60)
+    assert embed_pb2.MODEL_ROLE_CLIP not in ready_models(embed, ingest.alice)
 
     # a has a text vector of the current model, b failed; c was never indexed (still queued).
-    ingest.publish_status(pid(a), ingest.alice_id, STATUS_INDEXED, embedding_models=[text_model])
-    ingest.publish_status(pid(b), ingest.alice_id, STATUS_FAILED, reason="no luck")
-    ingest.publish_status(pid(bobs), ingest.bob_id, STATUS_INDEXED, embedding_models=["old-text-model"])
+    ingest.publish_status(pid(a), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED, embedding_models=[text_model])
+    ingest.publish_status(pid(b), ingest.alice_id, photo_pb2.PHOTO_STATUS_FAILED, reason="no luck")
+    ingest.publish_status(pid(bobs), ingest.bob_id, photo_pb2.PHOTO_STATUS_INDEXED,
+                          embedding_models=["old-text-model"])
     wait_for(lambda: ingest.list(status=photo_pb2.PHOTO_STATUS_UPLOADED).total_size == 1
              and ingest.list(auth=ingest.bob, status=photo_pb2.PHOTO_STATUS_INDEXED).total_size == 1)
-    queued_before = len(ingest.uploaded_events())
+    uploaded = {e.key: e.message.uploaded for e in ingest.uploaded_events()}
+    assert set(uploaded) == {pid(a), pid(b), pid(c), pid(bobs)}
 
-    def reindex(auth=None, **kwargs) -> ingest_pb2.ReindexPhotosResponse:
-        return ingest.stub.ReindexPhotos(ingest_pb2.ReindexPhotosRequest(**kwargs), metadata=auth or ingest.alice)
-
-    response = reindex()
+    response = reindex(ingest)
     assert (list(response.names), list(response.models)) == ([b.name], [text_model])
-    events = ingest.uploaded_events()[queued_before:]
-    assert [e.key for e in events] == [pid(b)]
-    assert events[0].value == {**ingest.uploaded_events()[1].value, "reindex": True}
+    [event] = [e for e in ingest.uploaded_events() if e.kind == "reindex_requested"]
+    assert event.key == pid(b)
+    assert event.message.reindex_requested == events_pb2.PhotoReindexRequestedEvent(
+        subject=uploaded[pid(b)].subject)
+    assert event.message.reindex_requested.subject.filename == "b.jpg"
     assert ingest.list(status=photo_pb2.PHOTO_STATUS_FAILED).total_size == 1  # the status stays
 
-    assert set(reindex(all=True).names) == {a.name, b.name}
-    assert list(reindex(auth=ingest.bob).names) == [bobs.name]
+    assert set(reindex(ingest, all=True).names) == {a.name, b.name}
+    assert list(reindex(ingest, auth=ingest.bob).names) == [bobs.name]
 
     # CLIP weights arrive: every indexed photo lacks a CLIP vector now.
     shutil.copy(tiny_clip.checkpoint_path, weights)
-    clip_model = wait_for(lambda: ready_models(embed, ingest.alice).get("clip"), timeout_s=60)
-    response = reindex()
+    clip_model = wait_for(lambda: ready_models(embed, ingest.alice).get(embed_pb2.MODEL_ROLE_CLIP), timeout_s=60)
+    response = reindex(ingest)
     assert set(response.names) == {a.name, b.name} and list(response.models) == [clip_model, text_model]
-    ingest.publish_status(pid(a), ingest.alice_id, STATUS_INDEXED, embedding_models=[clip_model, text_model])
-    wait_for(lambda: reindex().names == [b.name])
+    ingest.publish_status(pid(a), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED, clip_model=clip_model,
+                          embedding_models=[clip_model, text_model])
+    wait_for(lambda: reindex(ingest).names == [b.name])
+
+
+def bulk_records(owner: str, n: int) -> list[PhotoRecord]:
+    """n indexed photos of `owner`, their events long sent, with vectors of no current model."""
+    now = utcnow()
+    records = []
+    for i in range(n):
+        digest = hashlib.sha256(f"{owner}-{i}".encode()).hexdigest()
+        photo_id = uuid.uuid4().hex
+        records.append(PhotoRecord(
+            id=photo_id, owner=owner, filename=f"bulk-{i}.jpg", sha256=digest, content_type="image/jpeg",
+            size_bytes=1000 + i, width=4, height=3, blob_key=f"originals/{owner}/{digest}",
+            thumbnail_key=f"thumbnails/{owner}/{photo_id}.jpg",
+            created_at=now - dt.timedelta(seconds=i), updated_at=now, status=STATUS_INDEXED,
+            embedding_models=["old-model"], published=True))
+    return records
+
+
+def test_reindex_queues_many_photos_in_one_call(reindexing):
+    ingest, _, embed = reindexing
+    wait_for(lambda: ready_models(embed, ingest.alice).get(embed_pb2.MODEL_ROLE_SENTENCE), timeout_s=60)
+    records = bulk_records(ingest.alice_id, 1200)  # over a page of the store and a batch of sends
+    ingest.metadata.insert_new_photos(records)
+    ingest.metadata.insert_new_photos(bulk_records(ingest.bob_id, 3))
+    assert ingest.list().total_size == 1200
+
+    response = reindex(ingest)
+    assert sorted(response.names) == sorted(f"photos/{r.id}" for r in records)
+    events = ingest.uploaded_events()
+    assert {e.kind for e in events} == {"reindex_requested"}
+    assert sorted(e.key for e in events) == sorted(r.id for r in records)
+    by_id = {r.id: r for r in records}
+    for event in events:
+        subject = event.message.reindex_requested.subject
+        record = by_id[event.key]
+        assert (subject.photo_id, subject.owner, subject.blob_key, subject.filename) == (
+            record.id, ingest.alice_id, record.blob_key, record.filename)
 
 
 def test_reindex_without_the_embed_service_is_unavailable(tmp_path):
@@ -706,4 +1034,5 @@ def test_reindex_without_the_embed_service_is_unavailable(tmp_path):
         ingest.upload(astronaut_jpeg())
         err = rpc_error(ingest.stub.ReindexPhotos, ingest_pb2.ReindexPhotosRequest(), metadata=ingest.alice)
         assert err.code() == grpc.StatusCode.UNAVAILABLE
-        assert "EmbedService" in err.details() and rpc_status.from_call(err).details
+        assert "EmbedService" in err.details() and error_info(err).reason == "EMBED_UNREACHABLE"
+        assert [e.kind for e in ingest.uploaded_events()] == ["uploaded"]

@@ -20,13 +20,14 @@ from PIL import Image
 from embed_svc.server import serve as serve_embed
 from ingest_svc.server import serve as serve_ingest
 from photos.v1 import embed_pb2, embed_pb2_grpc, search_pb2, search_pb2_grpc
-from photostore.auth import bearer_metadata, hash_key, new_api_key
+from photostore.auth import bearer_metadata
 from photostore.backends import open_metadata, open_vectors
 from photostore.backends.base import SPACE_CLIP, SPACE_TEXT, STATUS_INDEXED, PhotoRecord, VectorObject, utcnow
 from photostore.server import GrpcService
 from photostore.settings import Settings
 from search_svc.server import serve as serve_search
 from search_svc.service import keyword_terms
+from tests.harness import add_user
 from tests.stack import free_port
 from tests.tinyclip import tiny_settings, write_tiny_checkpoint
 
@@ -148,7 +149,8 @@ def wait_until_ready(embed: embed_pb2_grpc.EmbedServiceStub, auth) -> embed_pb2.
     deadline = time.monotonic() + 120
     while True:
         info = embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=auth)
-        if {m.role for m in info.models if m.ready} >= {"clip", "labels", "sentence"}:
+        if {m.role for m in info.models if m.ready} >= {
+                embed_pb2.MODEL_ROLE_CLIP, embed_pb2.MODEL_ROLE_LABELS, embed_pb2.MODEL_ROLE_SENTENCE}:
             return info
         assert time.monotonic() < deadline, f"models not ready: {info}"
         time.sleep(0.1)
@@ -175,12 +177,12 @@ def stack(tiny, tmp_path_factory):
     metadata = open_metadata(settings)
     keys, ids = {}, {}
     for name in ("alice", "bob"):
-        key = new_api_key()
-        ids[name] = metadata.create_user(name, hash_key(key)).id
+        ids[name], key = add_user(settings, name)
         keys[name] = bearer_metadata(key)
 
-    embed_server = serve_embed(settings, port=0)
     ingest_server = serve_ingest(settings, port=0)
+    settings = settings.model_copy(update={"ingest_target": f"127.0.0.1:{ingest_server.port}"})
+    embed_server = serve_embed(settings, port=0)
     search_server = start_search(settings, embed_server.port, ingest_server.port)
     channels = [grpc.insecure_channel(f"127.0.0.1:{search_server.port}"),
                 grpc.insecure_channel(f"127.0.0.1:{embed_server.port}")]
@@ -212,10 +214,13 @@ def stack(tiny, tmp_path_factory):
         metadata.insert_photo(record(photo, filename, labels, ocr_text), request_id=photo.id)
     vectors = open_vectors(settings)
     for photo in [*photos.values(), deleted]:
+        filename, labels, ocr_text, _ = KEYWORD_TEXT.get(photo.id, (f"{photo.id}.jpg", [], "", []))
+        keywords = " ".join([filename, *(label for label, _ in labels), ocr_text])
         for space, signal, vector in ((SPACE_CLIP, "clip", photo.clip), (SPACE_TEXT, "text", photo.text)):
             if vector is not None:
                 vectors.upsert(VectorObject(photo.id, photo.owner, models[signal], vector, photo.taken_at,
-                                            photo.camera_make, photo.camera_model, space=space))
+                                            photo.camera_make, photo.camera_model, space=space,
+                                            keywords=keywords))
     metadata.delete_photo(deleted.id)  # its vectors linger, as after a delete racing the worker
 
     servers = [search_server, ingest_server, embed_server]
@@ -271,13 +276,13 @@ def test_keyword_terms_drop_stopwords_and_repeats():
 
 def test_ranking_is_the_documented_fusion_of_the_callers_photos(stack):
     response = search(stack, page_size=200)
-    assert response.model == f"{stack.models['clip']}, {stack.models['text']}"
+    assert list(response.models) == [stack.models['clip'], stack.models['text']]
     expected = expected_hits(stack, stack.owned_by(stack.alice_id))
     # Every kind of hit is there: all three signals, one signal only, and keyword only.
     assert {frozenset(h[2]) for h in expected} >= {frozenset({"clip", "text", "keyword"}),
                                                    frozenset({"clip"}), frozenset({"text"})}
     assert_same_hits(actual_hits(response), expected)
-    assert {h.photo.owner for h in response.hits} == {stack.alice_id}
+    assert {h.photo.owner for h in response.hits} == {f"users/{stack.alice_id}"}
     assert stack.deleted.name not in {h.photo.name for h in response.hits}
 
 
@@ -361,7 +366,7 @@ def test_without_the_embed_service_keywords_still_answer_and_no_signal_is_unavai
     try:
         stub = search_pb2_grpc.SearchServiceStub(channel)
         response = search(stack, stub=stub, page_size=200)
-        assert response.model == ""
+        assert list(response.models) == []
         assert_same_hits(actual_hits(response), expected_hits(stack, stack.owned_by(stack.alice_id),
                                                               available=("keyword",)))
         assert [h.photo.name for h in response.hits][0] == "photos/alice02"  # 3 of 4 words
@@ -396,7 +401,7 @@ def test_find_similar_by_name_ranks_by_clip_and_returns_the_photo_first(stack):
     response = similar(stack, name=photo.name, min_score=-1, page_size=200)
     assert response.hits[0].photo.name == photo.name
     assert response.hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert response.model == stack.models["clip"]
+    assert list(response.models) == [stack.models["clip"]]
     assert all(h.signals.HasField("clip") and not h.signals.HasField("text") for h in response.hits)
     assert_same_ranking(ranking(response), cosine_ranking(stack.owned_by(stack.alice_id), "clip", photo.clip))
 
@@ -405,7 +410,7 @@ def test_find_similar_of_a_photo_without_a_clip_vector_uses_the_text_space(stack
     photo = stack.photos["alice03"]
     assert photo.clip is None and photo.text is not None
     response = similar(stack, name=photo.name, min_score=-1, page_size=200)
-    assert response.model == stack.models["text"]
+    assert list(response.models) == [stack.models["text"]]
     assert response.hits[0].photo.name == photo.name
     assert response.hits[0].signals.text == pytest.approx(1.0, abs=1e-5)
     assert_same_ranking(ranking(response), cosine_ranking(stack.owned_by(stack.alice_id), "text", photo.text))
@@ -443,3 +448,37 @@ def test_find_similar_of_an_undecodable_image_passes_on_the_embed_error(stack):
     err = rpc_error(similar, stack, image=b"not an image")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(err).reason == "IMAGE_UNDECODABLE"
+
+
+def test_pages_of_a_search_follow_one_another_and_tokens_are_bound_to_the_query(stack):
+    everything = search(stack, page_size=200)
+    assert len(everything.hits) > 10 and not everything.next_page_token
+    names, token = [], ""
+    while True:
+        page = search(stack, page_size=7, page_token=token)
+        assert len(page.hits) <= 7
+        names += [h.photo.name for h in page.hits]
+        token = page.next_page_token
+        if not token:
+            break
+    assert names == [h.photo.name for h in everything.hits]
+
+    first = search(stack, page_size=5)
+    err = rpc_error(search, stack, query="another query", page_size=5, page_token=first.next_page_token)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(err).reason == "PAGE_TOKEN_MISMATCH"
+    err = rpc_error(search, stack, page_size=5, page_token=first.next_page_token[:-4] + "AAAA")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(err).reason == "INVALID_PAGE_TOKEN"
+
+
+def test_pages_of_similar_photos(stack):
+    source = next(p for p in stack.owned_by(stack.alice_id) if p.clip is not None)
+    everything = similar(stack, name=source.name, page_size=200)
+    names, token = [], ""
+    while True:
+        page = similar(stack, name=source.name, page_size=6, page_token=token)
+        names += [h.photo.name for h in page.hits]
+        if not (token := page.next_page_token):
+            break
+    assert names == [h.photo.name for h in everything.hits] and names[0] == source.name

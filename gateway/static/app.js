@@ -104,8 +104,8 @@ function watchEvents() {
   });
   source.addEventListener("photo", (message) => {
     const change = JSON.parse(message.data);
-    if (change.deleted) forgetPhoto(change.photo.name);
-    else rememberPhoto({ ...change.photo, status: change.status, statusReason: change.reason });
+    if (change.changeType === "PHOTO_CHANGE_TYPE_DELETED") forgetPhoto(change.photo.name);
+    else rememberPhoto(change.photo);
   });
   source.addEventListener("rpc_error", (message) => {
     const status = JSON.parse(message.data);
@@ -137,11 +137,20 @@ async function showModelState() {
   clearTimeout(modelTimer);
   const box = $("model-state");
   try {
-    const model = await api("/model");
-    box.dataset.state = model.ready ? "ready" : "loading";
-    box.textContent = model.ready ? `Search model ${model.model} is ready.` : "Search model is not ready yet.";
-    box.title = model.ready ? `${model.dimension} dimensions on ${model.device}` : model.reason;
-    if (model.ready) return;
+    const info = await api("/model");
+    const clip = info.models.find((m) => m.role === "MODEL_ROLE_CLIP");
+    const others = info.models.filter((m) => m.role !== "MODEL_ROLE_CLIP");
+    const othersReady = others.length > 0 && others.every((m) => m.ready);
+    box.dataset.state = clip && clip.ready ? "ready" : "loading";
+    if (clip && clip.ready) {
+      box.textContent = `Search model ${clip.model} is ready.`;
+      box.title = `${clip.dimension} dimensions on ${info.device}`;
+      return;
+    }
+    box.textContent = othersReady
+      ? "Searching by labels and text read from photos; the image model is not ready yet."
+      : "Search model is not ready yet.";
+    box.title = clip ? clip.reason : "";
   } catch (err) {
     box.dataset.state = "loading";
     box.textContent = `Search model unavailable: ${err.message}`;

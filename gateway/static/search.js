@@ -78,7 +78,7 @@ function whatMatched(photo, matchedTerms = []) {
   const parts = [];
   if (matchedTerms.length) parts.push(el("span", { class: "matched-terms" }, `words: ${matchedTerms.join(", ")}`));
   if (Array.isArray(photo.labels) && photo.labels.length) {
-    const names = photo.labels.map((label) => label.name).filter(Boolean);
+    const names = photo.labels.map((label) => label.text).filter(Boolean);
     parts.push(el("span", { class: "matched-labels" }, `labels: ${names.join(", ")}`));
   }
   if (photo.ocrText) parts.push(el("q", { class: "matched-text" }, photo.ocrText.replace(/\s+/g, " ")));
@@ -155,7 +155,7 @@ export async function showSearch(params) {
     const response = await api(`/search?${apiParams(params)}`);
     if (run !== searchRun) return;
     $("search-results").replaceChildren(...response.hits.map(hitItem));
-    showSummary(response.hits.length, response.model);
+    showSummary(response.hits.length, response.models.join(", "));
     if (!response.hits.length) await explainNoHits(params);
   } catch (err) {
     if (run !== searchRun) return;

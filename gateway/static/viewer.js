@@ -54,11 +54,10 @@ function details(photo) {
   );
   if (photo.labels?.length) {
     rows.push(detail("labels", "Labels", photo.labels
-      .map((label) => `${label.name} (${Math.round(label.score * 100)}%)`).join(", ")));
+      .map((label) => `${label.text} (${Math.round(label.score * 100)}%)`).join(", ")));
   }
   if (photo.ocrText) rows.push(detail("text", "Text in photo", el("q", {}, photo.ocrText.replace(/\s+/g, " "))));
-  const models = photo.embeddingModels?.length ? photo.embeddingModels
-    : [photo.embeddingModel].filter(Boolean);
+  const models = photo.embeddingModels || [];
   if (models.length) rows.push(detail("model", models.length > 1 ? "Models" : "Model", models.join(", ")));
   rows.push(detail("sha256", "SHA-256", el("code", { title: photo.sha256 }, `${photo.sha256.slice(0, 16)}…`)));
   return rows;
