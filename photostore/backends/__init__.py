@@ -30,7 +30,7 @@ def open_users(settings: Settings) -> UserStore:
         from photostore.backends.mongo_metadata import MongoUserStore
         return MongoUserStore(settings.metadata)
     from photostore.backends.sqlite_users import SqliteUserStore
-    return SqliteUserStore(settings.users_path)
+    return SqliteUserStore(settings.users_path, legacy_metadata_path=settings.metadata_path)
 
 
 def open_events(settings: Settings) -> EventLog:

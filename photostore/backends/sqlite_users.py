@@ -25,8 +25,28 @@ def _user(row: sqlite3.Row | None) -> User | None:
 
 
 class SqliteUserStore(UserStore):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, legacy_metadata_path: Path | None = None):
         self.db = SqliteDatabase(path, SCHEMA)
+        if legacy_metadata_path is not None:
+            self._adopt_legacy_users(Path(legacy_metadata_path))
+
+    def _adopt_legacy_users(self, legacy: Path) -> None:
+        """Users and keys of a data dir from before they had their own store (they lived in
+        metadata.sqlite3) move here once, so existing keys keep working."""
+        if not legacy.exists() or self.db.query("SELECT 1 FROM users LIMIT 1"):
+            return
+        source = sqlite3.connect(legacy)
+        try:
+            tables = {r[0] for r in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"users", "api_keys"} <= tables:
+                return
+            users = source.execute("SELECT id, name, created_at FROM users").fetchall()
+            keys = source.execute("SELECT key_hash, user_id FROM api_keys").fetchall()
+        finally:
+            source.close()
+        with self.db.transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO users VALUES (?, ?, ?)", users)
+            conn.executemany("INSERT OR IGNORE INTO api_keys VALUES (?, ?)", keys)
 
     def describe(self) -> str:
         return f"sqlite at {self.db.path}"

@@ -87,3 +87,22 @@ def test_concurrent_creates_of_one_name_make_one_user(users):
     (winner_index, winner), = created.items()
     assert users.user_by_name("carol") == winner
     assert [i for i in range(n) if users.user_by_key_hash(f"key-{i}") is not None] == [winner_index]
+
+
+def test_users_of_an_older_data_dir_move_to_the_users_store(tmp_path):
+    """Before users had their own store they lived in metadata.sqlite3: their keys keep working."""
+    import sqlite3
+
+    from photostore.backends.sqlite_users import SqliteUserStore
+    legacy = tmp_path / "metadata.sqlite3"
+    with sqlite3.connect(legacy) as conn:
+        conn.executescript("CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+                           " created_at REAL NOT NULL);"
+                           "CREATE TABLE api_keys (key_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL);"
+                           "INSERT INTO users VALUES ('u1', 'alice', 1700000000.0);"
+                           "INSERT INTO api_keys VALUES ('h1', 'u1');")
+    store = SqliteUserStore(tmp_path / "users.sqlite3", legacy_metadata_path=legacy)
+    assert store.user_by_key_hash("h1").name == "alice"
+    store.create_user("bob", "h2")
+    again = SqliteUserStore(tmp_path / "users.sqlite3", legacy_metadata_path=legacy)  # once only
+    assert again.user_by_name("bob") is not None and again.user_by_key_hash("h1").id == "u1"
