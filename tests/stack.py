@@ -1,4 +1,5 @@
-"""The real service processes on free ports, as `photostore up` runs them."""
+"""The real service processes on free ports, as `photostore up` (or `up --scale-out`) runs them:
+the same entry points and settings (photostore/deployment.py)."""
 from __future__ import annotations
 
 import os
@@ -15,15 +16,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from photos.v1 import embed_pb2_grpc, ingest_pb2_grpc, search_pb2_grpc
+from photostore import deployment
+from photostore.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = {
-    "ingest": ["-m", "ingest_svc"],
-    "embed": ["-m", "embed_svc"],
-    "worker": ["-m", "embed_svc.worker"],
-    "search": ["-m", "search_svc"],
-    "gateway": ["-m", "gateway"],
-}
+# Short names of the processes, by deployment.services() label.
+SHORT_NAMES = {"ingest": "ingest", "ingest2": "ingest2", "embed": "embed", "embed worker": "worker",
+               "embed worker 2": "worker2", "search": "search", "gateway": "gateway"}
 
 
 def free_port() -> int:
@@ -49,14 +48,17 @@ def wait_serving(target: str, service: str = "", timeout: float = 60.0) -> None:
 
 
 class Stack:
-    """The embedded default, one process per service, as `photostore up` runs it."""
+    """One process per service. `backends` (PHOTOSTORE_* settings of each port) selects the
+    scale-out engines; then two ingest replicas and two embed workers run, as `up --scale-out`."""
 
-    def __init__(self, workdir: Path, checkpoint_path: Path, tiny, env: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, checkpoint_path: Path, tiny, env: dict[str, str] | None = None,
+                 backends: dict[str, str] | None = None):
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.tiny = tiny
         self.checkpoint_path = checkpoint_path
-        ports = {name: free_port() for name in ("ingest", "embed", "search", "gateway")}
+        self.scale_out = bool(backends)
+        ports = {name: free_port() for name in ("ingest", "ingest2", "embed", "search", "gateway")}
         self.ports = ports
         self.env = {
             **os.environ,
@@ -74,8 +76,14 @@ class Stack:
             "PHOTOSTORE_WORKER_BACKOFF_MAX_SECONDS": "0.5",
             "PHOTOSTORE_TORCH_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
+            **(backends or {}),
             **(env or {}),
         }
+        settings = Settings(host="127.0.0.1", ingest_port=ports["ingest"], embed_port=ports["embed"],
+                            search_port=ports["search"], gateway_port=ports["gateway"])
+        replicas = 2 if self.scale_out else 1
+        self.processes = {SHORT_NAMES[p.label]: p for p in deployment.services(
+            settings, replicas=replicas, ingest_ports=[ports["ingest"], ports["ingest2"]][:replicas])}
         self.procs: dict[str, subprocess.Popen] = {}
         self.channels: dict[str, grpc.Channel] = {}
 
@@ -83,15 +91,18 @@ class Stack:
         return f"127.0.0.1:{self.ports[service]}"
 
     def start(self, name: str) -> None:
+        process = self.processes[name]
         log = open(self.workdir / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen([sys.executable, *SERVICES[name]], cwd=ROOT,
-                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = subprocess.Popen(process.argv(sys.executable), cwd=ROOT,
+                                            env={**self.env, **process.env}, stdout=log,
+                                            stderr=subprocess.STDOUT)
 
     def start_all(self) -> None:
-        for name in SERVICES:
+        for name in self.processes:
             self.start(name)
-        for name in ("ingest", "embed", "search"):
-            wait_serving(self.target(name))
+        for name in self.processes:
+            if self.processes[name].grpc_target:
+                wait_serving(self.processes[name].grpc_target)
 
     def stop(self, name: str, sig=signal.SIGTERM, timeout: float = 30) -> int:
         proc = self.procs.pop(name)
@@ -117,6 +128,11 @@ class Stack:
         return ingest_pb2_grpc.IngestServiceStub(self.channel("ingest"))
 
     @property
+    def ingest2(self):
+        """The second ingest replica (scale-out only)."""
+        return ingest_pb2_grpc.IngestServiceStub(self.channel("ingest2"))
+
+    @property
     def search(self):
         return search_pb2_grpc.SearchServiceStub(self.channel("search"))
 
@@ -124,12 +140,37 @@ class Stack:
     def embed(self):
         return embed_pb2_grpc.EmbedServiceStub(self.channel("embed"))
 
+    def settings(self) -> Settings:
+        """The settings the services read (to open the same backends from a test)."""
+        saved = dict(os.environ)
+        try:
+            os.environ.clear()
+            os.environ.update(self.env)
+            return Settings(_env_file=None)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
     def add_user(self, name: str) -> str:
         out = subprocess.run([str(Path(sys.executable).parent / "photostore"), "users", "add", name],
                              cwd=ROOT, env=self.env, capture_output=True, text=True, check=True)
         key = re.search(r"psk_[A-Za-z0-9_-]+", out.stdout)
         assert key, out.stdout
         return key.group(0)
+
+    def stored_blobs(self) -> list[str]:
+        """Keys of every blob the photo store holds (files on disk, or objects in the bucket)."""
+        if not self.scale_out:
+            root = self.data_dir / "blobs"
+            return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                          if p.is_file() and not p.name.startswith("."))
+        from minio import Minio
+        blobs = self.settings().blobs
+        client = Minio(blobs.s3_endpoint, access_key=blobs.s3_access_key.get_secret_value(),
+                       secret_key=blobs.s3_secret_key.get_secret_value(), secure=False)
+        if not client.bucket_exists(blobs.s3_bucket):
+            return []
+        return sorted(o.object_name for o in client.list_objects(blobs.s3_bucket, recursive=True))
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"

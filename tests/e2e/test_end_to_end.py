@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
 from photostore.auth import bearer_metadata
+from tests.harness import clip_info
 from tests.stack import wait_serving
 from tests.photo_samples import jpeg_bytes, sample_photos, upload, upload_requests
 from tests.tinyclip import ReferenceClip
@@ -35,7 +36,8 @@ def stack_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def state():
+def state(deployment):
+    """What earlier tests of the module left for later ones, per deployment."""
     return {}
 
 
@@ -51,7 +53,7 @@ def watch_until(stack, key, names, status, timeout=INDEX_TIMEOUT_S):
     try:
         for event in call:
             last[event.photo.name] = event
-            if event.status == status:
+            if event.photo.status == status:
                 pending.discard(event.photo.name)
             if not pending:
                 return last
@@ -66,7 +68,8 @@ def list_all(stack, key, **kwargs):
 
 
 def test_starts_without_weights_and_says_why(stack, state):
-    info = stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=auth(stack.add_user("probe")))
+    info = clip_info(stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(),
+                                              metadata=auth(stack.add_user("probe"))))
     assert not info.ready
     assert "tiny.pt" in info.reason
     with grpc.insecure_channel(stack.target("embed")) as ch:
@@ -82,8 +85,11 @@ def test_uploads_wait_for_weights_then_get_indexed(stack, state, tiny_clip):
     state["bob"] = stack.add_user("bob")
     photos = sample_photos()
     names = {}
-    for filename, data in photos.items():
-        resp = upload(stack.ingest, alice, data, filename)
+    # Scaled out, every other photo goes through the second ingest replica: watchers of the first
+    # hear of them all the same.
+    replicas = [stack.ingest, stack.ingest2] if stack.scale_out else [stack.ingest]
+    for i, (filename, data) in enumerate(photos.items()):
+        resp = upload(replicas[i % len(replicas)], alice, data, filename)
         assert not resp.duplicate
         assert resp.photo.sha256 == hashlib.sha256(data).hexdigest()
         assert resp.photo.status == photo_pb2.PHOTO_STATUS_UPLOADED
@@ -100,9 +106,9 @@ def test_uploads_wait_for_weights_then_get_indexed(stack, state, tiny_clip):
 
     stack.install_checkpoint(tiny_clip.checkpoint_path)
     events = watch_until(stack, alice, names.values(), photo_pb2.PHOTO_STATUS_INDEXED)
-    info = stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=auth(alice))
+    info = clip_info(stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=auth(alice)))
     assert info.ready and info.dimension > 0 and info.reason == ""
-    assert {e.photo.embedding_model for e in events.values()} == {info.model}
+    assert {tuple(e.photo.embedding_models) for e in events.values()} == {(info.model,)}
     assert list_all(stack, alice, status=photo_pb2.PHOTO_STATUS_INDEXED).total_size == len(photos)
     state["model"] = info.model
 
@@ -133,7 +139,7 @@ def test_search_ranking_equals_open_clip_math(stack, state, reference, query):
                       key=lambda item: -item[1])[:10]
     resp = stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query=query, page_size=10),
                                      metadata=auth(state["alice"]))
-    assert resp.model == state["model"]
+    assert list(resp.models) == [state["model"]]
     assert_same_ranking(resp.hits, expected)
     # min_score cuts off everything below it (a cut between the 5th and 6th leaves 5).
     cut = (expected[4][1] + expected[5][1]) / 2
@@ -195,8 +201,11 @@ def test_users_see_and_find_only_their_own_photos(stack, state):
         with pytest.raises(grpc.RpcError) as err:
             call()
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert list(stack.ingest.BatchGetPhotos(ingest_pb2.BatchGetPhotosRequest(names=[foreign]),
+    assert list(stack.ingest.BatchGetPhotos(ingest_pb2.BatchGetPhotosRequest(names=[foreign], skip_missing=True),
                                             metadata=auth(bob)).photos) == []
+    with pytest.raises(grpc.RpcError) as err:
+        stack.ingest.BatchGetPhotos(ingest_pb2.BatchGetPhotosRequest(names=[foreign]), metadata=auth(bob))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
     # Bob's own copy of the same bytes is his, not a duplicate of Alice's.
     mine = upload(stack.ingest, bob, state["photos"]["chelsea.png"], "my-cat.png")
     assert not mine.duplicate and mine.photo.name != foreign and mine.photo.owner != \
@@ -231,14 +240,14 @@ def test_bad_inputs_are_rejected_leaving_nothing(stack, state, case):
     kwargs, code = bad_uploads()[case]
     data = kwargs.pop("data")
     before = list_all(stack, alice).total_size
-    blobs_before = sorted(p for p in (stack.data_dir / "blobs").rglob("*") if p.is_file())
+    blobs_before = stack.stored_blobs()
     with pytest.raises(grpc.RpcError) as err:
         upload(stack.ingest, alice, data, **kwargs)
     assert err.value.code() == code, err.value.details()
     status = rpc_status.from_call(err.value)
     assert status is not None and status.code == code.value[0] and status.details
     assert list_all(stack, alice).total_size == before
-    assert sorted(p for p in (stack.data_dir / "blobs").rglob("*") if p.is_file()) == blobs_before
+    assert stack.stored_blobs() == blobs_before
 
 
 def test_no_or_bad_key_is_unauthenticated(stack):
@@ -265,12 +274,12 @@ def test_download_original_and_thumbnail(stack, state):
 def test_delete_removes_blob_metadata_and_vector(stack, state):
     alice, name = state["alice"], state["names"]["horse.png"]
     sha = hashlib.sha256(state["photos"]["horse.png"]).hexdigest()
-    assert any(sha in str(p) for p in (stack.data_dir / "blobs").rglob("*"))
+    assert any(sha in key for key in stack.stored_blobs())
     stack.ingest.DeletePhoto(ingest_pb2.DeletePhotoRequest(name=name), metadata=auth(alice))
     with pytest.raises(grpc.RpcError) as err:
         stack.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=name), metadata=auth(alice))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert not any(sha in str(p) for p in (stack.data_dir / "blobs").rglob("*"))
+    assert not any(sha in key for key in stack.stored_blobs())
     hits = stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query="a horse", page_size=100),
                                      metadata=auth(alice))
     assert name not in {h.photo.name for h in hits.hits}
@@ -280,6 +289,14 @@ def test_delete_removes_blob_metadata_and_vector(stack, state):
 
 def test_killed_worker_loses_nothing(stack, state):
     alice = state["alice"]
+    if stack.scale_out:  # the other worker of the group takes the partitions over
+        stack.stop("worker", sig=signal.SIGKILL)
+        fresh = [upload(stack.ingest2, alice, jpeg_bytes(color=(i * 40, 90, 20)), f"taken-over-{i}.jpg")
+                 for i in range(6)]
+        events = watch_until(stack, alice, [r.photo.name for r in fresh], photo_pb2.PHOTO_STATUS_INDEXED)
+        assert {e.photo.index_attempts for e in events.values()} == {1}
+        stack.start("worker")
+        return
     stack.stop("worker", sig=signal.SIGKILL)
     fresh = [upload(stack.ingest, alice, jpeg_bytes(color=(i * 40, 90, 200)), f"after-kill-{i}.jpg")
              for i in range(3)]

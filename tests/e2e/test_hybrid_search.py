@@ -14,6 +14,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
 from photostore.auth import bearer_metadata
+from photostore.convert import role_name
+from tests.harness import ClipInfo, clip_info
 from tests.photo_samples import sample_photos, upload
 
 pytestmark = pytest.mark.timeout(420)
@@ -65,8 +67,8 @@ class Watch:
                 change = self.changes.get(timeout=INDEX_TIMEOUT_S)
                 on_change(change)
                 name = change.photo.name
-                assert change.status != photo_pb2.PHOTO_STATUS_FAILED, (name, change.reason)
-                if name in pending and change.status == photo_pb2.PHOTO_STATUS_INDEXED:
+                assert change.photo.status != photo_pb2.PHOTO_STATUS_FAILED, (name, change.photo.status_reason)
+                if name in pending and change.photo.status == photo_pb2.PHOTO_STATUS_INDEXED:
                     pending.discard(name)
                     done[name] = change
         finally:
@@ -94,21 +96,21 @@ def search(stack, key, query: str, **kwargs) -> search_pb2.SearchPhotosResponse:
                                      metadata=bearer_metadata(key), timeout=60)
 
 
-def model_info(stack, key) -> embed_pb2.GetModelInfoResponse:
-    return stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=bearer_metadata(key))
+def model_info(stack, key) -> ClipInfo:
+    return clip_info(stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=bearer_metadata(key)))
 
 
 def test_photos_are_indexed_with_labels_and_ocr_text_but_no_clip(stack, alice):
     info = model_info(stack, alice)
     assert not info.ready and "tiny.pt" in info.reason
-    text_model = next(m.model for m in info.models if m.role == "sentence")
+    text_model = next(m.model for m in info.models if m.role == embed_pb2.MODEL_ROLE_SENTENCE)
     photos = stack.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=100),
                                      metadata=bearer_metadata(alice)).photos
     assert {p.status for p in photos} == {photo_pb2.PHOTO_STATUS_INDEXED}
-    assert all(list(p.embedding_models) == [text_model] and not p.embedding_model for p in photos)
+    assert all(list(p.embedding_models) == [text_model] for p in photos)
     by_file = {p.filename: p for p in photos}
     assert "ROMA" in by_file[TEXT_PHOTO].ocr_text.upper()
-    assert any("cat" in label.name for label in by_file["chelsea.png"].labels)
+    assert any("cat" in label.text for label in by_file["chelsea.png"].labels)
 
 
 @pytest.mark.parametrize("query, filename", EXPECTED_FIRST.items())
@@ -139,7 +141,7 @@ def test_clip_weights_arrive_and_reindex_adds_their_vectors(stack, alice, tiny_c
     while not (info := model_info(stack, alice)).ready:
         assert stack.procs["embed"].poll() is None, stack.logs()
         time.sleep(0.2)
-    models = {m.role: m.model for m in info.models}
+    models = {role_name(m.role): m.model for m in info.models}
     everything = {p.name for p in stack.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=100),
                                                           metadata=bearer_metadata(alice)).photos}
 
@@ -156,12 +158,11 @@ def test_clip_weights_arrive_and_reindex_adds_their_vectors(stack, alice, tiny_c
     done = watch.until_done(response.names, on_change=search_meanwhile)
     assert answers and set(answers) == {TEXT_PHOTO}
     for change in done.values():
-        assert set(change.photo.embedding_models) == {models["clip"], models["sentence"]}
-        assert change.photo.embedding_model == models["clip"]
+        assert list(change.photo.embedding_models) == [models["clip"], models["sentence"]]
 
     # Up to date now: nothing left to reindex; the hits carry both vector signals.
     again = stack.ingest.ReindexPhotos(ingest_pb2.ReindexPhotosRequest(), metadata=bearer_metadata(alice))
     assert list(again.names) == []
     response = search(stack, alice, "roma", min_score=-1)
-    assert response.model == f"{models['clip']}, {models['sentence']}"
+    assert list(response.models) == [models["clip"], models["sentence"]]
     assert response.hits[0].photo.filename == TEXT_PHOTO
