@@ -109,7 +109,10 @@ def test_broker_outage_during_uploads_loses_nothing(stack, own_engines):
     vectors = open_vectors(stack.settings())
     model = stack.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=ok[0]), metadata=bearer_metadata(key)
                                   ).photo.embedding_models[0]
-    assert vectors.count(model) == len(ok)
+    try:
+        assert vectors.count(model) == len(ok)
+    finally:
+        vectors.close()
 
 
 def test_vector_store_outage_fails_searches_clearly_and_indexing_catches_up(stack, own_engines):
