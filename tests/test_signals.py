@@ -11,6 +11,7 @@ import skimage.data
 from PIL import Image, ImageDraw, ImageFont
 
 from photos.v1 import embed_pb2
+from photostore.convert import role_name
 from tests.photo_samples import SKLEARN_DIR
 from tests.test_embed import (
     SERVING, encode, rotated_with_exif, rpc_error, start_embed_server, stop_embed_server,
@@ -53,7 +54,7 @@ def late_checkpoint(tmp_path_factory):
 def server(tiny_clip, late_checkpoint, tmp_path_factory):
     server = start_embed_server(tiny_settings(tiny_clip, tmp_path_factory.mktemp("data"),
                                               model_pretrained=str(late_checkpoint)))
-    wait_for(lambda: all(m.ready for m in server.info().models if m.role != "clip"), timeout_s=120)
+    wait_for(lambda: all(m.ready for m in server.info().models if m.role != embed_pb2.MODEL_ROLE_CLIP), timeout_s=120)
     yield server
     stop_embed_server(server)
 
@@ -75,7 +76,7 @@ def text_vectors(response: embed_pb2.AnalyzeImagesResponse) -> np.ndarray:
 
 def test_signals_serve_before_the_clip_weights_arrive(server, tiny_clip, late_checkpoint):
     info = server.info()
-    roles = {m.role: m for m in info.models}
+    roles = {role_name(m.role): m for m in info.models}
     assert list(roles) == ["clip", "labels", "ocr", "sentence"]
     assert not info.ready and "cannot load" in info.reason and not roles["clip"].ready
     assert roles["clip"].reason == info.reason
@@ -100,8 +101,8 @@ def test_labels_ocr_and_text_vectors_of_real_photos(server):
         scores = [label.score for label in analysis.labels]
         assert len(scores) <= 5 and all(s >= 0.05 for s in scores)
         assert scores == sorted(scores, reverse=True)
-    assert cat.labels[0].name in CAT_LABELS
-    assert {label.name for label in temple.labels} & {"palace", "monastery", "bell cote", "stupa", "church"}
+    assert cat.labels[0].text in CAT_LABELS
+    assert {label.text for label in temple.labels} & {"palace", "monastery", "bell cote", "stupa", "church"}
     assert text.ocr_text.split() == ["CAFE", "ROMA"]
     assert cat.ocr_text == "" and temple.ocr_text == ""
 
@@ -115,7 +116,7 @@ def test_labels_ocr_and_text_vectors_of_real_photos(server):
 
 def recipe_vector(server, analysis: embed_pb2.ImageAnalysis) -> np.ndarray:
     """normalize(sum over the top 3 labels of p * emb(name) + emb(ocr_text))."""
-    weighted = [(label.name, label.score) for label in analysis.labels[:3]]
+    weighted = [(label.text, label.score) for label in analysis.labels[:3]]
     weighted += [(analysis.ocr_text, 1.0)] if analysis.ocr_text else []
     vectors = sentence_vectors(server, [text for text, _ in weighted])
     total = np.sum([weight * v for (_, weight), v in zip(weighted, vectors)], axis=0)
@@ -132,7 +133,7 @@ def test_text_vector_follows_the_recipe(server):
 def test_exif_orientation_is_applied_before_analysis(server):
     upright, rotated = analyze(server, [png(sign()), rotated_with_exif(sign())]).analyses
     assert rotated.ocr_text == upright.ocr_text
-    assert [label.name for label in rotated.labels] == [label.name for label in upright.labels]
+    assert [label.text for label in rotated.labels] == [label.text for label in upright.labels]
 
 
 def test_sentence_vectors_are_unit_norm_and_close_for_close_meanings(server):
@@ -162,7 +163,7 @@ def test_missing_sentence_model_leaves_analysis_unavailable_with_the_reason(tiny
         sentence_model_path=missing))
     try:
         info = wait_for(lambda: (i := server.info()).models[-1].reason.startswith("cannot load") and i)
-        assert [m.role for m in info.models] == ["clip", "labels", "sentence"]
+        assert [role_name(m.role) for m in info.models] == ["clip", "labels", "sentence"]
         assert info.models[-1].model == "efficientnet-lite0+no-such-model"
         wait_for(lambda: server.info().models[1].ready)
         assert server.health() == SERVING  # the label model is ready
