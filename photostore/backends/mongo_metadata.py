@@ -173,15 +173,18 @@ class MongoMetadataStore(MetadataStore):
 
     @_surface_outages
     def get_photo(self, photo_id: str, owner: str | None = None) -> PhotoRecord | None:
-        query = {"_id": photo_id} if owner is None else {"_id": photo_id, "owner": owner}
-        return self._one(query)
+        record = self._one({"_id": photo_id})  # by _id alone: see get_photos
+        return None if record is None or (owner is not None and record.owner != owner) else record
 
     @_surface_outages
     def get_photos(self, owner: str, photo_ids: Sequence[str]) -> list[PhotoRecord]:
         if not photo_ids:
             return []
+        # By _id alone, owner checked here: with the owner in the query SecantusDB walks the owner's
+        # index instead of the _id one (3 s for 60 ids among 20k photos, against 10 ms).
         found = {doc["_id"]: _record(doc)
-                 for doc in self._photos.find({"owner": owner, "_id": {"$in": list(set(photo_ids))}})}
+                 for doc in self._photos.find({"_id": {"$in": list(set(photo_ids))}})
+                 if doc["owner"] == owner}
         return [found[i] for i in photo_ids if i in found]
 
     @_surface_outages
