@@ -3,11 +3,10 @@ import dataclasses
 import datetime as dt
 import threading
 import time
-import uuid
 
-import pymongo
 import pytest
 
+from tests.contract.mongodb import fresh_database
 from photostore.backends.base import (STATUS_FAILED, STATUS_INDEXED, STATUS_UPLOADED, MetadataUnavailableError,
                                       PhotoRecord, utcnow)
 from photostore.settings import MetadataSettings
@@ -29,15 +28,12 @@ def store(request, tmp_path):
         opened.close()
         return
     from photostore.backends.mongo_metadata import MongoMetadataStore
-    settings = request.getfixturevalue("mongodb_settings").model_copy(
-        update={"mongodb_database": f"test_metadata_{uuid.uuid4().hex[:12]}"})
-    opened = MongoMetadataStore(settings)
-    try:
-        yield opened
-    finally:
-        opened.close()
-        with pymongo.MongoClient(settings.mongodb_uri.get_secret_value()) as client:
-            client.drop_database(settings.mongodb_database)
+    with fresh_database(request, "test_metadata") as settings:
+        opened = MongoMetadataStore(settings)
+        try:
+            yield opened
+        finally:
+            opened.close()
 
 
 def record(photo_id, owner="u1", sha=None, taken=None, created=None):

@@ -1,11 +1,10 @@
 """The UserStore contract, on the embedded twin (SQLite) and on MongoDB (SecantusDB)."""
 import datetime as dt
 import threading
-import uuid
 
-import pymongo
 import pytest
 
+from tests.contract.mongodb import fresh_database
 from photostore.backends.base import utcnow
 
 
@@ -19,15 +18,12 @@ def users(request, tmp_path):
         opened.close()
         return
     from photostore.backends.mongo_metadata import MongoUserStore
-    settings = request.getfixturevalue("mongodb_settings").model_copy(
-        update={"mongodb_database": f"test_users_{uuid.uuid4().hex[:12]}"})
-    opened = MongoUserStore(settings)
-    try:
-        yield opened
-    finally:
-        opened.close()
-        with pymongo.MongoClient(settings.mongodb_uri.get_secret_value()) as client:
-            client.drop_database(settings.mongodb_database)
+    with fresh_database(request, "test_users") as settings:
+        opened = MongoUserStore(settings)
+        try:
+            yield opened
+        finally:
+            opened.close()
 
 
 def test_create_and_look_up(users):
