@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from photos.v1 import embed_pb2_grpc, ingest_pb2_grpc, search_pb2_grpc
 from photostore import deployment
 from photostore.settings import Settings
+from tests.engines import free_port  # noqa: F401 - the suites import it from here too
 
 ROOT = Path(__file__).resolve().parents[1]
 # Short names of the processes, by deployment.services() label.
 SHORT_NAMES = {"ingest": "ingest", "ingest2": "ingest2", "embed": "embed", "embed worker": "worker",
                "embed worker 2": "worker2", "search": "search", "gateway": "gateway"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_serving(target: str, service: str = "", timeout: float = 60.0) -> None:
