@@ -1,2 +1,2 @@
-"""EmbedService (open_clip image/text encoders, python -m embed_svc) and the embed worker
-(python -m embed_svc.worker)."""
+"""EmbedService (open_clip image/text encoders, `photostore serve embed`) and the embed worker
+(`photostore serve worker`)."""

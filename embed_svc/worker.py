@@ -6,7 +6,7 @@ sent again with its attempt count in the event (so the count survives restarts a
 and the original is committed: nothing blocks a partition. After worker_max_attempts the event
 goes to the dead-letter topic and the photo is marked failed.
 
-`python -m embed_svc.worker` runs until SIGTERM/SIGINT; `--once` stops when the backlog is empty.
+`photostore serve worker` runs until SIGTERM/SIGINT; `--once` stops when the backlog is empty.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from photostore.backends.base import (
     VectorObject, VectorStore)
 from photostore.convert import from_timestamp, role_name
 from photostore.errors import decode_details, status_details
-from photostore.server import MAX_MESSAGE_BYTES, make_channel, setup_logging
+from photostore.server import MAX_MESSAGE_BYTES, GrpcService, make_channel, setup_logging, start_server
 from photostore.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,11 @@ class EmbedWorker:
         self._indexing_with = ReadyModels()
         self._stop = threading.Event()
         self._progress = _ProgressLog()
+        self._last_turn = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds since the loop last came round (a poll, a batch, a wait for a model)."""
+        return time.monotonic() - self._last_turn
 
     def stop(self) -> None:
         """The current batch finishes, then run() returns."""
@@ -195,6 +200,7 @@ class EmbedWorker:
         try:
             rewind = False
             while not self._stop.is_set() and not (until_idle and backlog == 0):
+                self._last_turn = time.monotonic()
                 try:
                     if rewind:  # redeliver what was polled but not committed
                         self._consumer.seek_to_committed()
@@ -530,16 +536,36 @@ def _log_partitions(what: str) -> Callable[[set[TopicPartition]], None]:
     return callback
 
 
+def serve_health(settings: Settings, worker: EmbedWorker) -> GrpcService:
+    """grpc.health.v1 on settings.worker_port: SERVING while the loop comes round, NOT_SERVING once
+    it has not for max_poll_interval_ms (Kafka has then given its partitions away too), so a
+    liveness probe restarts a stuck worker."""
+    svc = start_server(settings=settings, port=settings.worker_port, servicers=[], service_names=[],
+                       authenticator=None, max_workers=2)
+    limit_s = settings.events.max_poll_interval_ms / 1000
+
+    def watch() -> None:
+        serving = True
+        while not svc.stopped.wait(min(5.0, limit_s / 4)):
+            alive = worker.stalled_for() < limit_s
+            if alive != serving:
+                log.error("worker loop stuck for %.0f s", worker.stalled_for()) if not alive else \
+                    log.info("worker loop running again")
+                svc.set_serving("", alive)
+                serving = alive
+
+    threading.Thread(target=watch, name="worker-health", daemon=True).start()
+    return svc
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m embed_svc.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="photostore serve worker", description=__doc__)
     parser.add_argument("--once", action="store_true", help="stop once the backlog is empty")
-    parser.add_argument("--metrics-port", type=int, default=0,
-                        help="serve Prometheus metrics on this port (0: off)")
     args = parser.parse_args(argv)
     setup_logging()
     settings = get_settings()
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=settings.host)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host)
     events = open_events(settings)
     consumer = events.consumer(GROUP, [TOPIC_PHOTO_UPLOADED], on_assigned=_log_partitions("assigned"),
                                on_revoked=_log_partitions("revoked"))
@@ -550,11 +576,14 @@ def main(argv: list[str] | None = None) -> None:
                          api_key=service_api_key(settings), backlog=group_backlog(events))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
+    health = serve_health(settings, worker) if settings.worker_port and not args.once else None
     try:
         totals = worker.run(until_idle=args.once)
         log.info("stopped: %d indexed, %d failed, %d skipped in total",
                  totals.indexed, totals.failed, totals.skipped)
     finally:
+        if health is not None:
+            health.stop()
         channel.close()
         consumer.close()
         producer.close()

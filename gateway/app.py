@@ -20,7 +20,7 @@ from flask import Flask, Response, jsonify, redirect, request
 from google.protobuf import json_format, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from werkzeug.datastructures import FileStorage
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from gateway import errors, openapi
 from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
@@ -42,6 +42,8 @@ STREAM_TIMEOUT_S = 600.0
 HEALTH_TIMEOUT_S = 2.0
 SSE_HEARTBEAT_S = 15.0
 SSE_RETRY_MS = 3000
+# A client refused a live-status stream (all taken) tries again after this.
+STREAMS_FULL_RETRY_S = 5
 THUMBNAIL_CACHE = "private, max-age=86400"
 
 SERVICE_NAMES = {
@@ -231,6 +233,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     clients = Clients(settings)
     app.extensions["photostore_clients"] = clients
+    # A live-status stream holds a server thread as long as the page is open; the rest of the
+    # threads stay free for requests.
+    event_streams = threading.BoundedSemaphore(settings.gateway_max_event_streams)
 
     app.register_error_handler(grpc.RpcError, errors.handle_rpc_error)
     app.register_error_handler(ServiceError, errors.handle_service_error)
@@ -271,6 +276,23 @@ def create_app(settings: Settings | None = None) -> Flask:
                 reachable = err.code() == grpc.StatusCode.NOT_FOUND
                 states[name] = "SERVICE_UNKNOWN" if reachable else "UNREACHABLE"
         return jsonify(states), 503 if "UNREACHABLE" in states.values() else 200
+
+    @app.get("/livez")
+    def livez():
+        """The process answers (a liveness probe: restart only what is itself stuck)."""
+        return jsonify({"status": "SERVING"})
+
+    @app.get("/readyz")
+    def readyz():
+        """Ready for traffic: the ingest service, which every request's key check needs, answers."""
+        name = SERVICE_NAMES["ingest"]
+        try:
+            status = clients.health("ingest").Check(health_pb2.HealthCheckRequest(service=name),
+                                                    timeout=HEALTH_TIMEOUT_S).status
+            state = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+        except grpc.RpcError as err:
+            state = "UNREACHABLE" if err.code() != grpc.StatusCode.NOT_FOUND else "SERVICE_UNKNOWN"
+        return jsonify({name: state}), 200 if state == "SERVING" else 503
 
     # Session cookie for the page and EventSource (which cannot send headers)
 
@@ -438,14 +460,24 @@ def create_app(settings: Settings | None = None) -> Flask:
                  for name in value.split(",") if name.strip()]
         for index, name in enumerate(names):
             photo_id_from_name(name, field=f"names[{index}]")  # a malformed name is a 400 now
-        call = clients.ingest.WatchPhotos(
-            ingest_pb2.WatchPhotosRequest(names=names, send_initial=bool(names)), metadata=metadata)
-        # IngestService sends initial metadata once the watch is live: nothing after this is missed.
-        # A refusal after the key check (too many watchers) comes as an rpc_error event.
-        call.initial_metadata()
-        return Response(sse_stream(call, app.config["SSE_HEARTBEAT_S"]),
-                        content_type="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        if not event_streams.acquire(blocking=False):
+            raise ServiceUnavailable(f"this gateway process already serves {settings.gateway_max_event_streams} "
+                                     "live-status streams; try again shortly",
+                                     retry_after=STREAMS_FULL_RETRY_S)
+        try:
+            call = clients.ingest.WatchPhotos(
+                ingest_pb2.WatchPhotosRequest(names=names, send_initial=bool(names)), metadata=metadata)
+            # IngestService sends initial metadata once the watch is live: nothing after this is
+            # missed. A refusal after the key check (too many watchers) comes as an rpc_error event.
+            call.initial_metadata()
+            response = Response(sse_stream(call, app.config["SSE_HEARTBEAT_S"]),
+                                content_type="text/event-stream",
+                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        except BaseException:
+            event_streams.release()
+            raise
+        response.call_on_close(event_streams.release)  # the server closes the response, streamed or not
+        return response
 
     @app.get(f"{API}/model")
     def model_info():

@@ -198,6 +198,11 @@ def document() -> dict:
                 "type": "string",
                 "enum": ["SERVING", "NOT_SERVING", "UNKNOWN", "SERVICE_UNKNOWN", "UNREACHABLE"]}},
             "Every service answered (503 with the same body when one did not)"), public=True)},
+        "/livez": {"get": _op("The gateway process answers (liveness probe)", _json(
+            {"type": "object", "properties": {"status": {"const": "SERVING"}}}), public=True)},
+        "/readyz": {"get": _op("The ingest service, which checks every key, answers (readiness probe)", _json(
+            {"type": "object", "additionalProperties": {"type": "string"}},
+            "Ready (503 with the same body when not)"), public=True)},
     }
     return {
         "openapi": "3.1.0",

@@ -1,1 +1,1 @@
-"""IngestService: receives, stores, lists, deletes and streams photos (python -m ingest_svc)."""
+"""IngestService: receives, stores, lists, deletes and streams photos (`photostore serve ingest`)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import importlib
 import mimetypes
 import os
 import signal
@@ -419,21 +420,47 @@ def _wait_until(probe, children: Sequence[tuple[str, subprocess.Popen]], stop: t
     attempt()
 
 
-def _grpc_health_probe(target: str):
+def _grpc_health_probe(target: str, service: str = "", timeout_s: float = 2.0):
     def probe():
-        with make_channel(target) as channel:
+        with grpc.insecure_channel(target) as channel:
             response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=2)
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
         if response.status != health_pb2.HealthCheckResponse.SERVING:
             state = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-            raise RuntimeError(f"{target} is {state}")
+            raise RuntimeError(f"{target} {service or 'server'} is {state}")
     return probe
 
 
-def _http_health_probe(url: str):
+def _http_health_probe(url: str, timeout_s: float = 2.0):
     def probe():
-        requests.get(url, timeout=2).raise_for_status()
+        requests.get(url, timeout=timeout_s).raise_for_status()
     return probe
+
+
+# serve, probe: what the container image runs
+
+def cmd_serve(args, settings: Settings) -> int:
+    module = importlib.import_module(deployment.SERVICE_MODULES[args.component])
+    if args.component == "worker":
+        module.main(args.options)
+    elif args.options:
+        raise CliError(f"`serve {args.component}` takes no options: {' '.join(args.options)}")
+    else:
+        module.main()
+    return 0
+
+
+def cmd_probe(args, settings: Settings) -> int:
+    """Exit status 0 when the server answers SERVING (gRPC) or 2xx (HTTP): a container health check."""
+    probe = (_grpc_health_probe(args.grpc, args.service, args.timeout) if args.grpc
+             else _http_health_probe(args.http, args.timeout))
+    try:
+        probe()
+    except (grpc.RpcError, requests.RequestException, RuntimeError) as e:
+        reason = f"{e.code().name}: {e.details()}" if isinstance(e, grpc.RpcError) else str(e)
+        print(f"not ready: {reason}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _stop_children(children: Sequence[tuple[str, subprocess.Popen]], grace_s: float) -> None:
@@ -503,7 +530,7 @@ def cmd_up(args, settings: Settings) -> int:
             if process.grpc_target:
                 _wait_until(_grpc_health_probe(process.grpc_target), children, stop)
             elif process.http_url:
-                _wait_until(_http_health_probe(process.http_url + "/healthz"), children, stop)
+                _wait_until(_http_health_probe(process.http_url + "/readyz"), children, stop)
     except _StartupInterrupted as e:
         print(f"{e} during start-up; stopping the others", file=sys.stderr)
         exit_code = 0 if stop.is_set() else 1
@@ -610,11 +637,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Queues your photos whose vectors come from an older or missing model (every photo "
                     "with --all) and follows their progress; they stay searchable meanwhile.",
         epilog="Exit status: 1 when any photo failed to index.")
-    reindex.add_argument("--all", action="store_true", help="every photo, whatever its models")
+    reindex.add_argument("--all", action="store_true",
+                         help="every photo, whatever its models; also those still waiting to be indexed")
     reindex.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
                          help="give up waiting after this long (default: no limit)")
     _add_key_option(reindex)
     reindex.set_defaults(handler=cmd_reindex)
+
+    serve = commands.add_parser(
+        "serve", help="run one service in the foreground (what the container image runs)",
+        description="Runs one service until SIGTERM, with the settings of the environment "
+                    "(PHOTOSTORE_*); `photostore up` runs them all on this machine.")
+    serve.add_argument("component", choices=list(deployment.SERVICE_MODULES))
+    serve.add_argument("options", nargs=argparse.REMAINDER,
+                       help="options of the service (worker: --once stops when the backlog is empty)")
+    serve.set_defaults(handler=cmd_serve)
+
+    probe = commands.add_parser(
+        "probe", help="exit 0 when a service answers healthy (container health checks)")
+    target = probe.add_mutually_exclusive_group(required=True)
+    target.add_argument("--grpc", metavar="HOST:PORT", help="ask grpc.health.v1 at this address")
+    target.add_argument("--http", metavar="URL", help="GET this URL, healthy on 2xx")
+    probe.add_argument("--service", default="", help="gRPC service name to ask about (default: the server)")
+    probe.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    probe.set_defaults(handler=cmd_probe)
 
     status = commands.add_parser("status", help="photo counts per status and model state")
     status.add_argument("--no-backends", dest="backends", action="store_false",
@@ -640,7 +686,8 @@ def load_running_stack_settings() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    load_running_stack_settings()
+    if args.command not in ("serve", "probe"):  # a service reads only its environment
+        load_running_stack_settings()
     try:
         return args.handler(args, get_settings())
     except CliError as e:

@@ -72,6 +72,10 @@ class GrpcService:
         self._after_drain_callbacks: list[Callable[[], None]] = []
         self._stopped = threading.Event()
 
+    @property
+    def stopped(self) -> threading.Event:
+        return self._stopped
+
     def set_serving(self, service: str, serving: bool) -> None:
         self.health.set(service, SERVING if serving else NOT_SERVING)
 
@@ -124,7 +128,8 @@ def start_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers or settings.grpc_max_workers,
                                    thread_name_prefix="rpc"),
-        interceptors=interceptors, options=CHANNEL_OPTIONS)
+        interceptors=interceptors,
+        options=CHANNEL_OPTIONS + [("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_seconds * 1000))])
     for add, servicer in servicers:
         add(servicer, server)
     health_servicer = health.HealthServicer(
@@ -140,7 +145,7 @@ def start_server(
     health_servicer.set("", SERVING)
     for name in service_names:
         health_servicer.set(name, SERVING)
-    log.info("serving %s on %s:%d", ", ".join(service_names), settings.host, bound)
+    log.info("serving %s on %s:%d", ", ".join(service_names) or health.SERVICE_NAME, settings.host, bound)
     return GrpcService(server, health_servicer, service_names, bound, settings.shutdown_grace_seconds)
 
 

@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     embed_port: int = 50062
     search_port: int = 50063
     gateway_port: int = 8000
+    # The embed worker's grpc.health.v1 port (0: none): NOT_SERVING when its loop is stuck.
+    worker_port: int = 50064
+    # Prometheus metrics of the embed worker on this port (0: none).
+    metrics_port: int = 0
+    # Gateway processes (gunicorn) and threads in each; a live-status stream holds a thread, so
+    # each process takes at most gateway_max_event_streams of them and answers 503 beyond.
+    gateway_workers: int = 2
+    gateway_threads: int = 32
+    gateway_max_event_streams: int = 24
     # Where each service is reached; default host:port above.
     ingest_target: str | None = None
     embed_target: str | None = None
@@ -88,6 +97,9 @@ class Settings(BaseSettings):
     # How long search and embed trust an answer of the ingest service's key check.
     auth_cache_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
+    # A server asks each client connection to reconnect after this long (in-flight calls and
+    # streams finish first), so clients re-resolve dns:/// targets and reach new replicas.
+    grpc_max_connection_age_seconds: float = 300.0
 
     # Upload limits.
     max_upload_bytes: int = 100 * MIB

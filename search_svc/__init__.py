@@ -1,1 +1,1 @@
-"""photos.v1.SearchService: natural-language and similar-photo search (`python -m search_svc`)."""
+"""photos.v1.SearchService: natural-language and similar-photo search (`photostore serve search`)."""

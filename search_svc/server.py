@@ -1,4 +1,4 @@
-"""Runs photos.v1.SearchService: `python -m search_svc`."""
+"""Runs photos.v1.SearchService: `photostore serve search`."""
 from __future__ import annotations
 
 from photos.v1 import embed_pb2_grpc, ingest_pb2_grpc, search_pb2, search_pb2_grpc

@@ -52,7 +52,8 @@ class Stack:
         self.tiny = tiny
         self.checkpoint_path = checkpoint_path
         self.scale_out = bool(backends)
-        ports = {name: free_port() for name in ("ingest", "ingest2", "embed", "search", "gateway")}
+        ports = {name: free_port() for name in ("ingest", "ingest2", "embed", "worker", "worker2", "search",
+                                                "gateway", "metrics", "metrics2")}
         self.ports = ports
         self.env = {
             **os.environ,
@@ -77,7 +78,12 @@ class Stack:
                             search_port=ports["search"], gateway_port=ports["gateway"])
         replicas = 2 if self.scale_out else 1
         self.processes = {SHORT_NAMES[p.label]: p for p in deployment.services(
-            settings, replicas=replicas, ingest_ports=[ports["ingest"], ports["ingest2"]][:replicas])}
+            settings, replicas=replicas, ingest_ports=[ports["ingest"], ports["ingest2"]][:replicas],
+            worker_ports=[ports["worker"], ports["worker2"]][:replicas])}
+        # Prometheus metrics of each worker, as the chart turns them on (PHOTOSTORE_METRICS_PORT).
+        for worker, metrics in (("worker", "metrics"), ("worker2", "metrics2")):
+            if worker in self.processes:
+                self.processes[worker].env["PHOTOSTORE_METRICS_PORT"] = str(ports[metrics])
         self.procs: dict[str, subprocess.Popen] = {}
         self.channels: dict[str, grpc.Channel] = {}
 

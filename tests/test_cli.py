@@ -243,3 +243,53 @@ def test_reindex_follows_progress_and_search_shows_signals(settings, tiny_clip, 
         worker.join()
         for server in (search, ingest, embed):
             server.stop()
+
+
+# serve, probe: the container image's command and health check
+
+def test_probe_answers_for_grpc_services(settings, capsys):
+    server = serve_ingest(settings, port=0, max_watchers=2)
+    try:
+        target = f"127.0.0.1:{server.port}"
+        assert cli.main(["probe", "--grpc", target]) == 0
+        assert cli.main(["probe", "--grpc", target, "--service", "photos.v1.IngestService"]) == 0
+        assert cli.main(["probe", "--grpc", target, "--service", "photos.v1.Nothing"]) == 1
+        assert "NOT_FOUND" in capsys.readouterr().err
+        server.set_serving("photos.v1.IngestService", False)
+        assert cli.main(["probe", "--grpc", target, "--service", "photos.v1.IngestService"]) == 1
+        assert "NOT_SERVING" in capsys.readouterr().err
+    finally:
+        server.stop()
+    assert cli.main(["probe", "--grpc", f"127.0.0.1:{free_port()}", "--timeout", "1"]) == 1
+    assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_probe_answers_for_http(settings, capsys, tmp_path):
+    import http.server
+    statuses = {"/ok": 200, "/down": 503}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(statuses[self.path])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        assert cli.main(["probe", "--http", f"{base}/ok"]) == 0
+        assert cli.main(["probe", "--http", f"{base}/down"]) == 1
+        assert "503" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_refuses_what_it_does_not_know(settings, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "database"])
+    assert cli.main(["serve", "search", "--once"]) == 1
+    assert "takes no options" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from photostore.backends.base import TOPIC_PHOTO_UPLOADED
 from photostore.server import make_channel
 from photostore.settings import Settings
 from search_svc.server import serve as serve_search
+from tests.engines import free_port
 from tests.harness import add_user
 from tests.tinyclip import write_tiny_checkpoint
 
@@ -200,6 +201,45 @@ def test_healthz_reports_each_service(client, model_ready):
     assert health.status_code == 200
     assert health.json == {"photos.v1.IngestService": "SERVING", "photos.v1.EmbedService": "SERVING",
                            "photos.v1.SearchService": "SERVING"}
+
+
+def test_livez_and_readyz(client, stack):
+    assert client.get("/livez").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json == {"photos.v1.IngestService": "SERVING"}
+    # Without ingest (every key check needs it) the gateway is alive but not ready.
+    cut_off = create_app(stack.model_copy(update={"ingest_target": f"127.0.0.1:{free_port()}"}))
+    try:
+        probe = cut_off.test_client()
+        assert probe.get("/livez").status_code == 200
+        unready = probe.get("/readyz")
+        assert unready.status_code == 503 and unready.json == {"photos.v1.IngestService": "UNREACHABLE"}
+    finally:
+        cut_off.extensions["photostore_clients"].close()
+
+
+def test_event_streams_per_process_are_capped(stack, key):
+    """A live-status stream holds a server thread while the page is open: past the cap the gateway
+    answers 503 with Retry-After, and a closed stream frees its place."""
+    capped = create_app(stack.model_copy(update={"gateway_max_event_streams": 1}))
+    client = capped.test_client()
+    try:
+        refused = client.get(f"{API}/events", headers=auth(key), query_string={"names": "bogus"})
+        assert refused.status_code == 400  # refused before it took a place
+        first = client.get(f"{API}/events", headers=auth(key), buffered=False)
+        assert first.status_code == 200
+        full = client.get(f"{API}/events", headers=auth(key))
+        assert full.status_code == 503 and full.headers["Retry-After"] == "5"
+        assert_status_json(full.json, grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE")
+        assert client.get(f"{API}/photos", headers=auth(key)).status_code == 200  # others still served
+        first.close()
+        again = client.get(f"{API}/events", headers=auth(key), buffered=False)
+        try:
+            assert again.status_code == 200
+        finally:
+            again.close()
+    finally:
+        capped.extensions["photostore_clients"].close()
 
 
 def test_page_is_served_with_the_key_form(client):

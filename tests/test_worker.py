@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import random
 import shutil
+import threading
 import uuid
 from concurrent import futures
 
@@ -15,10 +16,11 @@ import grpc
 import numpy as np
 import pytest
 import skimage.data
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from embed_svc.worker import GROUP, BatchStats, EmbedWorker, group_backlog
+from embed_svc.worker import GROUP, BatchStats, EmbedWorker, group_backlog, serve_health
 from photos.v1 import embed_pb2, embed_pb2_grpc, events_pb2, photo_pb2
 from photostore import events as photo_events
 from photostore.auth import service_api_key
@@ -26,10 +28,11 @@ from photostore.backends import open_blobs, open_events, open_vectors
 from photostore.backends.base import (
     SPACE_CLIP, SPACE_TEXT, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED, TOPIC_PHOTO_UPLOADED_DLQ, BlobStore,
     Event, EventConsumer, EventLog, PhotoRecord, VectorFilter, VectorObject, VectorStore, utcnow, words)
-from photostore.server import make_channel
+from photostore.server import NOT_SERVING, SERVING, make_channel
 from photostore.settings import Settings
 from tests.test_embed import clip_only_settings, start_embed_server, stop_embed_server, wait_for
 from tests.test_signals import TEXT_MODEL, chelsea, sign
+from tests.engines import free_port
 from tests.tinyclip import TINY_EMBED_DIM, write_tiny_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,8 +56,8 @@ def encode(img: Image.Image) -> bytes:
     return out.getvalue()
 
 
-class CommitLost(EventConsumer):
-    """A group member whose commits never reach the log: its worker dies before committing."""
+class Wrapped(EventConsumer):
+    """A group member that does what the one it wraps does (a test overrides one behaviour)."""
 
     def __init__(self, inner: EventConsumer):
         self._inner = inner
@@ -63,7 +66,7 @@ class CommitLost(EventConsumer):
         return self._inner.poll(max_records, timeout_s)
 
     def commit(self, events) -> None:
-        pass
+        self._inner.commit(events)
 
     def seek_to_committed(self, partitions=None) -> None:
         self._inner.seek_to_committed(partitions)
@@ -73,6 +76,13 @@ class CommitLost(EventConsumer):
 
     def close(self) -> None:
         self._inner.close()
+
+
+class CommitLost(Wrapped):
+    """A group member whose commits never reach the log: its worker dies before committing."""
+
+    def commit(self, events) -> None:
+        pass
 
 
 @dataclasses.dataclass
@@ -642,3 +652,46 @@ def test_photo_is_dead_lettered_after_max_attempts_with_the_reason(scripted):
     assert (dead.dead_letter.source_topic, dead.dead_letter.source_partition,
             dead.dead_letter.source_offset) == (TOPIC_PHOTO_UPLOADED, last.partition, last.offset)
     assert backends.lag() == 0
+
+
+class StuckPoll(Wrapped):
+    """A group member whose poll hangs until released (a wedged broker connection, say)."""
+
+    def __init__(self, inner: EventConsumer):
+        super().__init__(inner)
+        self.release = threading.Event()
+
+    def poll(self, max_records: int = 100, timeout_s: float = 1.0) -> list[Event]:
+        self.release.wait()
+        return super().poll(max_records, timeout_s)
+
+
+def health_status(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+def test_worker_health_says_not_serving_while_its_loop_is_stuck(tiny, tmp_path):
+    """The liveness probe of `serve worker`: a loop that has not come round for
+    max_poll_interval_ms (Kafka has given its partitions away by then) is NOT_SERVING."""
+    settings = worker_settings(tiny, tmp_path, worker_port=free_port())
+    settings = settings.model_copy(update={"events": settings.events.model_copy(
+        update={"max_poll_interval_ms": 500})})
+    backends = make_backends(settings)
+    stuck = StuckPoll(backends.events.consumer(GROUP, [TOPIC_PHOTO_UPLOADED]))
+    worker = backends.worker(f"127.0.0.1:{free_port()}", consumer=stuck).worker
+    health = serve_health(settings, worker)
+    target = f"127.0.0.1:{settings.worker_port}"
+    running = threading.Thread(target=worker.run)
+    try:
+        assert health_status(target) == SERVING
+        running.start()
+        wait_for(lambda: health_status(target) == NOT_SERVING, timeout_s=60)
+        stuck.release.set()
+        wait_for(lambda: health_status(target) == SERVING, timeout_s=60)
+    finally:
+        stuck.release.set()
+        worker.stop()
+        running.join(timeout=60)
+        health.stop()
+        backends.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from PIL import Image, ImageOps
@@ -369,6 +370,31 @@ def test_health_answers_while_workers_are_busy(stack, state):
         stop.set()
         for t in threads:
             t.join()
+
+
+def test_container_health_checks_and_worker_metrics(stack, state):
+    """What deploy/ probes: `photostore probe` (the compose health checks) against each gRPC
+    process's own health port and the gateway's /livez and /readyz; the workers' Prometheus
+    metrics count what they indexed."""
+    photostore = str(Path(sys.executable).parent / "photostore")
+    for name, process in stack.processes.items():
+        if process.grpc_target:
+            probe = [photostore, "probe", "--grpc", process.grpc_target]
+        else:
+            probe = [photostore, "probe", "--http", f"{process.http_url}/readyz"]
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (name, done.stderr)
+    gateway = stack.processes["gateway"].http_url
+    assert requests.get(f"{gateway}/livez", timeout=30).status_code == 200
+    indexed = 0.0
+    for metrics in ("metrics", "metrics2"):
+        if metrics == "metrics2" and "worker2" not in stack.processes:
+            continue
+        text = requests.get(f"http://127.0.0.1:{stack.ports[metrics]}/metrics", timeout=30).text
+        assert "embed_backlog" in text
+        indexed += sum(float(line.split()[-1]) for line in text.splitlines()
+                       if line.startswith("photos_indexed_total "))
+    assert indexed >= 1  # the photos of the tests before this one (a restarted worker starts at 0)
 
 
 def test_sigterm_stops_every_service_cleanly(stack):

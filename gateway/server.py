@@ -1,0 +1,63 @@
+"""Serves the gateway with gunicorn: `photostore serve gateway` until SIGTERM.
+
+gthread workers: each process (gateway_workers) answers requests on gateway_threads threads, so a
+slow upload or an open live-status stream holds one thread, never the process. The app caps the
+streams per process (gateway_max_event_streams) below the thread count; what is left serves the
+other requests. The app is created in each worker after the fork (gRPC channels do not survive
+one).
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+from gunicorn.app.base import BaseApplication
+
+from photostore.server import setup_logging
+from photostore.settings import Settings, get_settings
+
+log = logging.getLogger("gateway")
+# Threads beyond the stream cap, always free for other requests.
+MIN_FREE_THREADS = 4
+REQUEST_BODY_MIB = 1  # headers and fields; the upload's size is bounded by the app
+
+
+class GatewayServer(BaseApplication):
+    def __init__(self, settings: Settings):
+        if settings.gateway_threads - settings.gateway_max_event_streams < MIN_FREE_THREADS:
+            raise SystemExit(f"gateway_threads ({settings.gateway_threads}) must exceed "
+                             f"gateway_max_event_streams ({settings.gateway_max_event_streams}) "
+                             f"by at least {MIN_FREE_THREADS}")
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        for name, value in {
+            "bind": [f"[{s.host}]:{s.gateway_port}" if ":" in s.host else f"{s.host}:{s.gateway_port}"],
+            "workers": s.gateway_workers,
+            "worker_class": "gthread",
+            "threads": s.gateway_threads,
+            # A worker that stops heartbeating this long is restarted; streams do not count.
+            "timeout": 60,
+            "graceful_timeout": math.ceil(s.shutdown_grace_seconds),
+            "keepalive": 5,
+            "proc_name": "photostore-gateway",
+            "accesslog": None,
+            "errorlog": "-",
+            "control_socket_disable": True,  # one per user's home: two gateways on a machine would clash
+            "forwarded_allow_ips": "*",  # behind an ingress: its X-Forwarded-Proto decides https
+        }.items():
+            self.cfg.set(name, value)
+
+    def load(self):
+        from gateway.app import create_app
+        return create_app(self.settings)
+
+
+def main() -> None:
+    setup_logging()
+    settings = get_settings()
+    log.info("gateway on http://%s:%d (%d processes x %d threads)", settings.host, settings.gateway_port,
+             settings.gateway_workers, settings.gateway_threads)
+    GatewayServer(settings).run()
