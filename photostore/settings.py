@@ -22,6 +22,9 @@ class BlobsSettings(BaseModel):
     s3_bucket: str = "photostore"
     s3_region: str = ""
     s3_secure: bool = False
+    # Base URL of the same S3 service as browsers reach it (https://s3.example.com), for presigned
+    # download links; empty: the endpoint above.
+    s3_public_url: str = ""
     # Lifetime of the presigned GET URLs the gateway redirects browsers to.
     presign_expiry_seconds: int = 900
 
@@ -47,6 +50,11 @@ class EventsSettings(BaseModel):
     max_poll_interval_ms: int = 300_000
     # How long a send waits for the log to acknowledge before it fails.
     send_timeout_s: float = 15.0
+    # Managed clusters: SASL_SSL with a SCRAM or PLAIN user, or SSL.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
 
 
 class VectorsSettings(BaseModel):
@@ -55,6 +63,8 @@ class VectorsSettings(BaseModel):
     weaviate_host: str = "127.0.0.1"
     weaviate_http_port: int = 8090
     weaviate_grpc_port: int = 50151
+    # TLS on both ports (a managed Weaviate).
+    weaviate_secure: bool = False
     weaviate_api_key: SecretStr = SecretStr("")
     weaviate_collection: str = "Photo"
 

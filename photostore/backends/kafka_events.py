@@ -48,7 +48,13 @@ ERROR_LOG_EVERY_S = 30.0
 
 
 def _client_config(settings: EventsSettings) -> dict:
+    security = {"security.protocol": settings.kafka_security_protocol}
+    if settings.kafka_sasl_mechanism:
+        security.update({"sasl.mechanism": settings.kafka_sasl_mechanism,
+                         "sasl.username": settings.kafka_sasl_username,
+                         "sasl.password": settings.kafka_sasl_password.get_secret_value()})
     return {
+        **security,
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         # A restarted broker is found again within a second or two (default backoff up to 10 s).
         "reconnect.backoff.max.ms": 2000,

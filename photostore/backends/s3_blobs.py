@@ -27,6 +27,7 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 10.0  # longest wait for the next bytes of an answer
 RETRIES = 2  # after the first try: connection errors and 500/502/503/504 (a hung server: one)
 POOL_SIZE = 16
+DEFAULT_REGION = "us-east-1"  # S3's region when none is set
 MAX_PRESIGN_S = 7 * 24 * 3600  # S3's limit
 NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket"}
 BUCKET_EXISTS_CODES = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
@@ -89,10 +90,22 @@ class S3BlobStore(BlobStore):
                                  secret_key=settings.s3_secret_key.get_secret_value() or None,
                                  secure=settings.s3_secure, region=settings.s3_region or None,
                                  http_client=self._http)
+            self._signer = self._public_signer(settings) if settings.s3_public_url else self._client
         except ValueError as e:
             raise BlobError(f"bad S3 settings for {self._where}: {e}") from e
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
+
+    @staticmethod
+    def _public_signer(settings: BlobsSettings) -> Minio:
+        """Signs download links for the address browsers use (signing needs no request to it;
+        the region must be known, since the client cannot ask that address for it)."""
+        url = urllib.parse.urlsplit(settings.s3_public_url)
+        if url.scheme not in ("http", "https") or not url.netloc or url.path.strip("/") or url.query:
+            raise ValueError(f"s3_public_url must be http(s)://host[:port], not {settings.s3_public_url!r}")
+        return Minio(url.netloc, access_key=settings.s3_access_key.get_secret_value() or None,
+                     secret_key=settings.s3_secret_key.get_secret_value() or None,
+                     secure=url.scheme == "https", region=settings.s3_region or DEFAULT_REGION)
 
     def describe(self) -> str:
         return self._where
@@ -186,7 +199,7 @@ class S3BlobStore(BlobStore):
         headers = {"response-content-disposition": content_disposition(filename)} if filename else None
         self._ensure_bucket()  # the client asks the bucket's region before signing
         try:
-            return self._client.presigned_get_object(self._bucket, key, expires=dt.timedelta(seconds=expires_s),
+            return self._signer.presigned_get_object(self._bucket, key, expires=dt.timedelta(seconds=expires_s),
                                                      response_headers=headers)
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as e:
             self._fail(e, "presign", key)

@@ -122,8 +122,8 @@ class WeaviateVectorStore(VectorStore):
         s = self._settings
         api_key = s.weaviate_api_key.get_secret_value()
         return weaviate.connect_to_custom(
-            http_host=s.weaviate_host, http_port=s.weaviate_http_port, http_secure=False,
-            grpc_host=s.weaviate_host, grpc_port=s.weaviate_grpc_port, grpc_secure=False,
+            http_host=s.weaviate_host, http_port=s.weaviate_http_port, http_secure=s.weaviate_secure,
+            grpc_host=s.weaviate_host, grpc_port=s.weaviate_grpc_port, grpc_secure=s.weaviate_secure,
             auth_credentials=Auth.api_key(api_key) if api_key else None,
             additional_config=AdditionalConfig(timeout=Timeout(init=10, query=30, insert=60)))
 

@@ -248,6 +248,25 @@ def test_presigned_url_bad_expiry(s3_store):
             store.presigned_url("k", expires)
 
 
+def test_presigned_url_for_the_public_address(s3_store):
+    """Browsers reach S3 by another name than the services (an ingress, a published port): the
+    link names that address and works there."""
+    internal = s3_store._settings
+    port = internal.s3_endpoint.rsplit(":", 1)[1]
+    public = S3BlobStore(internal.model_copy(update={"s3_public_url": f"http://localhost:{port}"}))
+    try:
+        public.put_bytes("originals/u1/p1", b"public bytes", "image/jpeg")
+        url = public.presigned_url("originals/u1/p1", 60)
+        assert url.startswith(f"http://localhost:{port}/{internal.s3_bucket}/originals/u1/p1?")
+        response = requests.get(url, timeout=30)
+        assert response.status_code == 200 and response.content == b"public bytes"
+    finally:
+        public.close()
+    for bad in ("localhost:9000", "ftp://host", "https://host/prefix"):
+        with pytest.raises(BlobError, match="s3_public_url"):
+            S3BlobStore(internal.model_copy(update={"s3_public_url": bad}))
+
+
 def test_describe_names_the_place(store):
     text = store.describe()
     if is_s3(store):
