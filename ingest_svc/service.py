@@ -397,9 +397,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             owner = current_user().id
             queued: list[PhotoRecord] = []
             for record in self._all_photos(owner):
-                # A photo still waiting for its first indexing is queued already.
+                # A photo still waiting for its first indexing is queued already, unless its event
+                # was lost (an event log restored from backup): `all` queues it again too.
                 stale = request.all or not set(models) <= set(record.embedding_models)
-                if stale and record.status != STATUS_UPLOADED:
+                if stale and (request.all or record.status != STATUS_UPLOADED):
                     queued.append(record)
             for start in range(0, len(queued), SEND_BATCH):
                 self._send([photo_events.reindex_record(r) for r in queued[start:start + SEND_BATCH]])
