@@ -9,7 +9,7 @@ PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install up up-scale-out engines test lint-proto check-generated breaking-proto release-proto gen bench
+.PHONY: install up up-scale-out engines deploy-tools check-deploy test lint-proto check-generated breaking-proto release-proto gen bench screenshots
 
 install: $(VENV)/.installed $(BUF)
 
@@ -43,6 +43,15 @@ up-scale-out: install
 engines:
 	deploy/local/engines.sh install
 
+# helm and the Compose loader, built with Go (deploy/tools/install.sh), to check deploy/ offline.
+deploy-tools:
+	deploy/tools/install.sh
+
+# Lints and renders the Helm chart, validates it against the Kubernetes API schemas, loads the
+# Compose file and reads the Dockerfile (tests/deploy; also part of `make test`).
+check-deploy: install deploy-tools
+	$(VENV)/bin/pytest -q tests/deploy
+
 lint-proto: install
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
@@ -61,8 +70,12 @@ breaking-proto: install
 release-proto: install
 	$(BUF) build -o proto/released.binpb
 
-test: install engines $(CHROMIUM) lint-proto check-generated breaking-proto
+test: install engines deploy-tools $(CHROMIUM) lint-proto check-generated breaking-proto
 	$(VENV)/bin/pytest -ra
+
+# Refreshes docs/screenshots from the browser test (the test alone writes them to a temp dir).
+screenshots: install $(CHROMIUM)
+	PHOTOSTORE_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest -q tests/browser
 
 bench: install
 	$(PY) bench/benchmark.py

@@ -3,22 +3,33 @@
 Every module runs twice: on the embedded default, and scaled out on the real engines (Kafka,
 Weaviate, MongoDB-wire, S3) with two ingest replicas and two embed workers."""
 import os
+import re
 import uuid
 
 import pytest
 
+from tests.deploy.conftest import chart_environment
 from tests.stack import Stack
 
 DEPLOYMENTS = ["embedded", "scale-out"]
 
 
+# What the Helm chart's settings say that differs per machine: where things listen and are found,
+# credentials of the engines, names of shared things (each stack gets its own), and the model (the
+# tiny test checkpoint). tests/stack.py gives the ports, targets, data dir and model.
+PER_MACHINE = re.compile(r"PHOTOSTORE_(HOST|DATA_DIR|\w+_PORT|\w+_TARGET|MODEL_\w+|VECTORS__WEAVIATE_API_KEY)")
+
+
 def scale_out_backends(request) -> dict[str, str]:
-    """PHOTOSTORE_* settings of every port on the session's engines, in a database, bucket,
-    collection and topic prefix of this stack's own."""
+    """The settings the Helm chart gives every process (deploy/helm, default values), with the
+    session's engines in place of the chart's, in a database, bucket, collection and topic
+    prefix of this stack's own."""
     kafka, weaviate = request.getfixturevalue("kafka_settings"), request.getfixturevalue("weaviate_settings")
     mongodb, s3 = request.getfixturevalue("mongodb_settings"), request.getfixturevalue("s3_settings")
     run = uuid.uuid4().hex[:10]
+    chart = {k: v for k, v in chart_environment().items() if not PER_MACHINE.fullmatch(k)}
     return {
+        **chart,
         "PHOTOSTORE_BLOBS__BACKEND": "s3",
         "PHOTOSTORE_BLOBS__S3_ENDPOINT": s3.s3_endpoint,
         "PHOTOSTORE_BLOBS__S3_ACCESS_KEY": s3.s3_access_key.get_secret_value(),
