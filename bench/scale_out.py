@@ -8,7 +8,9 @@ workers in one group) with a ViT-B-32 of random weights and the default settings
   * indexing throughput (upload -> indexed, photos/s) of the same photos with one embed worker and
     with two, and their ratio;
   * SearchPhotos p50/p99 over gRPC with `--vectors` vectors in the index, on Weaviate and on the
-    embedded index (a second stack of the embedded default on the same machine), interleaved.
+    embedded index (a second stack of the embedded default on the same machine), interleaved;
+  * each process's memory (RSS when idle with the models loaded, peak after indexing) and CPU time
+    per indexed photo, engines included: the figures deploy/ sizes requests and limits from.
 """
 from __future__ import annotations
 
@@ -88,6 +90,47 @@ def fill_index(stack: Stack, key_owner: str, model_id: str, dim: int, count: int
         vectors.upsert_many([VectorObject(photo_id, key_owner, model_id, v, space=SPACE_CLIP)
                              for photo_id, v in zip(ids, batch)])
     vectors.close()
+    metadata.close()
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return children
+
+
+def footprint(pids: dict[str, int]) -> dict[str, dict[str, float]]:
+    """RSS, peak RSS (MiB) and CPU seconds of each process with its descendants (gunicorn's workers,
+    a JVM's launcher)."""
+    children, tick = _children(), os.sysconf("SC_CLK_TCK")
+    result = {}
+    for name, pid in pids.items():
+        tree, rss, peak, cpu = [pid], 0, 0, 0.0
+        while tree:
+            current = tree.pop()
+            tree += children.get(current, [])
+            try:
+                status = dict(line.split(":", 1) for line in Path(f"/proc/{current}/status").read_text().splitlines())
+                fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            rss += int(status.get("VmRSS", "0 kB").split()[0])
+            peak += int(status.get("VmHWM", "0 kB").split()[0])
+            cpu += (int(fields[11]) + int(fields[12])) / tick
+        result[name] = {"rss_mib": rss / 1024, "peak_mib": peak / 1024, "cpu_s": cpu}
+    return result
+
+
+def stack_pids(stack: Stack, engine_list) -> dict[str, int]:
+    pids = {name: proc.pid for name, proc in stack.procs.items()}
+    for engine in engine_list:
+        pids[engine.name] = int((engine.data_dir / f"{engine.name}.pid").read_text())
+    return pids
 
 
 def clip_model(stack: Stack, key: str):
@@ -147,7 +190,12 @@ def main() -> None:
 
         # Indexing: the same photos with one worker, then (as another user) with two.
         scaled.stop("worker2")
+        idle = footprint(stack_pids(scaled, engine_list))
         one = index_photos(scaled, key, photos)
+        busy = footprint(stack_pids(scaled, engine_list))
+        results["footprint"] = {name: {"idle_rss_mib": idle[name]["rss_mib"], "peak_rss_mib": busy[name]["peak_mib"],
+                                       "cpu_s_per_photo": (busy[name]["cpu_s"] - idle[name]["cpu_s"]) / args.photos}
+                                for name in busy}
         scaled.start("worker2")
         two = index_photos(scaled, scaled.add_user("bench2"), photos)
         results["indexing"] = {"one_worker_photos_per_s": args.photos / one,
@@ -181,6 +229,9 @@ def main() -> None:
         results["search"] = {label: dict(zip(("p50_ms", "p99_ms"), percentiles(s)))
                              for label, s in samples.items()}
         results["search"]["vectors"] = args.vectors
+        loaded = footprint(stack_pids(scaled, engine_list))
+        for name in results["footprint"]:
+            results["footprint"][name]["loaded_rss_mib"] = loaded[name]["rss_mib"]
     finally:
         for stack in stacks:
             stack.stop_all()
@@ -196,6 +247,11 @@ def main() -> None:
     for label in ("weaviate", "embedded"):
         print(f"  {label:<9} p50 {se[label]['p50_ms']:7.1f} ms   p99 {se[label]['p99_ms']:7.1f} ms")
     print(f"  weaviate / embedded p50: {se['weaviate']['p50_ms'] / se['embedded']['p50_ms']:.2f}")
+    print("memory and CPU per process (one worker indexing; its replicas are alike), and the memory")
+    print(f"once the index holds {args.vectors} vectors and has answered the searches:")
+    for name, figures in results["footprint"].items():
+        print(f"  {name:<9} idle {figures['idle_rss_mib']:7.0f} MiB   peak {figures['peak_rss_mib']:7.0f} MiB   "
+              f"{figures['cpu_s_per_photo']:6.3f} CPU-s per photo   loaded {figures['loaded_rss_mib']:7.0f} MiB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 
