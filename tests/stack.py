@@ -41,17 +41,32 @@ def wait_serving(target: str, service: str = "", timeout: float = 60.0) -> None:
             time.sleep(0.2)
 
 
+# In a mount namespace of its own: the writable dirs bound onto themselves, then / remounted
+# read-only (the binds stay writable), then the command in the same process (signals reach it).
+READ_ONLY_ROOT_SCRIPT = ('for d in $WRITABLE; do mount --bind "$d" "$d" || exit 1; done; '
+                         'mount -o remount,bind,ro / || exit 1; exec "$@"')
+
+
+def read_only_root_argv(writable: list[str], argv: list[str]) -> list[str]:
+    user_namespace = [] if os.geteuid() == 0 else ["--map-root-user"]
+    return ["unshare", "--mount", "--propagation", "private", *user_namespace, "--",
+            "env", f"WRITABLE={' '.join(writable)}", "sh", "-c", READ_ONLY_ROOT_SCRIPT, "sh", *argv]
+
+
 class Stack:
     """One process per service. `backends` (PHOTOSTORE_* settings of each port) selects the
     scale-out engines; then two ingest replicas and two embed workers run, as `up --scale-out`."""
 
     def __init__(self, workdir: Path, checkpoint_path: Path, tiny, env: dict[str, str] | None = None,
-                 backends: dict[str, str] | None = None):
+                 backends: dict[str, str] | None = None, read_only_root: bool = False):
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.tiny = tiny
         self.checkpoint_path = checkpoint_path
         self.scale_out = bool(backends)
+        # Each process as in its container: the whole file system read-only but for a temp dir,
+        # a data dir and a cache dir of its own (the chart's emptyDirs).
+        self.read_only_root = read_only_root
         ports = {name: free_port() for name in ("ingest", "ingest2", "embed", "worker", "worker2", "search",
                                                 "gateway", "metrics", "metrics2")}
         self.ports = ports
@@ -93,9 +108,25 @@ class Stack:
     def start(self, name: str) -> None:
         process = self.processes[name]
         log = open(self.workdir / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(process.argv(sys.executable), cwd=ROOT,
-                                            env={**self.env, **process.env}, stdout=log,
-                                            stderr=subprocess.STDOUT)
+        argv, env = process.argv(sys.executable), {**self.env, **process.env}
+        if self.read_only_root:
+            argv, env = self._read_only_root(name, argv, env)
+        self.procs[name] = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def writable_dirs(self, name: str) -> dict[str, Path]:
+        """The dirs a process may write with a read-only root: the image's /tmp,
+        /var/lib/photostore and /var/cache/photostore."""
+        base = self.workdir / "writable" / name
+        return {kind: base / kind for kind in ("tmp", "data", "cache")}
+
+    def _read_only_root(self, name: str, argv: list[str], env: dict[str, str]):
+        dirs = self.writable_dirs(name)
+        for path in dirs.values():
+            path.mkdir(parents=True, exist_ok=True)
+        env = {**env, "TMPDIR": str(dirs["tmp"]), "PHOTOSTORE_DATA_DIR": str(dirs["data"]),
+               "HOME": str(dirs["data"]), "XDG_CACHE_HOME": str(dirs["cache"]),
+               "HF_HOME": str(dirs["cache"] / "huggingface"), "TORCH_HOME": str(dirs["cache"] / "torch")}
+        return read_only_root_argv(list(map(str, dirs.values())), argv), env
 
     def start_all(self) -> None:
         for name in self.processes:
