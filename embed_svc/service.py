@@ -6,6 +6,7 @@ import logging
 
 import grpc
 
+from embed_svc.limits import MAX_IMAGES, MAX_TEXTS
 from embed_svc.model import ClipModel, ImageDecodeError, InferenceModel, ModelNotReadyError
 from embed_svc.signals import SENTENCE, ImageAnalyzer
 from photos.v1 import embed_pb2, embed_pb2_grpc, photo_pb2
@@ -14,8 +15,6 @@ from photostore.errors import ServiceError, invalid, unavailable
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
-MAX_TEXTS = 256
-MAX_IMAGES = 64
 # The analyzer's role names (signals.py) as photos.v1.ModelRole.
 ROLES = {"labels": embed_pb2.MODEL_ROLE_LABELS, "ocr": embed_pb2.MODEL_ROLE_OCR,
          "sentence": embed_pb2.MODEL_ROLE_SENTENCE}

@@ -25,7 +25,7 @@ import tenacity
 from prometheus_client import Counter, Gauge, start_http_server
 from tqdm import tqdm
 
-from embed_svc.service import MAX_IMAGES
+from embed_svc.limits import MAX_IMAGES
 from photos.v1 import embed_pb2, embed_pb2_grpc, events_pb2, photo_pb2
 from photostore import events as photo_events
 from photostore.auth import bearer_metadata, service_api_key

@@ -397,6 +397,13 @@ def test_container_health_checks_and_worker_metrics(stack, state):
     assert indexed >= 1  # the photos of the tests before this one (a restarted worker starts at 0)
 
 
+def test_only_embed_loads_torch(stack):
+    """The models run in the embed service alone; the others stay small (no torch mapped)."""
+    for name, proc in stack.procs.items():
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert ("libtorch" in maps) == (name == "embed"), name
+
+
 def test_sigterm_stops_every_service_cleanly(stack):
     for name in list(stack.procs):
         assert stack.stop(name) == 0, stack.logs()
