@@ -549,8 +549,10 @@ def serve_health(settings: Settings, worker: EmbedWorker) -> GrpcService:
         while not svc.stopped.wait(min(5.0, limit_s / 4)):
             alive = worker.stalled_for() < limit_s
             if alive != serving:
-                log.error("worker loop stuck for %.0f s", worker.stalled_for()) if not alive else \
+                if alive:
                     log.info("worker loop running again")
+                else:
+                    log.error("worker loop stuck for %.0f s", worker.stalled_for())
                 svc.set_serving("", alive)
                 serving = alive
 

@@ -184,6 +184,14 @@ def upload_requests(upload: FileStorage, request_id: str, chunk_bytes: int
                                    request_id=request_id, chunk_bytes=chunk_bytes)
 
 
+def health_state(call) -> str:
+    """A health Check's answer as a ServingStatus name, or why there is none."""
+    try:
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(call.result().status)
+    except grpc.RpcError as err:
+        return "SERVICE_UNKNOWN" if err.code() == grpc.StatusCode.NOT_FOUND else "UNREACHABLE"
+
+
 def sse_event(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -263,18 +271,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     def openapi_document():
         return jsonify(openapi.document())
 
+    def check_health(service: str):
+        """The service's health Check, started (a future for health_state)."""
+        return clients.health(service).Check.future(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAMES[service]), timeout=HEALTH_TIMEOUT_S)
+
     @app.get("/healthz")
     def healthz():
-        calls = {name: clients.health(service).Check.future(
-                     health_pb2.HealthCheckRequest(service=name), timeout=HEALTH_TIMEOUT_S)
-                 for service, name in SERVICE_NAMES.items()}
-        states = {}
-        for name, call in calls.items():
-            try:
-                states[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(call.result().status)
-            except grpc.RpcError as err:
-                reachable = err.code() == grpc.StatusCode.NOT_FOUND
-                states[name] = "SERVICE_UNKNOWN" if reachable else "UNREACHABLE"
+        calls = {SERVICE_NAMES[service]: check_health(service) for service in SERVICE_NAMES}
+        states = {name: health_state(call) for name, call in calls.items()}
         return jsonify(states), 503 if "UNREACHABLE" in states.values() else 200
 
     @app.get("/livez")
@@ -285,14 +290,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get("/readyz")
     def readyz():
         """Ready for traffic: the ingest service, which every request's key check needs, answers."""
-        name = SERVICE_NAMES["ingest"]
-        try:
-            status = clients.health("ingest").Check(health_pb2.HealthCheckRequest(service=name),
-                                                    timeout=HEALTH_TIMEOUT_S).status
-            state = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
-        except grpc.RpcError as err:
-            state = "UNREACHABLE" if err.code() != grpc.StatusCode.NOT_FOUND else "SERVICE_UNKNOWN"
-        return jsonify({name: state}), 200 if state == "SERVING" else 503
+        state = health_state(check_health("ingest"))
+        return jsonify({SERVICE_NAMES["ingest"]: state}), 200 if state == "SERVING" else 503
 
     # Session cookie for the page and EventSource (which cannot send headers)
 

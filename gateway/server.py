@@ -19,7 +19,6 @@ from photostore.settings import Settings, get_settings
 log = logging.getLogger("gateway")
 # Threads beyond the stream cap, always free for other requests.
 MIN_FREE_THREADS = 4
-REQUEST_BODY_MIB = 1  # headers and fields; the upload's size is bounded by the app
 
 
 class GatewayServer(BaseApplication):

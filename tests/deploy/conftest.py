@@ -85,7 +85,6 @@ def env_names(objects, container: dict) -> dict[str, str | None]:
     ConfigMaps and Secrets it takes whole (envFrom); a Secret the chart does not render (an
     existing one) counts with the keys the chart's own Secret has."""
     names: dict[str, str | None] = {}
-    own_secret_keys = [key for s in of_kind(render(), "Secret") for key in s.get("stringData", {}) | s.get("data", {})]
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
             [config] = [c for c in of_kind(objects, "ConfigMap")
@@ -93,8 +92,8 @@ def env_names(objects, container: dict) -> dict[str, str | None]:
             names.update(config.get("data", {}))
         elif "secretRef" in source:
             secrets = [s for s in of_kind(objects, "Secret") if s["metadata"]["name"] == source["secretRef"]["name"]]
-            keys = [k for s in secrets for k in s.get("stringData", {}) | s.get("data", {})] if secrets else own_secret_keys
-            names.update(dict.fromkeys(keys))
+            for secret in secrets or of_kind(render(), "Secret"):
+                names.update(dict.fromkeys(secret.get("stringData", {}) | secret.get("data", {})))
     for entry in container.get("env", []):
         names[entry["name"]] = entry.get("value")
     return names

@@ -8,9 +8,8 @@ import yaml
 from photostore import deployment
 from tests.deploy.conftest import (CHART, COMPONENTS, ENV_EXAMPLE, RenderError, compose_project)
 
+# Compose service names, the same as the chart's engines.* keys.
 ENGINES = {"kafka", "weaviate", "mongodb", "minio"}
-# Images of the engines in the chart's values, by compose service name.
-CHART_ENGINES = {"kafka": "kafka", "weaviate": "weaviate", "mongodb": "mongodb", "minio": "minio"}
 
 
 def filled_env(tmp_path, leave_out: str = "") -> str:
@@ -53,9 +52,9 @@ def test_engines_match_the_chart():
     """Compose and the chart run the same engine versions."""
     chart = yaml.safe_load((CHART / "values.yaml").read_text())["engines"]
     compose = yaml.safe_load((CHART.parents[1] / "compose.yaml").read_text())["services"]
-    for service, engine in CHART_ENGINES.items():
+    for engine in ENGINES:
         image = chart[engine]["image"]
-        assert compose[service]["image"] == f"{image['repository']}:{image['tag']}", service
+        assert compose[engine]["image"] == f"{image['repository']}:{image['tag']}", engine
 
 
 def test_components_run_the_command_the_tests_run(project):
