@@ -54,7 +54,7 @@ class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
         try:
             images = _images(request)
             analyzer = self._require_analyzer()
-            analyses = self._run(analyzer.analyze, images)
+            analyses = self._run(lambda batch: analyzer.analyze(batch, read_text=not request.skip_text), images)
             return embed_pb2.AnalyzeImagesResponse(model=analyzer.model_id, analyses=[
                 embed_pb2.ImageAnalysis(
                     labels=[photo_pb2.Label(text=text, score=score) for text, score in a.labels],
@@ -104,7 +104,8 @@ def _images(request) -> list[bytes]:
 
 def _status(role: int, model_id: str, model: InferenceModel, dimension: int) -> embed_pb2.ModelStatus:
     return embed_pb2.ModelStatus(role=role, model=model_id, ready=model.ready,
-                                 reason="" if model.ready else model.reason, dimension=dimension)
+                                 reason="" if model.ready else model.reason, dimension=dimension,
+                                 image_size=getattr(model, "image_size", 0))
 
 
 def _check_count(count: int, limit: int, field: str) -> None:

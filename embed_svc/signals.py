@@ -224,13 +224,13 @@ class ImageAnalyzer:
         """Sentence vectors, comparable with the text vectors of photos (model id `model_id`)."""
         return self.sentence.embed_texts(texts)
 
-    def analyze(self, images: Sequence[bytes]) -> list[Analysis]:
+    def analyze(self, images: Sequence[bytes], read_text: bool = True) -> list[Analysis]:
         """Raises ImageDecodeError naming the first undecodable image, or ModelNotReadyError."""
         if not self.ready:
             raise ModelNotReadyError(self.reason)
         decoded = [decode_image(data, i, self._settings.max_image_pixels) for i, data in enumerate(images)]
         label_futures = self.labels.submit(decoded)
-        ocr_futures = self.ocr.submit([_fit_within(im, OCR_MAX_SIDE) for im in decoded]) if self.ocr else []
+        ocr_futures = self.ocr.submit([_fit_within(im, OCR_MAX_SIDE) for im in decoded]) if self.ocr and read_text else []
         labels = [f.result() for f in label_futures]
         texts = [f.result().strip() for f in ocr_futures] or [""] * len(labels)
         return [Analysis(photo_labels, text, vector) for photo_labels, text, vector

@@ -34,6 +34,7 @@ from photostore.backends.base import (
 from photostore.convert import (
     role_name,
     STATUS_FROM_PROTO,
+    TEXT_STATE_FROM_PROTO,
     from_timestamp,
     photo_id_from_name,
     photo_name,
@@ -258,18 +259,24 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 continue
             change = message.status_changed
             status = STATUS_FROM_PROTO.get(change.status)
-            if not change.photo_id or status is None:
+            text_state = TEXT_STATE_FROM_PROTO.get(change.text_state)
+            if not change.photo_id or (status is None and text_state is None):
                 log.warning("skipping status event without photo or status at %s[%d]@%d",
                             event.topic, event.partition, event.offset)
                 continue
-            # A failure leaves the models of the vectors the photo still has as they are.
+            # A failure leaves the models of the vectors the photo still has as they are; a later
+            # stage's outcome (no status) leaves the status and its reason.
             indexed = status == STATUS_INDEXED
+            later_stage = status is None
             record = self._metadata.update_status(
-                change.photo_id, status, reason=change.reason, attempts=change.attempts,
+                change.photo_id, status, reason=None if later_stage else change.reason,
+                attempts=None if later_stage else change.attempts,
                 embedding_model=change.clip_model if indexed else None,
                 labels=[(label.text, label.score) for label in change.labels] if change.analysed else None,
                 ocr_text=change.ocr_text if change.analysed else None,
-                embedding_models=list(change.embedding_models) if indexed else None)
+                embedding_models=list(change.embedding_models) if indexed or change.embedding_models else None,
+                text_state=text_state,
+                text_state_reason=(change.reason if later_stage else "") if text_state is not None else None)
             if record is None:  # deleted while it was being indexed
                 self._vectors.delete(change.photo_id)
             else:

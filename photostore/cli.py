@@ -5,6 +5,7 @@ Everything but `up` and `users add` talks to the services over gRPC.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import importlib
@@ -158,44 +159,76 @@ def upload_file(stub: ingest_pb2_grpc.IngestServiceStub, metadata, path: Path,
                         name=photo.name, status=photo.status, reason=photo.status_reason)
 
 
+def text_settled(photo: photo_pb2.Photo) -> bool:
+    """Its later stage (reading text) is over, or will never run: failed photos get none."""
+    return photo.status == photo_pb2.PHOTO_STATUS_FAILED or (
+        photo.status == photo_pb2.PHOTO_STATUS_INDEXED and photo.text_state != photo_pb2.STAGE_STATE_PENDING)
+
+
+@dataclasses.dataclass
+class WaitOutcome:
+    failed: list[tuple[UploadResult, str]]  # not searchable, with why
+    text_failed: list[tuple[UploadResult, str]]  # searchable, but their text could not be read
+
+
 def wait_until_indexed(stub: ingest_pb2_grpc.IngestServiceStub, metadata, by_name: dict[str, UploadResult],
-                       timeout_s: float | None) -> list[tuple[UploadResult, str]]:
-    """Follows WatchPhotos until every photo is indexed or failed; returns the failed ones with why."""
+                       timeout_s: float | None) -> WaitOutcome:
+    """Follows WatchPhotos until every photo is searchable (or failed), then until its text is
+    read, with a progress bar for each."""
     pending = {name for name, r in by_name.items() if r.status not in DONE_STATUSES}
     failed = [(r, r.reason) for r in by_name.values() if r.status == photo_pb2.PHOTO_STATUS_FAILED]
-    if not pending:
-        return failed
-    stream = stub.WatchPhotos(ingest_pb2.WatchPhotosRequest(names=sorted(pending), send_initial=True),
-                              metadata=metadata, timeout=timeout_s)
+    text_pending = {name for name, r in by_name.items() if r.status != photo_pb2.PHOTO_STATUS_FAILED}
+    stream = stub.WatchPhotos(ingest_pb2.WatchPhotosRequest(names=sorted(text_pending), send_initial=True),
+                              metadata=metadata, timeout=timeout_s) if text_pending else None
+    text_failed: list[tuple[str, str]] = []
     try:
-        failed += [(by_name[name], why) for name, why in
-                   follow_until_done(stream, pending, total=len(by_name), desc="indexing")]
+        if stream is not None:
+            failures, text_failed = follow_until_done(stream, pending, total=len(by_name), desc="searchable",
+                                                      text_pending=text_pending)
+            failed += [(by_name[name], why) for name, why in failures]
     finally:
-        stream.cancel()
-    if pending:
-        raise CliError(f"stopped waiting with {len(pending)} photo(s) not indexed yet")
-    return failed
+        if stream is not None:
+            stream.cancel()
+    if pending or text_pending:
+        raise CliError(f"stopped waiting with {len(pending)} photo(s) not searchable and "
+                       f"{len(text_pending)} not text-read yet")
+    return WaitOutcome(failed, [(by_name[name], why) for name, why in text_failed])
 
 
-def follow_until_done(stream, pending: set[str], *, total: int, desc: str) -> list[tuple[str, str]]:
+def follow_until_done(stream, pending: set[str], *, total: int, desc: str, text_pending: set[str] | None = None
+                      ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Follows a WatchPhotos stream, with a progress bar, until each photo in `pending` (emptied
-    as it goes) is indexed, failed or deleted; returns (name, why) of those not indexed."""
-    failed = []
-    with tqdm(total=total, initial=total - len(pending), unit="photo", desc=desc, disable=None) as bar:
+    as it goes) is indexed, failed or deleted, and each in `text_pending` has its text read (a
+    second bar); returns (name, why) of those not indexed, and of those whose text failed."""
+    failed: list[tuple[str, str]] = []
+    text_failed: list[tuple[str, str]] = []
+    text_pending = set() if text_pending is None else text_pending
+    text_total = len(text_pending)
+    with contextlib.ExitStack() as bars:
+        bar = bars.enter_context(tqdm(total=total, initial=total - len(pending), unit="photo", desc=desc,
+                                      disable=None))
+        text_bar = bars.enter_context(tqdm(total=text_total, unit="photo", desc="text read", position=1,
+                                           disable=None)) if text_total else None
         for change in stream:
-            name = change.photo.name
-            deleted = change.change_type == photo_pb2.PHOTO_CHANGE_TYPE_DELETED
-            if name not in pending or not (deleted or change.photo.status in DONE_STATUSES):
-                continue
-            pending.discard(name)
-            bar.update(1)
-            if deleted:
-                failed.append((name, "deleted"))
-            elif change.photo.status == photo_pb2.PHOTO_STATUS_FAILED:
-                failed.append((name, change.photo.status_reason))
-            if not pending:
+            if not (pending or text_pending):
                 break
-    return failed
+            photo, name = change.photo, change.photo.name
+            deleted = change.change_type == photo_pb2.PHOTO_CHANGE_TYPE_DELETED
+            if name in pending and (deleted or photo.status in DONE_STATUSES):
+                pending.discard(name)
+                bar.update(1)
+                if deleted:
+                    failed.append((name, "deleted"))
+                elif photo.status == photo_pb2.PHOTO_STATUS_FAILED:
+                    failed.append((name, photo.status_reason))
+            if name in text_pending and (deleted or text_settled(photo)):
+                text_pending.discard(name)
+                text_bar.update(1)
+                if photo.text_state == photo_pb2.STAGE_STATE_FAILED:
+                    text_failed.append((name, photo.text_state_reason))
+            if not (pending or text_pending):
+                break
+    return failed, text_failed
 
 
 def cmd_import(args, settings: Settings) -> int:
@@ -243,14 +276,19 @@ def cmd_import(args, settings: Settings) -> int:
         index_failures = []
         if args.wait and stored:
             try:
-                index_failures = wait_until_indexed(stub, metadata, stored, args.wait_timeout)
+                waited = wait_until_indexed(stub, metadata, stored, args.wait_timeout)
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise CliError(f"photos not all indexed after {args.wait_timeout:g}s") from e
                 raise _rpc_failure(e, target) from e
-            print(f"indexed {len(stored) - len(index_failures)}, failed {len(index_failures)}")
+            index_failures = waited.failed
+            print(f"searchable {len(stored) - len(index_failures)}, failed {len(index_failures)}; "
+                  f"text read {len(stored) - len(index_failures) - len(waited.text_failed)}"
+                  + (f", text not read {len(waited.text_failed)}" if waited.text_failed else ""))
             for r, reason in index_failures:
                 print(f"  not indexed: {r.path} ({r.name}): {reason}")
+            for r, reason in waited.text_failed:
+                print(f"  text not read (still searchable): {r.path} ({r.name}): {reason}")
     return 1 if counts["rejected"] or counts["failed"] or index_failures else 0
 
 
@@ -313,7 +351,7 @@ def cmd_reindex(args, settings: Settings) -> int:
             print(f"queued {len(response.names)} photo(s) for {', '.join(response.models)}")
             pending = set(response.names)
             try:
-                failed = follow_until_done(stream, pending, total=len(pending), desc="reindexing")
+                failed, _ = follow_until_done(stream, pending, total=len(pending), desc="reindexing")
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise CliError(f"photos not all reindexed after {args.wait_timeout:g}s") from e
@@ -384,13 +422,14 @@ def _backend_lines(settings: Settings) -> list[str]:
 
 def _lag_lines(settings: Settings) -> list[str]:
     """Records each consumer group has not committed yet, per partition."""
-    from embed_svc.worker import GROUP as WORKER_GROUP
+    from embed_svc.worker import STAGES
     from ingest_svc.server import STATUS_GROUP
-    from photostore.backends.base import TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED
+    from photostore.backends.base import TOPIC_PHOTO_STATUS
     lines = ["consumer lag:"]
     try:
         events = open_events(settings)
-        for group, topic in ((WORKER_GROUP, TOPIC_PHOTO_UPLOADED), (STATUS_GROUP, TOPIC_PHOTO_STATUS)):
+        groups = [(stage.group, stage.topic) for stage in STAGES.values()] + [(STATUS_GROUP, TOPIC_PHOTO_STATUS)]
+        for group, topic in groups:
             lag = events.lag(group, [topic])
             parts = "  ".join(f"[{tp.partition}] {n}" for tp, n in sorted(lag.items()))
             lines.append(f"  {group:<14} {topic:<16} total {sum(lag.values())}:  {parts}")

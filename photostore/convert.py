@@ -6,7 +6,8 @@ import datetime as dt
 from google.protobuf import timestamp_pb2
 
 from photos.v1 import photo_pb2
-from photostore.backends.base import STATUS_FAILED, STATUS_INDEXED, STATUS_UPLOADED, PhotoRecord
+from photostore.backends.base import (
+    STATUS_FAILED, STATUS_INDEXED, STATUS_UPLOADED, TEXT_DONE, TEXT_FAILED, TEXT_PENDING, TEXT_SKIPPED, PhotoRecord)
 from photostore.errors import invalid
 
 NAME_PREFIX = "photos/"
@@ -18,6 +19,13 @@ STATUS_TO_PROTO = {
     STATUS_FAILED: photo_pb2.PHOTO_STATUS_FAILED,
 }
 STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+TEXT_STATE_TO_PROTO = {
+    TEXT_PENDING: photo_pb2.STAGE_STATE_PENDING,
+    TEXT_DONE: photo_pb2.STAGE_STATE_DONE,
+    TEXT_FAILED: photo_pb2.STAGE_STATE_FAILED,
+    TEXT_SKIPPED: photo_pb2.STAGE_STATE_SKIPPED,
+}
+TEXT_STATE_FROM_PROTO = {v: k for k, v in TEXT_STATE_TO_PROTO.items()}
 
 
 def photo_name(photo_id: str) -> str:
@@ -65,6 +73,8 @@ def photo_to_proto(r: PhotoRecord) -> photo_pb2.Photo:
         status_reason=r.status_reason, filename=r.filename, index_attempts=r.index_attempts,
         labels=[photo_pb2.Label(text=text, score=score) for text, score in r.labels],
         ocr_text=r.ocr_text, embedding_models=r.embedding_models,
+        text_state=TEXT_STATE_TO_PROTO.get(r.text_state, photo_pb2.STAGE_STATE_UNSPECIFIED),
+        text_state_reason=r.text_state_reason,
     )
     if r.taken_at is not None:
         p.take_time.CopyFrom(to_timestamp(r.taken_at))

@@ -11,6 +11,8 @@ from photos.v1 import events_pb2, photo_pb2
 from photostore.backends.base import (
     TOPIC_PHOTO_CHANGES,
     TOPIC_PHOTO_STATUS,
+    TOPIC_PHOTO_TEXT,
+    TOPIC_PHOTO_TEXT_DLQ,
     TOPIC_PHOTO_UPLOADED,
     TOPIC_PHOTO_UPLOADED_DLQ,
     Event,
@@ -19,6 +21,11 @@ from photostore.backends.base import (
     utcnow,
 )
 from photostore.convert import photo_to_proto, to_timestamp
+
+# The queue of each kind of work request (events the workers consume), and where it is given up.
+REQUEST_TOPICS = {"uploaded": TOPIC_PHOTO_UPLOADED, "reindex_requested": TOPIC_PHOTO_UPLOADED,
+                  "text_requested": TOPIC_PHOTO_TEXT}
+DEAD_LETTER_TOPICS = {TOPIC_PHOTO_UPLOADED: TOPIC_PHOTO_UPLOADED_DLQ, TOPIC_PHOTO_TEXT: TOPIC_PHOTO_TEXT_DLQ}
 
 CREATED = photo_pb2.PHOTO_CHANGE_TYPE_CREATED
 UPDATED = photo_pb2.PHOTO_CHANGE_TYPE_UPDATED
@@ -64,6 +71,12 @@ def reindex_record(r: PhotoRecord) -> Record:
                    reindex_requested=events_pb2.PhotoReindexRequestedEvent(subject=indexing_subject(r)))
 
 
+def text_request_record(subject: events_pb2.IndexingSubject) -> Record:
+    """Queues a searchable photo for the later stage that reads its text."""
+    return _record(TOPIC_PHOTO_TEXT, subject.photo_id,
+                   text_requested=events_pb2.PhotoTextRequestedEvent(subject=subject))
+
+
 def retry_record(message: events_pb2.PhotoEvent, attempts: int) -> Record:
     """The same indexing request again, with its failed attempts counted in the event itself (so
     the count survives restarts and rebalances)."""
@@ -73,12 +86,11 @@ def retry_record(message: events_pb2.PhotoEvent, attempts: int) -> Record:
     again.ClearField("dead_letter")
     kind = again.WhichOneof("event")
     getattr(again, kind).attempts = attempts
-    return Record(TOPIC_PHOTO_UPLOADED, indexing_request(again).subject.photo_id,
-                  again.SerializeToString())
+    return Record(REQUEST_TOPICS[kind], indexing_request(again).subject.photo_id, again.SerializeToString())
 
 
 def dead_letter_record(message: events_pb2.PhotoEvent | None, source: Event, reason: str) -> Record:
-    """The indexing request, given up, on the dead-letter topic with why and where it came from.
+    """The work request, given up, on its queue's dead-letter topic with why and where it came from.
     A record that is no PhotoEvent at all (message None) keeps its bytes in dead_letter.original."""
     dead = events_pb2.PhotoEvent()
     if message is not None:
@@ -86,14 +98,16 @@ def dead_letter_record(message: events_pb2.PhotoEvent | None, source: Event, rea
     dead.dead_letter.CopyFrom(events_pb2.DeadLetter(
         reason=reason, source_topic=source.topic, source_partition=source.partition,
         source_offset=source.offset, original=source.value if message is None else b""))
-    return Record(TOPIC_PHOTO_UPLOADED_DLQ, source.key, dead.SerializeToString())
+    return Record(DEAD_LETTER_TOPICS[source.topic], source.key, dead.SerializeToString())
 
 
-def indexing_request(message: events_pb2.PhotoEvent
-                     ) -> events_pb2.PhotoUploadedEvent | events_pb2.PhotoReindexRequestedEvent:
+def indexing_request(message: events_pb2.PhotoEvent, topic: str | None = None) -> (
+        events_pb2.PhotoUploadedEvent | events_pb2.PhotoReindexRequestedEvent | events_pb2.PhotoTextRequestedEvent):
+    """The work request a worker consumes (its subject and attempts); with `topic`, only a kind
+    that belongs on that topic."""
     kind = message.WhichOneof("event")
-    if kind not in ("uploaded", "reindex_requested"):
-        raise MalformedEventError(f"expected an indexing request, got {kind}")
+    if kind not in REQUEST_TOPICS or topic not in (None, REQUEST_TOPICS[kind]):
+        raise MalformedEventError(f"expected a work request for {topic or 'a worker'}, got {kind}")
     return getattr(message, kind)
 
 

@@ -19,6 +19,7 @@ from photostore import cli
 from photos.v1.events_pb2 import PhotoStatusChangedEvent
 from photos.v1.photo_pb2 import PHOTO_STATUS_FAILED as FAILED
 from photos.v1.photo_pb2 import PHOTO_STATUS_INDEXED as INDEXED
+from photos.v1.photo_pb2 import STAGE_STATE_DONE, STAGE_STATE_FAILED, STAGE_STATE_PENDING, STAGE_STATE_UNSPECIFIED
 from photostore.auth import Authenticator, bearer_metadata
 from photostore.backends import open_events, open_metadata, open_users, open_vectors
 from photostore.backends.base import TOPIC_PHOTO_UPLOADED, VectorObject
@@ -148,9 +149,17 @@ def test_import_wait_follows_indexing(settings, ingest, photo_folder, capsys):
             for event in consumer.poll(timeout_s=0.1):
                 photo = metadata.get_photo(event.key)
                 failed = photo.filename == "d.webp"
-                producer.send_many([status_record(PhotoStatusChangedEvent(
+                # Searchable first; the text stage's outcome comes after.
+                records = [status_record(PhotoStatusChangedEvent(
                     photo_id=event.key, owner=photo.owner, status=FAILED if failed else INDEXED,
-                    reason="model gave up" if failed else "", embedding_models=["tiny"], attempts=1))])
+                    reason="model gave up" if failed else "", embedding_models=["tiny"], attempts=1,
+                    text_state=STAGE_STATE_UNSPECIFIED if failed else STAGE_STATE_PENDING))]
+                if not failed:
+                    unreadable = photo.filename.startswith("a")  # a.jpg, or its copy
+                    records.append(status_record(PhotoStatusChangedEvent(
+                        photo_id=event.key, owner=photo.owner, reason="OCR gave up" if unreadable else "",
+                        text_state=STAGE_STATE_FAILED if unreadable else STAGE_STATE_DONE, attempts=1)))
+                producer.send_many(records)
                 consumer.commit([event])
 
     worker = threading.Thread(target=index_uploads, daemon=True)
@@ -163,7 +172,8 @@ def test_import_wait_follows_indexing(settings, ingest, photo_folder, capsys):
     out = capsys.readouterr().out
     assert code == 1  # one photo failed to index
     assert summary(out) == (4, 1, 0)
-    assert "indexed 3, failed 1" in out
+    assert "searchable 3, failed 1; text read 2, text not read 1" in out
+    assert re.search(r"text not read \(still searchable\): .*/a[ .].*OCR gave up", out)
     assert re.search(r"not indexed: .*d\.webp .*model gave up", out)
 
 

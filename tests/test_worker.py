@@ -20,13 +20,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from embed_svc.worker import GROUP, BatchStats, EmbedWorker, group_backlog, serve_health
+from embed_svc.worker import GROUP, BatchStats, EmbedWorker, StageWorker, TextWorker, group_backlog, serve_health
 from photos.v1 import embed_pb2, embed_pb2_grpc, events_pb2, photo_pb2
 from photostore import events as photo_events
 from photostore.auth import service_api_key
 from photostore.backends import open_blobs, open_events, open_vectors
 from photostore.backends.base import (
-    SPACE_CLIP, SPACE_TEXT, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED, TOPIC_PHOTO_UPLOADED_DLQ, BlobStore,
+    SPACE_CLIP, SPACE_TEXT, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_TEXT, TOPIC_PHOTO_TEXT_DLQ, TOPIC_PHOTO_UPLOADED,
+    TOPIC_PHOTO_UPLOADED_DLQ,
+    BlobStore,
     Event, EventConsumer, EventLog, PhotoRecord, VectorFilter, VectorObject, VectorStore, utcnow, words)
 from photostore.server import NOT_SERVING, SERVING, make_channel
 from photostore.settings import Settings
@@ -164,17 +166,17 @@ class Backends:
         return sum(self.events.lag(GROUP, [TOPIC_PHOTO_UPLOADED]).values())
 
     def worker(self, target: str, *, consumer: EventConsumer | None = None,
-               own_handles: bool = False) -> Member:
-        """A new worker, as a new process would start: with own_handles, on event log and vector
-        store handles of its own."""
+               own_handles: bool = False, stage: type[StageWorker] = EmbedWorker) -> Member:
+        """A new worker of the stage, as a new process would start: with own_handles, on event log
+        and vector store handles of its own."""
         events, vectors = ((open_events(self.settings), open_vectors(self.settings)) if own_handles
                            else (self.events, self.vectors))
         channel = make_channel(target)
-        consumer = consumer or events.consumer(GROUP, [TOPIC_PHOTO_UPLOADED])
-        worker = EmbedWorker(
+        consumer = consumer or events.consumer(stage.group, [stage.topic])
+        worker = stage(
             self.settings, consumer=consumer, producer=events.producer(), blobs=self.blobs,
             vectors=vectors, stub=embed_pb2_grpc.EmbedServiceStub(channel),
-            api_key=service_api_key(self.settings), backlog=group_backlog(events))
+            api_key=service_api_key(self.settings), backlog=group_backlog(events, stage))
         member = Member(worker, consumer, channel, [events, vectors] if own_handles else [])
         self.members.append(member)
         return member
@@ -371,7 +373,7 @@ def test_malformed_records_are_dead_lettered_without_blocking_their_partition(st
     junk_letter, status_letter, no_key_letter = sorted(
         dead_behind, key=lambda d: (d.WhichOneof("event") or "", d.WhichOneof("event") == "uploaded"))
     assert junk_letter.dead_letter.original == junk and "parsing" in junk_letter.dead_letter.reason
-    assert status_letter.WhichOneof("event") == "status_changed" and "indexing request" in status_letter.dead_letter.reason
+    assert status_letter.WhichOneof("event") == "status_changed" and "work request" in status_letter.dead_letter.reason
     assert no_key_letter.uploaded.subject.photo_id == behind and "blob key" in no_key_letter.dead_letter.reason
     [escaped] = [dead_letter_of(e) for e in dead if e.key == escaping]
     assert escaped.dead_letter.reason == statuses[escaping].reason
@@ -453,22 +455,45 @@ def test_signals_index_without_clip_and_a_reindex_adds_only_what_is_missing(tiny
         assert not server.info().ready
 
         assert drain(worker).indexed == 2
+        # Searchable at once, with labels; the text is read by the later stage.
         statuses = backends.status_by_photo()
         top_labels = {}
         for name, photo_id in ids.items():
             status = statuses[photo_id]
-            assert status.clip_model == "" and list(status.embedding_models) == [TEXT_MODEL]
+            assert status.text_state == photo_pb2.STAGE_STATE_PENDING and status.ocr_text == ""
+            [analysis] = server.stub.AnalyzeImages(embed_pb2.AnalyzeImagesRequest(
+                images=[photos[name]], skip_text=True), metadata=server.auth).analyses
+            assert status.analysed and analysis.ocr_text == ""
             stored = backends.vectors.get(photo_id, SPACE_TEXT)
-            assert (stored.model, stored.owner, stored.vector.shape) == (TEXT_MODEL, OWNER, (384,))
-            [analysis] = server.stub.AnalyzeImages(embed_pb2.AnalyzeImagesRequest(images=[photos[name]]),
-                                                   metadata=server.auth).analyses
-            np.testing.assert_allclose(stored.vector, analysis.text_embedding.values, atol=1e-5)
-            assert status.analysed
+            if analysis.labels:  # a text vector of the labels alone
+                assert status.clip_model == "" and list(status.embedding_models) == [TEXT_MODEL]
+                assert (stored.model, stored.owner, stored.vector.shape) == (TEXT_MODEL, OWNER, (384,))
+                np.testing.assert_allclose(stored.vector, analysis.text_embedding.values, atol=1e-5)
+            else:  # nothing to make a text vector of until its text is read
+                assert list(status.embedding_models) == [] and stored is None
             assert [(label.text, pytest.approx(label.score)) for label in status.labels] == [
                 (label.text, label.score) for label in analysis.labels]
             top_labels[name] = status.labels[0].text if status.labels else ""
             assert backends.vectors.get(photo_id, SPACE_CLIP) is None
         assert top_labels["cat"] in {"tabby", "tiger cat", "Egyptian cat"}
+        assert keyword_hits(backends.vectors, "roma") == []
+        assert keyword_hits(backends.vectors, "chelsea") == [ids["cat"]]
+        text_requests = backends.read(TOPIC_PHOTO_TEXT)
+        assert sorted(e.key for e in text_requests) == sorted(ids.values())
+
+        reader = backends.worker(f"127.0.0.1:{server.svc.port}", stage=TextWorker).worker
+        assert drain(reader).indexed == 2
+        statuses = backends.status_by_photo()
+        for name, photo_id in ids.items():
+            status = statuses[photo_id]
+            assert status.text_state == photo_pb2.STAGE_STATE_DONE and status.analysed
+            assert status.status == photo_pb2.PHOTO_STATUS_UNSPECIFIED  # the status stays as it is
+            assert list(status.embedding_models) == [TEXT_MODEL]
+            [analysis] = server.stub.AnalyzeImages(embed_pb2.AnalyzeImagesRequest(images=[photos[name]]),
+                                                   metadata=server.auth).analyses
+            stored = backends.vectors.get(photo_id, SPACE_TEXT)
+            np.testing.assert_allclose(stored.vector, analysis.text_embedding.values, atol=1e-5)
+            assert status.ocr_text == analysis.ocr_text
         assert statuses[ids["shop"]].ocr_text.split() == ["CAFE", "ROMA"]
         # Filename, label and OCR words are keywords.
         assert keyword_hits(backends.vectors, "roma") == [ids["shop"]]
@@ -478,7 +503,7 @@ def test_signals_index_without_clip_and_a_reindex_adds_only_what_is_missing(tiny
         assert keyword_hits(backends.vectors, "corner") == [ids["shop"]]
 
         backends.upload(photos["shop"], photo_id=ids["shop"], filename=filenames["shop"])  # redelivered
-        assert drain(worker).indexed == 1
+        assert drain(worker).indexed == 1 and drain(reader).indexed == 1  # both stages again
         assert backends.vectors.count(TEXT_MODEL) == 2
 
         checkpoint.parent.mkdir()
@@ -554,24 +579,53 @@ def test_two_workers_share_the_partitions_and_index_each_photo_once(stack):
 # Retries, against a scripted EmbedService -------------------------------------------------------
 
 class ScriptedEmbedService(embed_pb2_grpc.EmbedServiceServicer):
-    """Ready at once; EmbedImages fails with the scripted codes first, then embeds."""
+    """Ready at once; EmbedImages fails with the scripted codes first, then embeds. With
+    text_failures it also analyses images (labels, and OCR, which fails with those codes first).
+    It keeps the size of every image it was sent."""
 
     MODEL = "scripted/1"
+    TEXT_MODEL = "scripted-text/1"
+    IMAGE_SIZE = 48
+    OCR_SIZE = 80
 
-    def __init__(self, failures: list[grpc.StatusCode]):
+    def __init__(self, failures: list[grpc.StatusCode], text_failures: list[grpc.StatusCode] | None = None):
         self.failures = collections.deque(failures)
+        self.text_failures = None if text_failures is None else collections.deque(text_failures)
         self.calls = 0
+        self.sizes: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
 
     def GetModelInfo(self, request, context):
-        return embed_pb2.GetModelInfoResponse(device="cpu", models=[embed_pb2.ModelStatus(
-            role=embed_pb2.MODEL_ROLE_CLIP, model=self.MODEL, ready=True, dimension=2)])
+        models = [embed_pb2.ModelStatus(role=embed_pb2.MODEL_ROLE_CLIP, model=self.MODEL, ready=True,
+                                        dimension=2, image_size=self.IMAGE_SIZE)]
+        if self.text_failures is not None:
+            models += [
+                embed_pb2.ModelStatus(role=embed_pb2.MODEL_ROLE_LABELS, model="labels", ready=True,
+                                      image_size=self.IMAGE_SIZE),
+                embed_pb2.ModelStatus(role=embed_pb2.MODEL_ROLE_OCR, model="ocr", ready=True,
+                                      image_size=self.OCR_SIZE),
+                embed_pb2.ModelStatus(role=embed_pb2.MODEL_ROLE_SENTENCE, model=self.TEXT_MODEL, ready=True,
+                                      dimension=2)]
+        return embed_pb2.GetModelInfoResponse(device="cpu", models=models)
+
+    def _keep_sizes(self, kind: str, images) -> None:
+        self.sizes[kind] += [Image.open(io.BytesIO(data)).size for data in images]
 
     def EmbedImages(self, request, context):
         self.calls += 1
+        self._keep_sizes("clip", request.images)
         if self.failures:
             context.abort(self.failures.popleft(), "scripted failure")
         return embed_pb2.EmbedImagesResponse(
             embeddings=[embed_pb2.Embedding(values=[0.6, 0.8]) for _ in request.images], model=self.MODEL)
+
+    def AnalyzeImages(self, request, context):
+        self._keep_sizes("labels" if request.skip_text else "ocr", request.images)
+        if not request.skip_text and self.text_failures:
+            context.abort(self.text_failures.popleft(), "scripted OCR failure")
+        return embed_pb2.AnalyzeImagesResponse(model=self.TEXT_MODEL, analyses=[embed_pb2.ImageAnalysis(
+            labels=[photo_pb2.Label(text="astronaut", score=0.9)], ocr_text="" if request.skip_text else "NASA",
+            text_embedding=embed_pb2.Embedding(values=[0.8, 0.6] if request.skip_text else [0.0, 1.0]))
+            for _ in request.images])
 
 
 @pytest.fixture
@@ -579,8 +633,8 @@ def scripted(tiny, tmp_path):
     """Returns start(failures) -> (backends, service, target)."""
     servers, started = [], []
 
-    def start(failures: list[grpc.StatusCode]):
-        service = ScriptedEmbedService(failures)
+    def start(failures: list[grpc.StatusCode], text_failures: list[grpc.StatusCode] | None = None):
+        service = ScriptedEmbedService(failures, text_failures)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         embed_pb2_grpc.add_EmbedServiceServicer_to_server(service, server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -652,6 +706,59 @@ def test_photo_is_dead_lettered_after_max_attempts_with_the_reason(scripted):
     assert (dead.dead_letter.source_topic, dead.dead_letter.source_partition,
             dead.dead_letter.source_offset) == (TOPIC_PHOTO_UPLOADED, last.partition, last.offset)
     assert backends.lag() == 0
+
+
+def test_text_is_read_after_the_photo_is_searchable_and_its_failure_leaves_it_searchable(scripted):
+    backends, service, target = scripted([], text_failures=[grpc.StatusCode.INTERNAL] * 3)
+    indexer = backends.worker(target).worker
+    reader = backends.worker(target, stage=TextWorker).worker
+    big = encode(Image.fromarray(skimage.data.astronaut()).resize((400, 300)))
+
+    unreadable = backends.upload(big)
+    assert drain(indexer).indexed == 1
+    searchable = backends.status_by_photo()[unreadable]
+    assert (searchable.status, searchable.text_state) == (INDEXED, photo_pb2.STAGE_STATE_PENDING)
+    assert searchable.labels[0].text == "astronaut" and searchable.ocr_text == ""
+    assert backends.vectors.get(unreadable, SPACE_TEXT).vector.tolist() == pytest.approx([0.8, 0.6])
+    assert keyword_hits(backends.vectors, "astronaut") == [unreadable]
+    # Copies of the size the models read travel, not originals: short side 48 for CLIP and labels.
+    assert service.sizes["clip"] == service.sizes["labels"] == [(64, 48)]
+
+    totals = drain(reader)
+    assert (totals.indexed, totals.failed, totals.retrying) == (0, 1, 2)
+    assert service.sizes["ocr"] == [(80, 60)] * 3  # long side 80 for OCR
+    failed = backends.status_by_photo()[unreadable]
+    assert (failed.status, failed.text_state) == (photo_pb2.PHOTO_STATUS_UNSPECIFIED, photo_pb2.STAGE_STATE_FAILED)
+    assert failed.reason.startswith("gave up after 3 attempts: INTERNAL") and failed.attempts == 3
+    [dead] = map(dead_letter_of, backends.read(TOPIC_PHOTO_TEXT_DLQ))
+    assert dead.WhichOneof("event") == "text_requested" and subject_of(dead).photo_id == unreadable
+    # Given up, it keeps what the first stage wrote: still searchable.
+    assert backends.vectors.get(unreadable, SPACE_TEXT).vector.tolist() == pytest.approx([0.8, 0.6])
+    assert backends.vectors.get(unreadable, SPACE_CLIP) is not None
+
+    read = backends.upload(png(1), filename="moon.png")
+    assert drain(indexer).indexed == 1 and drain(reader).indexed == 1
+    done = backends.status_by_photo()[read]
+    assert (done.text_state, done.ocr_text, done.analysed) == (photo_pb2.STAGE_STATE_DONE, "NASA", True)
+    assert backends.vectors.get(read, SPACE_TEXT).vector.tolist() == pytest.approx([0.0, 1.0])
+    assert keyword_hits(backends.vectors, "nasa") == [read] and keyword_hits(backends.vectors, "moon") == [read]
+    assert group_backlog(backends.events, TextWorker)() == 0
+
+
+def test_an_image_near_the_upload_limit_indexes(stack):
+    """Originals up to max_upload_bytes index: the worker decodes them and sends a small copy."""
+    backends, server, worker = stack
+    limit = backends.settings.max_upload_bytes
+    side = int((limit * 0.95 / 3) ** 0.5)
+    noise = np.random.default_rng(7).integers(0, 256, (side, side, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(noise).save(out, "PNG", compress_level=0)
+    data = out.getvalue()
+    assert 0.9 * limit < len(data) <= limit
+    photo_id = backends.upload(data)
+    assert drain(worker).indexed == 1
+    assert backends.status_by_photo()[photo_id].status == INDEXED
+    assert backends.vectors.get(photo_id, SPACE_CLIP) is not None
 
 
 class StuckPoll(Wrapped):

@@ -5,12 +5,21 @@ import { el } from "./dom.js";
 
 const STATUS = {
   PHOTO_STATUS_UPLOADED: { key: "uploaded", label: "Indexing…" },
-  PHOTO_STATUS_INDEXED: { key: "indexed", label: "Indexed" },
+  PHOTO_STATUS_INDEXED: { key: "indexed", label: "Searchable" },
   PHOTO_STATUS_FAILED: { key: "failed", label: "Indexing failed" },
 };
 const UNKNOWN_STATUS = { key: "unknown", label: "Unknown" };
+// Reading the text in a searchable photo, a later stage (none for photos from before it existed).
+const TEXT_STATE = {
+  STAGE_STATE_PENDING: { key: "reading", label: "reading text…" },
+  STAGE_STATE_DONE: { key: "read", label: "text read" },
+  STAGE_STATE_FAILED: { key: "failed", label: "text not read" },
+  STAGE_STATE_SKIPPED: { key: "off", label: "text reading off" },
+};
 
 export const statusOf = (photo) => STATUS[photo.status] || UNKNOWN_STATUS;
+/** Where reading its text stands, or null when there is nothing to say. */
+export const textStateOf = (photo) => (photo.status === "PHOTO_STATUS_INDEXED" && TEXT_STATE[photo.textState]) || null;
 
 // Store
 

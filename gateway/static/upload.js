@@ -2,7 +2,7 @@
 // each shows its own progress; the event stream then moves each stored photo on to "indexed".
 import { errorReason, photoHash, thumbnailUrl, uploadFile } from "./api.js";
 import { $, el } from "./dom.js";
-import { displayName, onPhotoChange, rememberPhoto, statusOf } from "./photos.js";
+import { displayName, onPhotoChange, rememberPhoto, statusOf, textStateOf } from "./photos.js";
 
 const MAX_PARALLEL = 3;
 const IN_FLIGHT = new Set(["queued", "uploading", "checking"]);
@@ -42,7 +42,7 @@ function showSummary() {
   const title = sending ? `Uploading: ${items.length - sending} of ${items.length} done`
     : indexing ? `Indexing ${indexing} ${indexing === 1 ? "photo" : "photos"}…`
       : `${items.length} ${items.length === 1 ? "upload" : "uploads"} done`;
-  const parts = [[count("indexed"), "indexed"], [count("duplicate"), "already stored"],
+  const parts = [[count("indexed"), "searchable"], [count("duplicate"), "already stored"],
     [count("rejected", "error"), "not stored"], [count("failed"), "failed to index"]];
   $("upload-title").textContent = title;
   $("upload-summary").textContent = parts.filter(([n]) => n).map(([n, what]) => `${n} ${what}`).join(" · ");
@@ -52,10 +52,15 @@ function photoLink(photo) {
   return el("a", { href: photoHash(photo.name) }, displayName(photo));
 }
 
-/** What the stored photo's status says: indexing, indexed, or failed with the reason. */
+/** What the stored photo's status says: indexing, searchable (then its text read), or failed with the reason. */
 function showPhotoStatus(item, photo) {
   const status = statusOf(photo).key;
-  if (status === "indexed") setState(item, "indexed", "Indexed");
+  const text = textStateOf(photo);
+  if (status === "indexed") {
+    setState(item, "indexed", text ? `Searchable · ${text.label}` : "Searchable");
+    item.li.dataset.text = text ? text.key : "";
+    item.state.title = text && text.key === "failed" ? photo.textStateReason || "" : "";
+  }
   else if (status === "failed") setState(item, "failed", `Indexing failed: ${photo.statusReason || "no reason given"}`);
   else setState(item, "uploaded", "Uploaded · indexing…");
 }

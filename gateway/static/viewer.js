@@ -4,7 +4,7 @@ import { api, CODE, originalUrl, thumbnailUrl } from "./api.js";
 import { $, el, toast } from "./dom.js";
 import {
   altText, displayName, forgetPhoto, formatBytes, formatDateTime, knownPhoto, onPhotoChange, photoTile,
-  rememberPhoto, statusOf,
+  rememberPhoto, statusOf, textStateOf,
 } from "./photos.js";
 
 const SIMILAR_LIMIT = 12;
@@ -52,6 +52,11 @@ function details(photo) {
     detail("status", "Status", el("span", { class: `status ${status.key}` }, status.label),
       photo.statusReason ? el("span", { class: "status-reason" }, ` — ${photo.statusReason}`) : null),
   );
+  const text = textStateOf(photo);
+  if (text) {
+    rows.push(detail("text-state", "Text reading", el("span", { class: `status text-${text.key}` }, text.label),
+      photo.textStateReason ? el("span", { class: "status-reason" }, ` — ${photo.textStateReason}`) : null));
+  }
   if (photo.labels?.length) {
     rows.push(detail("labels", "Labels", photo.labels
       .map((label) => `${label.text} (${Math.round(label.score * 100)}%)`).join(", ")));

@@ -15,6 +15,13 @@ STATUS_UPLOADED = "uploaded"
 STATUS_INDEXED = "indexed"
 STATUS_FAILED = "failed"
 
+# Where reading a searchable photo's text (OCR, the later stage) stands; "" for photos indexed
+# before the stage existed (their text was read with their indexing).
+TEXT_PENDING = "pending"
+TEXT_DONE = "done"
+TEXT_FAILED = "failed"
+TEXT_SKIPPED = "skipped"
+
 # Vector spaces: one vector per photo in each.
 SPACE_CLIP = "clip"  # CLIP image embedding
 SPACE_TEXT = "text"  # sentence embedding of the photo's labels and OCR text
@@ -22,9 +29,10 @@ SPACE_TEXT = "text"  # sentence embedding of the photo's labels and OCR text
 # Event topics (proto/photos/v1/events.proto says what each carries).
 TOPIC_PHOTO_UPLOADED = "photos.uploaded"
 TOPIC_PHOTO_UPLOADED_DLQ = "photos.uploaded.dlq"
+TOPIC_PHOTO_TEXT = "photos.text"
+TOPIC_PHOTO_TEXT_DLQ = "photos.text.dlq"
 TOPIC_PHOTO_STATUS = "photos.status"
 TOPIC_PHOTO_CHANGES = "photos.changes"
-TOPICS = (TOPIC_PHOTO_UPLOADED, TOPIC_PHOTO_UPLOADED_DLQ, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_CHANGES)
 
 
 def utcnow() -> dt.datetime:
@@ -67,6 +75,8 @@ class PhotoRecord:
     ocr_text: str = ""
     # Every model with a vector of this photo.
     embedding_models: list[str] = dataclasses.field(default_factory=list)
+    text_state: str = ""  # TEXT_*
+    text_state_reason: str = ""
     # Outbox flag: the upload event has been written to the event log.
     published: bool = False
 
@@ -249,16 +259,19 @@ class MetadataStore(abc.ABC):
     def update_status(
         self,
         photo_id: str,
-        status: str,
+        status: str | None,
         *,
-        reason: str = "",
+        reason: str | None = "",
         embedding_model: str | None = None,
         attempts: int | None = None,
         labels: Sequence[tuple[str, float]] | None = None,
         ocr_text: str | None = None,
         embedding_models: Sequence[str] | None = None,
+        text_state: str | None = None,
+        text_state_reason: str | None = None,
     ) -> PhotoRecord | None:
-        """Sets status fields and updated_at (None leaves a field as is); None when the photo is gone."""
+        """Sets status fields and updated_at (None leaves a field as is, status and reason too);
+        None when the photo is gone."""
 
     @abc.abstractmethod
     def mark_published(self, photo_ids: Sequence[str]) -> None: ...

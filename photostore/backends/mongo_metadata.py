@@ -215,16 +215,18 @@ class MongoMetadataStore(MetadataStore):
         return Page(records=records, next_after=next_after, total=total)
 
     @_surface_outages
-    def update_status(self, photo_id: str, status: str, *, reason: str = "",
+    def update_status(self, photo_id: str, status: str | None, *, reason: str | None = "",
                       embedding_model: str | None = None, attempts: int | None = None,
                       labels: Sequence[tuple[str, float]] | None = None,
                       ocr_text: str | None = None,
-                      embedding_models: Sequence[str] | None = None) -> PhotoRecord | None:
+                      embedding_models: Sequence[str] | None = None, text_state: str | None = None,
+                      text_state_reason: str | None = None) -> PhotoRecord | None:
         changes = {"status": status, "status_reason": reason, "updated_at": utcnow(),
                    "embedding_model": embedding_model, "index_attempts": attempts,
                    "labels": None if labels is None else [[label, score] for label, score in labels],
                    "ocr_text": ocr_text,
-                   "embedding_models": None if embedding_models is None else list(embedding_models)}
+                   "embedding_models": None if embedding_models is None else list(embedding_models),
+                   "text_state": text_state, "text_state_reason": text_state_reason}
         changes = {k: v for k, v in changes.items() if v is not None}
         doc = self._photos.find_one_and_update({"_id": photo_id}, {"$set": changes},
                                                return_document=pymongo.ReturnDocument.AFTER)

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-from photostore.backends.base import MetadataStore, Page, PhotoRecord, utcnow
+from photostore.backends.base import STATUS_INDEXED, TEXT_DONE, MetadataStore, Page, PhotoRecord, utcnow
 from photostore.backends.sqlite_util import SqliteDatabase
 
 SCHEMA = """
@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS photos (
   status TEXT NOT NULL, status_reason TEXT NOT NULL, embedding_model TEXT NOT NULL,
   index_attempts INTEGER NOT NULL,
   labels TEXT NOT NULL, ocr_text TEXT NOT NULL, embedding_models TEXT NOT NULL,
+  text_state TEXT NOT NULL DEFAULT '', text_state_reason TEXT NOT NULL DEFAULT '',
   published INTEGER NOT NULL,
   UNIQUE (owner, sha256));
 CREATE INDEX IF NOT EXISTS photos_by_time ON photos (owner, sort_time DESC, id DESC);
@@ -78,6 +79,16 @@ _INSERT_PHOTO = (f"INSERT INTO photos ({', '.join(_FIELDS)}, sort_time)"
 class SqliteMetadataStore(MetadataStore):
     def __init__(self, path: Path):
         self.db = SqliteDatabase(path, SCHEMA)
+        self._add_text_state()
+
+    def _add_text_state(self) -> None:
+        """Databases from before the text stage: photos indexed then had their text read too."""
+        with self.db.transaction() as conn:
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(photos)")}
+            if "text_state" not in columns:
+                conn.execute("ALTER TABLE photos ADD COLUMN text_state TEXT NOT NULL DEFAULT ''")
+                conn.execute("ALTER TABLE photos ADD COLUMN text_state_reason TEXT NOT NULL DEFAULT ''")
+                conn.execute("UPDATE photos SET text_state = ? WHERE status = ?", (TEXT_DONE, STATUS_INDEXED))
 
     def describe(self) -> str:
         return f"sqlite at {self.db.path}"
@@ -170,16 +181,18 @@ class SqliteMetadataStore(MetadataStore):
             next_after = (records[-1].sort_time, records[-1].id)
         return Page(records=records, next_after=next_after, total=total)
 
-    def update_status(self, photo_id: str, status: str, *, reason: str = "",
+    def update_status(self, photo_id: str, status: str | None, *, reason: str | None = "",
                       embedding_model: str | None = None, attempts: int | None = None,
                       labels: Sequence[tuple[str, float]] | None = None,
                       ocr_text: str | None = None,
-                      embedding_models: Sequence[str] | None = None) -> PhotoRecord | None:
+                      embedding_models: Sequence[str] | None = None, text_state: str | None = None,
+                      text_state_reason: str | None = None) -> PhotoRecord | None:
         changes = {"status": status, "status_reason": reason, "updated_at": _epoch(utcnow()),
                    "embedding_model": embedding_model, "index_attempts": attempts,
                    "labels": None if labels is None else json.dumps([list(label) for label in labels]),
                    "ocr_text": ocr_text,
-                   "embedding_models": None if embedding_models is None else json.dumps(list(embedding_models))}
+                   "embedding_models": None if embedding_models is None else json.dumps(list(embedding_models)),
+                   "text_state": text_state, "text_state_reason": text_state_reason}
         changes = {k: v for k, v in changes.items() if v is not None}
         with self.db.transaction() as conn:
             conn.execute(f"UPDATE photos SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",

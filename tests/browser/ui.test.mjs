@@ -165,7 +165,7 @@ describe("Photostore web page", () => {
       await page.waitForFunction(() => [...document.querySelectorAll("#timeline .tile")]
         .every((tile) => tile.dataset.status === "indexed"));
       assert.ok(await page.evaluate(() => window.notReloaded), "no reload");
-      assert.equal(await text(page, "#upload-summary"), "4 indexed · 1 already stored · 1 not stored");
+      assert.equal(await text(page, "#upload-summary"), "4 searchable · 1 already stored · 1 not stored");
     });
 
   it("groups the timeline by day taken, newest first, with thumbnails only", STEP, async () => {
@@ -235,7 +235,7 @@ describe("Photostore web page", () => {
     assert.equal(await detail("dimensions"), "320 × 213 px (0.1 MP)");
     assert.match(await detail("size"), /^\d+\.\d KB$/);
     assert.equal(await detail("type"), "image/jpeg");
-    assert.equal(await detail("status"), "Indexed");
+    assert.equal(await detail("status"), "Searchable");
     assert.match(await detail("model"), /tiny-clip/);
 
     const [download] = await Promise.all([page.waitForEvent("download"), page.click("#viewer-download")]);

@@ -16,8 +16,10 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
-from PIL import Image, ImageOps
+from PIL import Image
 
+from embed_svc.copies import model_copy
+from embed_svc.worker import ready_models_of
 from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
 from photostore.auth import bearer_metadata
 from tests.harness import clip_info
@@ -133,7 +135,11 @@ def assert_same_ranking(hits, expected: list[tuple[str, float]]):
 def test_search_ranking_equals_open_clip_math(stack, state, reference, query):
     if "vectors" not in state:
         files = list(state["photos"])
-        images = [ImageOps.exif_transpose(Image.open(io.BytesIO(state["photos"][f]))) for f in files]
+        # The worker sends the model a copy of the size the models read: the reference reads it too.
+        side = ready_models_of(stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(),
+                                                        metadata=auth(state["alice"]))).image_size
+        images = [Image.open(io.BytesIO(model_copy(state["photos"][f], max_pixels=10**8, short_side=side)))
+                  for f in files]
         state["vectors"] = dict(zip((state["names"][f] for f in files), reference.images(images)))
     q = reference.texts([query])[0]
     expected = sorted(((name, float(v @ q)) for name, v in state["vectors"].items()),

@@ -59,36 +59,55 @@ class Watch:
         except grpc.RpcError:
             pass
 
-    def until_done(self, names, on_change=lambda change: None) -> dict[str, ingest_pb2.WatchPhotosResponse]:
-        """The INDEXED change of each name; fails on a FAILED one."""
-        pending, done = set(names), {}
+    def until_done(self, names, on_change=lambda change: None) -> dict[str, list[ingest_pb2.WatchPhotosResponse]]:
+        """Each name's changes up to the one where it is searchable and its text read; fails on a
+        FAILED one."""
+        pending, seen = set(names), {name: [] for name in names}
         try:
             while pending:
                 change = self.changes.get(timeout=INDEX_TIMEOUT_S)
                 on_change(change)
-                name = change.photo.name
-                assert change.photo.status != photo_pb2.PHOTO_STATUS_FAILED, (name, change.photo.status_reason)
-                if name in pending and change.photo.status == photo_pb2.PHOTO_STATUS_INDEXED:
-                    pending.discard(name)
-                    done[name] = change
+                photo = change.photo
+                assert photo.status != photo_pb2.PHOTO_STATUS_FAILED, (photo.name, photo.status_reason)
+                assert photo.text_state != photo_pb2.STAGE_STATE_FAILED, (photo.name, photo.text_state_reason)
+                if photo.name in pending:
+                    seen[photo.name].append(change)
+                    if photo.status == photo_pb2.PHOTO_STATUS_INDEXED and \
+                            photo.text_state != photo_pb2.STAGE_STATE_PENDING:
+                        pending.discard(photo.name)
         finally:
             self.call.cancel()
-        return done
+        return seen
 
 
 @pytest.fixture(scope="module")
-def alice(stack):
-    """alice's key, once every sample and a photo of a sign are indexed without CLIP weights."""
+def indexing(stack):
+    """alice's key and the changes of her photos, once every sample and a photo of a sign are
+    indexed without CLIP weights and their text is read."""
     key = stack.add_user("alice")
     photos = {**sample_photos(), TEXT_PHOTO: text_photo()}
     watch = Watch(stack, key)
     names = [upload(stack.ingest, key, data, filename).photo.name for filename, data in photos.items()]
     try:
-        watch.until_done(names)
+        return key, watch.until_done(names)
     except (AssertionError, queue.Empty):
         print(stack.logs())
         raise
-    return key
+
+
+@pytest.fixture(scope="module")
+def alice(indexing):
+    return indexing[0]
+
+
+def test_photos_are_searchable_before_their_text_is_read(indexing):
+    _, changes = indexing
+    for name, seen in changes.items():
+        states = [(c.photo.status, c.photo.text_state) for c in seen]
+        searchable = states.index((photo_pb2.PHOTO_STATUS_INDEXED, photo_pb2.STAGE_STATE_PENDING))
+        assert states[searchable + 1:] == [(photo_pb2.PHOTO_STATUS_INDEXED, photo_pb2.STAGE_STATE_DONE)], states
+        assert seen[searchable].photo.labels or seen[searchable].photo.filename != "chelsea.png"
+        assert seen[searchable].photo.ocr_text == ""
 
 
 def search(stack, key, query: str, **kwargs) -> search_pb2.SearchPhotosResponse:
@@ -157,8 +176,8 @@ def test_clip_weights_arrive_and_reindex_adds_their_vectors(stack, alice, tiny_c
 
     done = watch.until_done(response.names, on_change=search_meanwhile)
     assert answers and set(answers) == {TEXT_PHOTO}
-    for change in done.values():
-        assert list(change.photo.embedding_models) == [models["clip"], models["sentence"]]
+    for seen in done.values():
+        assert list(seen[-1].photo.embedding_models) == [models["clip"], models["sentence"]]
 
     # Up to date now: nothing left to reindex; the hits carry both vector signals.
     again = stack.ingest.ReindexPhotos(ingest_pb2.ReindexPhotosRequest(), metadata=bearer_metadata(alice))

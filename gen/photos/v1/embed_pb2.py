@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from photos.v1 import photo_pb2 as photos_dot_v1_dot_photo__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15photos/v1/embed.proto\x12\tphotos.v1\x1a\x15photos/v1/photo.proto\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"J\n\x10\x45mbedTextRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\'\n\x07\x65ncoder\x18\x02 \x01(\x0e\x32\x16.photos.v1.TextEncoder\"L\n\x11\x45mbedTextResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.photos.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"$\n\x12\x45mbedImagesRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"N\n\x13\x45mbedImagesResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.photos.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"r\n\x0bModelStatus\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.photos.v1.ModelRole\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tdimension\x18\x05 \x01(\x05\"N\n\x14GetModelInfoResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.photos.v1.ModelStatus\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\"&\n\x14\x41nalyzeImagesRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"q\n\rImageAnalysis\x12 \n\x06labels\x18\x01 \x03(\x0b\x32\x10.photos.v1.Label\x12\x10\n\x08ocr_text\x18\x02 \x01(\t\x12,\n\x0etext_embedding\x18\x03 \x01(\x0b\x32\x14.photos.v1.Embedding\"R\n\x15\x41nalyzeImagesResponse\x12*\n\x08\x61nalyses\x18\x01 \x03(\x0b\x32\x18.photos.v1.ImageAnalysis\x12\r\n\x05model\x18\x02 \x01(\t*]\n\x0bTextEncoder\x12\x1c\n\x18TEXT_ENCODER_UNSPECIFIED\x10\x00\x12\x15\n\x11TEXT_ENCODER_CLIP\x10\x01\x12\x19\n\x15TEXT_ENCODER_SENTENCE\x10\x02*\x80\x01\n\tModelRole\x12\x1a\n\x16MODEL_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_ROLE_CLIP\x10\x01\x12\x15\n\x11MODEL_ROLE_LABELS\x10\x02\x12\x12\n\x0eMODEL_ROLE_OCR\x10\x03\x12\x17\n\x13MODEL_ROLE_SENTENCE\x10\x04\x32\xc9\x02\n\x0c\x45mbedService\x12\x46\n\tEmbedText\x12\x1b.photos.v1.EmbedTextRequest\x1a\x1c.photos.v1.EmbedTextResponse\x12L\n\x0b\x45mbedImages\x12\x1d.photos.v1.EmbedImagesRequest\x1a\x1e.photos.v1.EmbedImagesResponse\x12O\n\x0cGetModelInfo\x12\x1e.photos.v1.GetModelInfoRequest\x1a\x1f.photos.v1.GetModelInfoResponse\x12R\n\rAnalyzeImages\x12\x1f.photos.v1.AnalyzeImagesRequest\x1a .photos.v1.AnalyzeImagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15photos/v1/embed.proto\x12\tphotos.v1\x1a\x15photos/v1/photo.proto\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"J\n\x10\x45mbedTextRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\'\n\x07\x65ncoder\x18\x02 \x01(\x0e\x32\x16.photos.v1.TextEncoder\"L\n\x11\x45mbedTextResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.photos.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"$\n\x12\x45mbedImagesRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"N\n\x13\x45mbedImagesResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.photos.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\x86\x01\n\x0bModelStatus\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.photos.v1.ModelRole\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tdimension\x18\x05 \x01(\x05\x12\x12\n\nimage_size\x18\x06 \x01(\x05\"N\n\x14GetModelInfoResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.photos.v1.ModelStatus\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\"9\n\x14\x41nalyzeImagesRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x11\n\tskip_text\x18\x02 \x01(\x08\"q\n\rImageAnalysis\x12 \n\x06labels\x18\x01 \x03(\x0b\x32\x10.photos.v1.Label\x12\x10\n\x08ocr_text\x18\x02 \x01(\t\x12,\n\x0etext_embedding\x18\x03 \x01(\x0b\x32\x14.photos.v1.Embedding\"R\n\x15\x41nalyzeImagesResponse\x12*\n\x08\x61nalyses\x18\x01 \x03(\x0b\x32\x18.photos.v1.ImageAnalysis\x12\r\n\x05model\x18\x02 \x01(\t*]\n\x0bTextEncoder\x12\x1c\n\x18TEXT_ENCODER_UNSPECIFIED\x10\x00\x12\x15\n\x11TEXT_ENCODER_CLIP\x10\x01\x12\x19\n\x15TEXT_ENCODER_SENTENCE\x10\x02*\x80\x01\n\tModelRole\x12\x1a\n\x16MODEL_ROLE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_ROLE_CLIP\x10\x01\x12\x15\n\x11MODEL_ROLE_LABELS\x10\x02\x12\x12\n\x0eMODEL_ROLE_OCR\x10\x03\x12\x17\n\x13MODEL_ROLE_SENTENCE\x10\x04\x32\xc9\x02\n\x0c\x45mbedService\x12\x46\n\tEmbedText\x12\x1b.photos.v1.EmbedTextRequest\x1a\x1c.photos.v1.EmbedTextResponse\x12L\n\x0b\x45mbedImages\x12\x1d.photos.v1.EmbedImagesRequest\x1a\x1e.photos.v1.EmbedImagesResponse\x12O\n\x0cGetModelInfo\x12\x1e.photos.v1.GetModelInfoRequest\x1a\x1f.photos.v1.GetModelInfoResponse\x12R\n\rAnalyzeImages\x12\x1f.photos.v1.AnalyzeImagesRequest\x1a .photos.v1.AnalyzeImagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'photos.v1.embed_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TEXTENCODER']._serialized_start=818
-  _globals['_TEXTENCODER']._serialized_end=911
-  _globals['_MODELROLE']._serialized_start=914
-  _globals['_MODELROLE']._serialized_end=1042
+  _globals['_TEXTENCODER']._serialized_start=858
+  _globals['_TEXTENCODER']._serialized_end=951
+  _globals['_MODELROLE']._serialized_start=954
+  _globals['_MODELROLE']._serialized_end=1082
   _globals['_EMBEDDING']._serialized_start=59
   _globals['_EMBEDDING']._serialized_end=86
   _globals['_EMBEDTEXTREQUEST']._serialized_start=88
@@ -48,16 +48,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDIMAGESRESPONSE']._serialized_end=358
   _globals['_GETMODELINFOREQUEST']._serialized_start=360
   _globals['_GETMODELINFOREQUEST']._serialized_end=381
-  _globals['_MODELSTATUS']._serialized_start=383
-  _globals['_MODELSTATUS']._serialized_end=497
-  _globals['_GETMODELINFORESPONSE']._serialized_start=499
-  _globals['_GETMODELINFORESPONSE']._serialized_end=577
-  _globals['_ANALYZEIMAGESREQUEST']._serialized_start=579
-  _globals['_ANALYZEIMAGESREQUEST']._serialized_end=617
-  _globals['_IMAGEANALYSIS']._serialized_start=619
-  _globals['_IMAGEANALYSIS']._serialized_end=732
-  _globals['_ANALYZEIMAGESRESPONSE']._serialized_start=734
-  _globals['_ANALYZEIMAGESRESPONSE']._serialized_end=816
-  _globals['_EMBEDSERVICE']._serialized_start=1045
-  _globals['_EMBEDSERVICE']._serialized_end=1374
+  _globals['_MODELSTATUS']._serialized_start=384
+  _globals['_MODELSTATUS']._serialized_end=518
+  _globals['_GETMODELINFORESPONSE']._serialized_start=520
+  _globals['_GETMODELINFORESPONSE']._serialized_end=598
+  _globals['_ANALYZEIMAGESREQUEST']._serialized_start=600
+  _globals['_ANALYZEIMAGESREQUEST']._serialized_end=657
+  _globals['_IMAGEANALYSIS']._serialized_start=659
+  _globals['_IMAGEANALYSIS']._serialized_end=772
+  _globals['_ANALYZEIMAGESRESPONSE']._serialized_start=774
+  _globals['_ANALYZEIMAGESRESPONSE']._serialized_end=856
+  _globals['_EMBEDSERVICE']._serialized_start=1085
+  _globals['_EMBEDSERVICE']._serialized_end=1414
 # @@protoc_insertion_point(module_scope)

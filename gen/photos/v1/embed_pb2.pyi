@@ -71,18 +71,20 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("role", "model", "ready", "reason", "dimension")
+    __slots__ = ("role", "model", "ready", "reason", "dimension", "image_size")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     role: ModelRole
     model: str
     ready: bool
     reason: str
     dimension: int
-    def __init__(self, role: _Optional[_Union[ModelRole, str]] = ..., model: _Optional[str] = ..., ready: bool = ..., reason: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
+    image_size: int
+    def __init__(self, role: _Optional[_Union[ModelRole, str]] = ..., model: _Optional[str] = ..., ready: bool = ..., reason: _Optional[str] = ..., dimension: _Optional[int] = ..., image_size: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
     __slots__ = ("models", "device")
@@ -93,10 +95,12 @@ class GetModelInfoResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class AnalyzeImagesRequest(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "skip_text")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    SKIP_TEXT_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, images: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    skip_text: bool
+    def __init__(self, images: _Optional[_Iterable[bytes]] = ..., skip_text: bool = ...) -> None: ...
 
 class ImageAnalysis(_message.Message):
     __slots__ = ("labels", "ocr_text", "text_embedding")

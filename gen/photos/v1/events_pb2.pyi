@@ -11,20 +11,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PhotoEvent(_message.Message):
-    __slots__ = ("event_time", "uploaded", "reindex_requested", "status_changed", "changed", "dead_letter")
+    __slots__ = ("event_time", "uploaded", "reindex_requested", "status_changed", "changed", "text_requested", "dead_letter")
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     UPLOADED_FIELD_NUMBER: _ClassVar[int]
     REINDEX_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     STATUS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     CHANGED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTER_FIELD_NUMBER: _ClassVar[int]
     event_time: _timestamp_pb2.Timestamp
     uploaded: PhotoUploadedEvent
     reindex_requested: PhotoReindexRequestedEvent
     status_changed: PhotoStatusChangedEvent
     changed: PhotoChangedEvent
+    text_requested: PhotoTextRequestedEvent
     dead_letter: DeadLetter
-    def __init__(self, event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uploaded: _Optional[_Union[PhotoUploadedEvent, _Mapping]] = ..., reindex_requested: _Optional[_Union[PhotoReindexRequestedEvent, _Mapping]] = ..., status_changed: _Optional[_Union[PhotoStatusChangedEvent, _Mapping]] = ..., changed: _Optional[_Union[PhotoChangedEvent, _Mapping]] = ..., dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ...) -> None: ...
+    def __init__(self, event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uploaded: _Optional[_Union[PhotoUploadedEvent, _Mapping]] = ..., reindex_requested: _Optional[_Union[PhotoReindexRequestedEvent, _Mapping]] = ..., status_changed: _Optional[_Union[PhotoStatusChangedEvent, _Mapping]] = ..., changed: _Optional[_Union[PhotoChangedEvent, _Mapping]] = ..., text_requested: _Optional[_Union[PhotoTextRequestedEvent, _Mapping]] = ..., dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ...) -> None: ...
 
 class IndexingSubject(_message.Message):
     __slots__ = ("photo_id", "owner", "blob_key", "sha256", "content_type", "take_time", "camera_make", "camera_model", "filename")
@@ -64,8 +66,16 @@ class PhotoReindexRequestedEvent(_message.Message):
     attempts: int
     def __init__(self, subject: _Optional[_Union[IndexingSubject, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
 
+class PhotoTextRequestedEvent(_message.Message):
+    __slots__ = ("subject", "attempts")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    subject: IndexingSubject
+    attempts: int
+    def __init__(self, subject: _Optional[_Union[IndexingSubject, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
+
 class PhotoStatusChangedEvent(_message.Message):
-    __slots__ = ("photo_id", "owner", "status", "reason", "attempts", "analysed", "labels", "ocr_text", "embedding_models", "clip_model")
+    __slots__ = ("photo_id", "owner", "status", "reason", "attempts", "analysed", "labels", "ocr_text", "embedding_models", "clip_model", "text_state")
     PHOTO_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +86,7 @@ class PhotoStatusChangedEvent(_message.Message):
     OCR_TEXT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODELS_FIELD_NUMBER: _ClassVar[int]
     CLIP_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_STATE_FIELD_NUMBER: _ClassVar[int]
     photo_id: str
     owner: str
     status: _photo_pb2.PhotoStatus
@@ -86,7 +97,8 @@ class PhotoStatusChangedEvent(_message.Message):
     ocr_text: str
     embedding_models: _containers.RepeatedScalarFieldContainer[str]
     clip_model: str
-    def __init__(self, photo_id: _Optional[str] = ..., owner: _Optional[str] = ..., status: _Optional[_Union[_photo_pb2.PhotoStatus, str]] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., analysed: bool = ..., labels: _Optional[_Iterable[_Union[_photo_pb2.Label, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., embedding_models: _Optional[_Iterable[str]] = ..., clip_model: _Optional[str] = ...) -> None: ...
+    text_state: _photo_pb2.StageState
+    def __init__(self, photo_id: _Optional[str] = ..., owner: _Optional[str] = ..., status: _Optional[_Union[_photo_pb2.PhotoStatus, str]] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., analysed: bool = ..., labels: _Optional[_Iterable[_Union[_photo_pb2.Label, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., embedding_models: _Optional[_Iterable[str]] = ..., clip_model: _Optional[str] = ..., text_state: _Optional[_Union[_photo_pb2.StageState, str]] = ...) -> None: ...
 
 class PhotoChangedEvent(_message.Message):
     __slots__ = ("photo", "change_type")

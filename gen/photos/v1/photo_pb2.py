@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15photos/v1/photo.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x08GeoPoint\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x10\n\x08\x61ltitude\x18\x03 \x01(\x01\"$\n\x05Label\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xae\x04\n\x05Photo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12-\n\ttake_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mera_make\x18\t \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\n \x01(\t\x12%\n\x08location\x18\x0b \x01(\x0b\x32\x13.photos.v1.GeoPoint\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06status\x18\x0e \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12\x15\n\rstatus_reason\x18\x0f \x01(\t\x12\x10\n\x08\x66ilename\x18\x11 \x01(\t\x12\x16\n\x0eindex_attempts\x18\x12 \x01(\x05\x12 \n\x06labels\x18\x13 \x03(\x0b\x32\x10.photos.v1.Label\x12\x10\n\x08ocr_text\x18\x14 \x01(\t\x12\x18\n\x10\x65mbedding_models\x18\x15 \x03(\tJ\x04\x08\x10\x10\x11R\x0f\x65mbedding_model*y\n\x0bPhotoStatus\x12\x1c\n\x18PHOTO_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PHOTO_STATUS_UPLOADED\x10\x01\x12\x18\n\x14PHOTO_STATUS_INDEXED\x10\x02\x12\x17\n\x13PHOTO_STATUS_FAILED\x10\x03*\x91\x01\n\x0fPhotoChangeType\x12!\n\x1dPHOTO_CHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19PHOTO_CHANGE_TYPE_CREATED\x10\x01\x12\x1d\n\x19PHOTO_CHANGE_TYPE_UPDATED\x10\x02\x12\x1d\n\x19PHOTO_CHANGE_TYPE_DELETED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15photos/v1/photo.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x08GeoPoint\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x10\n\x08\x61ltitude\x18\x03 \x01(\x01\"$\n\x05Label\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xf4\x04\n\x05Photo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12-\n\ttake_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mera_make\x18\t \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\n \x01(\t\x12%\n\x08location\x18\x0b \x01(\x0b\x32\x13.photos.v1.GeoPoint\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06status\x18\x0e \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12\x15\n\rstatus_reason\x18\x0f \x01(\t\x12\x10\n\x08\x66ilename\x18\x11 \x01(\t\x12\x16\n\x0eindex_attempts\x18\x12 \x01(\x05\x12 \n\x06labels\x18\x13 \x03(\x0b\x32\x10.photos.v1.Label\x12\x10\n\x08ocr_text\x18\x14 \x01(\t\x12\x18\n\x10\x65mbedding_models\x18\x15 \x03(\t\x12)\n\ntext_state\x18\x16 \x01(\x0e\x32\x15.photos.v1.StageState\x12\x19\n\x11text_state_reason\x18\x17 \x01(\tJ\x04\x08\x10\x10\x11R\x0f\x65mbedding_model*y\n\x0bPhotoStatus\x12\x1c\n\x18PHOTO_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PHOTO_STATUS_UPLOADED\x10\x01\x12\x18\n\x14PHOTO_STATUS_INDEXED\x10\x02\x12\x17\n\x13PHOTO_STATUS_FAILED\x10\x03*\x89\x01\n\nStageState\x12\x1b\n\x17STAGE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13STAGE_STATE_PENDING\x10\x01\x12\x14\n\x10STAGE_STATE_DONE\x10\x02\x12\x16\n\x12STAGE_STATE_FAILED\x10\x03\x12\x17\n\x13STAGE_STATE_SKIPPED\x10\x04*\x91\x01\n\x0fPhotoChangeType\x12!\n\x1dPHOTO_CHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19PHOTO_CHANGE_TYPE_CREATED\x10\x01\x12\x1d\n\x19PHOTO_CHANGE_TYPE_UPDATED\x10\x02\x12\x1d\n\x19PHOTO_CHANGE_TYPE_DELETED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'photos.v1.photo_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PHOTOSTATUS']._serialized_start=735
-  _globals['_PHOTOSTATUS']._serialized_end=856
-  _globals['_PHOTOCHANGETYPE']._serialized_start=859
-  _globals['_PHOTOCHANGETYPE']._serialized_end=1004
+  _globals['_PHOTOSTATUS']._serialized_start=805
+  _globals['_PHOTOSTATUS']._serialized_end=926
+  _globals['_STAGESTATE']._serialized_start=929
+  _globals['_STAGESTATE']._serialized_end=1066
+  _globals['_PHOTOCHANGETYPE']._serialized_start=1069
+  _globals['_PHOTOCHANGETYPE']._serialized_end=1214
   _globals['_GEOPOINT']._serialized_start=69
   _globals['_GEOPOINT']._serialized_end=134
   _globals['_LABEL']._serialized_start=136
   _globals['_LABEL']._serialized_end=172
   _globals['_PHOTO']._serialized_start=175
-  _globals['_PHOTO']._serialized_end=733
+  _globals['_PHOTO']._serialized_end=803
 # @@protoc_insertion_point(module_scope)

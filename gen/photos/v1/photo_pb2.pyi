@@ -17,6 +17,14 @@ class PhotoStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PHOTO_STATUS_INDEXED: _ClassVar[PhotoStatus]
     PHOTO_STATUS_FAILED: _ClassVar[PhotoStatus]
 
+class StageState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STAGE_STATE_UNSPECIFIED: _ClassVar[StageState]
+    STAGE_STATE_PENDING: _ClassVar[StageState]
+    STAGE_STATE_DONE: _ClassVar[StageState]
+    STAGE_STATE_FAILED: _ClassVar[StageState]
+    STAGE_STATE_SKIPPED: _ClassVar[StageState]
+
 class PhotoChangeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PHOTO_CHANGE_TYPE_UNSPECIFIED: _ClassVar[PhotoChangeType]
@@ -27,6 +35,11 @@ PHOTO_STATUS_UNSPECIFIED: PhotoStatus
 PHOTO_STATUS_UPLOADED: PhotoStatus
 PHOTO_STATUS_INDEXED: PhotoStatus
 PHOTO_STATUS_FAILED: PhotoStatus
+STAGE_STATE_UNSPECIFIED: StageState
+STAGE_STATE_PENDING: StageState
+STAGE_STATE_DONE: StageState
+STAGE_STATE_FAILED: StageState
+STAGE_STATE_SKIPPED: StageState
 PHOTO_CHANGE_TYPE_UNSPECIFIED: PhotoChangeType
 PHOTO_CHANGE_TYPE_CREATED: PhotoChangeType
 PHOTO_CHANGE_TYPE_UPDATED: PhotoChangeType
@@ -51,7 +64,7 @@ class Label(_message.Message):
     def __init__(self, text: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class Photo(_message.Message):
-    __slots__ = ("name", "owner", "sha256", "content_type", "size_bytes", "width", "height", "take_time", "camera_make", "camera_model", "location", "create_time", "update_time", "status", "status_reason", "filename", "index_attempts", "labels", "ocr_text", "embedding_models")
+    __slots__ = ("name", "owner", "sha256", "content_type", "size_bytes", "width", "height", "take_time", "camera_make", "camera_model", "location", "create_time", "update_time", "status", "status_reason", "filename", "index_attempts", "labels", "ocr_text", "embedding_models", "text_state", "text_state_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +85,8 @@ class Photo(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     OCR_TEXT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODELS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_STATE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     owner: str
     sha256: str
@@ -92,4 +107,6 @@ class Photo(_message.Message):
     labels: _containers.RepeatedCompositeFieldContainer[Label]
     ocr_text: str
     embedding_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[PhotoStatus, str]] = ..., status_reason: _Optional[str] = ..., filename: _Optional[str] = ..., index_attempts: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., embedding_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    text_state: StageState
+    text_state_reason: str
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[PhotoStatus, str]] = ..., status_reason: _Optional[str] = ..., filename: _Optional[str] = ..., index_attempts: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., embedding_models: _Optional[_Iterable[str]] = ..., text_state: _Optional[_Union[StageState, str]] = ..., text_state_reason: _Optional[str] = ...) -> None: ...
