@@ -189,7 +189,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         fetch = min(MAX_HYDRATE, max(CANDIDATE_FACTOR * (offset + page_size), MIN_CANDIDATES))
 
         candidates: dict[str, Candidate] = {}
-        available, models, missing = self._vector_signals(query, flt, fetch, candidates, context)
+        # The encoders run while the keywords are looked up.
+        embeds = self._embed_query(query, context)
+        available, missing = [], {}
         terms = keyword_terms(query)
         if not self._fusion.enabled(KEYWORD):
             missing[KEYWORD] = "switched off (PHOTOSTORE_SEARCH_WEIGHT_KEYWORD=0)"
@@ -203,27 +205,35 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                     candidate.matched_terms = matched
         else:
             missing[KEYWORD] = "the query has no words to match besides stopwords"
+        models = self._vector_signals(embeds, flt, fetch, candidates, available, missing)
+        missing = {signal: missing[signal] for signal in (CLIP, TEXT, KEYWORD) if signal in missing}
         if not available:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE,
                                "no search signal is available: " + "; ".join(
                                    f"{signal}: {why}" for signal, why in missing.items()),
                                reason="NO_SIGNAL_AVAILABLE", metadata=missing)
 
-        hits = []
-        for photo in self._hydrate(list(candidates), context):
-            if not _passes_filter(photo, flt):
-                continue
-            candidate = candidates[photo.name.removeprefix("photos/")]
-            score = self._fusion.score(candidate.signals, available)
-            if score >= min_score:
+        # Ranked on the signals alone; only the page is hydrated. A photo deleted meanwhile (or no
+        # longer matching) is passed over and the next one takes its place.
+        ranked = sorted(((score, photo_id) for photo_id, candidate in candidates.items()
+                         if (score := self._fusion.score(candidate.signals, available)) >= min_score),
+                        key=lambda ranked_hit: (-ranked_hit[0], ranked_hit[1]))
+        hits, position = [], offset
+        while len(hits) < page_size and position < len(ranked):
+            chunk = ranked[position:position + page_size - len(hits)]
+            position += len(chunk)
+            photos = {p.name: p for p in self._hydrate([photo_id for _, photo_id in chunk], context)}
+            for score, photo_id in chunk:
+                photo = photos.get(photo_name(photo_id))
+                if photo is None or not _passes_filter(photo, flt):
+                    continue
+                candidate = candidates[photo_id]
                 hits.append(search_pb2.SearchHit(
                     photo=photo, score=score, signals=search_pb2.SignalScores(**candidate.signals),
                     matched_terms=candidate.matched_terms))
-        hits.sort(key=lambda hit: (-hit.score, hit.photo.name))
-        end = offset + page_size
         return search_pb2.SearchPhotosResponse(
-            hits=hits[offset:end], models=models,
-            next_page_token=self._next_token(request, {"query": query}, end, len(hits) > end))
+            hits=hits, models=models,
+            next_page_token=self._next_token(request, {"query": query}, position, position < len(ranked)))
 
     # Page tokens: the offset into the ranking, bound to the query and filters.
 
@@ -245,23 +255,25 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return {**fields, "filter": request.filter.SerializeToString().hex(),
                 "min_score": request.min_score if request.HasField("min_score") else None}
 
-    def _vector_signals(self, query: str, flt: VectorFilter, fetch: int,
-                        candidates: dict[str, Candidate], context
-                        ) -> tuple[list[str], list[str], dict[str, str]]:
-        """Adds the CLIP and text hits at or above their cut-offs to `candidates`.
+    def _embed_query(self, query: str, context) -> dict[str, grpc.Future]:
+        """The query's EmbedText calls, one per enabled vector signal, under way."""
+        return {signal: self._call_async(self._embed.EmbedText, embed_pb2.EmbedTextRequest(
+                    texts=[query], encoder=encoder), context)
+                for signal, encoder in ((CLIP, embed_pb2.TEXT_ENCODER_CLIP),
+                                        (TEXT, embed_pb2.TEXT_ENCODER_SENTENCE))
+                if self._fusion.enabled(signal)}
 
-        Returns (signals available, their models, why each unavailable one is). An encoder that
-        answers UNAVAILABLE (model not ready) is left out; any other failure fails the search.
-        """
-        calls = {signal: self._call_async(self._embed.EmbedText, embed_pb2.EmbedTextRequest(
-                     texts=[query], encoder=encoder), context)
-                 for signal, encoder in ((CLIP, embed_pb2.TEXT_ENCODER_CLIP),
-                                         (TEXT, embed_pb2.TEXT_ENCODER_SENTENCE))
-                 if self._fusion.enabled(signal)}
-        available, models = [], []
-        missing = {signal: f"switched off (PHOTOSTORE_SEARCH_WEIGHT_{signal.upper()}=0)"
-                   for signal in (CLIP, TEXT) if not self._fusion.enabled(signal)}
-        for signal, call in calls.items():
+    def _vector_signals(self, embeds: dict[str, grpc.Future], flt: VectorFilter, fetch: int,
+                        candidates: dict[str, Candidate], available: list[str], missing: dict[str, str]
+                        ) -> list[str]:
+        """Adds the CLIP and text hits at or above their cut-offs to `candidates`, and each signal
+        to `available` or, with why, to `missing`; returns the models of those available. An
+        encoder that answers UNAVAILABLE (model not ready) is left out; any other failure fails
+        the search."""
+        models = []
+        missing.update({signal: f"switched off (PHOTOSTORE_SEARCH_WEIGHT_{signal.upper()}=0)"
+                        for signal in (CLIP, TEXT) if not self._fusion.enabled(signal)})
+        for signal, call in embeds.items():
             try:
                 embedded = call.result()
             except grpc.RpcError as e:
@@ -275,7 +287,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             for photo_id, score in self._vectors.search(_vector(embedded.embeddings[0]), embedded.model,
                                                         flt, fetch, self._fusion.cutoffs[signal]):
                 candidates.setdefault(photo_id, Candidate()).signals[signal] = score
-        return available, models, missing
+        return models
 
     def _hydrate(self, photo_ids: list[str], context) -> list[photo_pb2.Photo]:
         """The caller's photos among `photo_ids`; deleted ones are left out."""
