@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # A server asks each client connection to reconnect after this long (in-flight calls and
     # streams finish first), so clients re-resolve dns:/// targets and reach new replicas.
     grpc_max_connection_age_seconds: float = 300.0
+    # Embedded vector index (sqlite_vectors): filtered candidate sets below this are scanned exactly.
+    vector_exact_below: int = 20_000
+    # HNSW search breadth (efSearch) of the embedded ANN index; higher: better recall, slower.
+    vector_ann_ef_search: int = 256
 
     # Upload limits.
     max_upload_bytes: int = 100 * MIB

@@ -51,4 +51,5 @@ def open_vectors(settings: Settings) -> VectorStore:
         from photostore.backends.weaviate_vectors import WeaviateVectorStore
         return WeaviateVectorStore(settings.vectors)
     from photostore.backends.sqlite_vectors import SqliteVectorStore
-    return SqliteVectorStore(settings.vectors_path)
+    return SqliteVectorStore(settings.vectors_path, exact_below=settings.vector_exact_below,
+                             ef_search=settings.vector_ann_ef_search)

@@ -274,3 +274,118 @@ def test_stores_opening_at_once_share_one_index(index):
     stores[0].upsert(VectorObject("a", "u", "m", unit([1, 0])))
     assert all(s.count() == 1 for s in stores)
     assert index.kind in stores[0].describe().lower()
+
+
+def clustered(n: int, dim: int = 32, clusters: int = 40, seed: int = 0) -> np.ndarray:
+    """CLIP-like vectors: Gaussian clusters on the unit sphere."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, dim))
+    points = centers[rng.integers(clusters, size=n)] + rng.normal(scale=0.5, size=(n, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def ann_store(path, **kwargs):
+    """An embedded store on the ANN path from 500 rows (exact below), built in the search."""
+    from photostore.backends.sqlite_vectors import SqliteVectorStore
+    return SqliteVectorStore(path, **{"exact_below": 500, "background_build": False, **kwargs})
+
+
+def index_path(index):
+    return index.open().db.path
+
+
+def camera(i: int) -> str:
+    return "canon" if i % 3 == 0 else "nikon"
+
+
+def upsert_clustered(store, vectors, owners=("u1", "u2")) -> None:
+    store.upsert_many([VectorObject(f"p{i}", owners[i % len(owners)], "m", v, taken_at=BASE + dt.timedelta(hours=i),
+                                    camera_make=camera(i)) for i, v in enumerate(vectors)])
+
+
+def test_ann_recall_against_exact_and_filters_never_leak(index, store):
+    vectors = clustered(4000)
+    upsert_clustered(store, vectors)
+    reader = ann_store(index_path(index)) if index.exact else index.open()
+    queries = clustered(30, seed=1)
+    window = (BASE + dt.timedelta(hours=500), BASE + dt.timedelta(hours=3500))
+    filters = [VectorFilter("u1"), VectorFilter("u2", camera_make="Nikon"),
+               VectorFilter("u1", start=window[0], end=window[1])]
+    for flt in filters:
+        allowed = [i for i in range(len(vectors)) if f"u{i % 2 + 1}" == flt.owner
+                   and (not flt.camera_make or camera(i) == flt.camera_make.lower())
+                   and (flt.start is None or window[0] <= BASE + dt.timedelta(hours=i) < window[1])]
+        found = 0
+        for q in queries:
+            scores = vectors[allowed] @ q
+            exact = {f"p{allowed[j]}" for j in np.argsort(-scores)[:10]}
+            hits = reader.search(q, "m", flt, 10)
+            assert len(hits) == 10 and {pid for pid, _ in hits} <= {f"p{i}" for i in allowed}
+            assert all(abs(s - float(vectors[int(pid[1:])] @ q)) < 1e-4 for pid, s in hits)  # exact cosines
+            found += len(exact & set(ids(hits)))
+        assert found / (10 * len(queries)) >= (0.98 if index.exact else 0.9)
+    if index.exact:
+        assert reader._indexes["m"].ann is not None  # the ANN path answered
+        reader.close()
+
+
+def test_ann_follows_upserts_and_deletes_of_another_store(index):
+    if not index.exact:
+        pytest.skip("embedded ANN index")
+    path = index_path(index)
+    writer = index.open()
+    vectors = clustered(1000)
+    upsert_clustered(writer, vectors, owners=("u",))
+    reader = ann_store(path)
+    q = vectors[7]
+    assert ids(reader.search(q, "m", VectorFilter("u"), 1)) == ["p7"]
+    ann = reader._indexes["m"].ann
+    writer.delete("p7")
+    writer.upsert(VectorObject("new", "u", "m", q))
+    writer.upsert(VectorObject("p8", "u", "m", -q))  # moved far away
+    hits = reader.search(q, "m", VectorFilter("u"), 5)
+    assert ids(hits)[0] == "new" and "p7" not in ids(hits) and "p8" not in ids(hits)
+    assert ids(reader.search(-q, "m", VectorFilter("u"), 1)) == ["p8"]
+    assert reader._indexes["m"].ann is ann and ann.size == 1002  # extended, not rebuilt
+    reader.close()
+
+
+def test_ann_index_is_saved_reloaded_and_rebuilt_when_corrupt(index, caplog):
+    if not index.exact:
+        pytest.skip("embedded ANN index")
+    path = index_path(index)
+    writer = index.open()
+    vectors = clustered(1000)
+    upsert_clustered(writer, vectors, owners=("u",))
+    first = ann_store(path)
+    assert ids(first.search(vectors[3], "m", VectorFilter("u"), 1)) == ["p3"]
+    first.close()
+    [saved] = path.parent.glob("*.ann")
+    writer.upsert(VectorObject("late", "u", "m", -vectors[3]))  # after the save: caught up from the log
+
+    reloaded = ann_store(path)
+    assert ids(reloaded.search(-vectors[3], "m", VectorFilter("u"), 1)) == ["late"]
+    assert reloaded._indexes["m"].ann.size == 1001 and reloaded._indexes["m"].saved_size == 1000
+    assert ids(reloaded.search(vectors[3], "m", VectorFilter("u"), 1)) == ["p3"]
+    reloaded.close()  # saves the extended index
+
+    data = bytearray(saved.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    saved.write_bytes(bytes(data))
+    rebuilt = ann_store(path)
+    assert ids(rebuilt.search(vectors[3], "m", VectorFilter("u"), 1)) == ["p3"]
+    assert "rebuilding the ANN index" in caplog.text and rebuilt._indexes["m"].ann.size == 1001
+    rebuilt.close()
+
+
+def test_ann_builds_in_the_background_and_exact_meanwhile(index):
+    if not index.exact:
+        pytest.skip("embedded ANN index")
+    path = index_path(index)
+    upsert_clustered(index.open(), clustered(800), owners=("u",))
+    store = ann_store(path, background_build=True)
+    first = store.search(clustered(1, seed=2)[0], "m", VectorFilter("u"), 10)
+    store.wait_for_index()
+    assert store._indexes["m"].ann is not None and len(first) == 10
+    assert ids(store.search(clustered(1, seed=2)[0], "m", VectorFilter("u"), 10)) == ids(first)
+    store.close()
