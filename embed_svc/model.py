@@ -1,27 +1,29 @@
 """Models loaded once in the background, kept warm, and fed by batching inference threads;
-the CLIP encoders, and the image decoding every model shares."""
+the CLIP encoders on their fastest runtime, and the image decoding every model shares.
+
+Torch is imported only where a torch backend is chosen (embed_svc.torch_clip)."""
 from __future__ import annotations
 
 import abc
 import dataclasses
 import functools
-import hashlib
 import io
 import logging
+import math
 import queue
 import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
-import open_clip
 import pillow_heif
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from prometheus_client import Histogram
 
+from embed_svc.runtime import (
+    GATE, INDEX, QUERY, cpu_flags, exported, file_sha256, onnx_runner, openvino_available, openvino_runner)
 from photostore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,21 @@ def _register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
-def decode_image(data: bytes, index: int, max_pixels: int) -> Image.Image:
-    """Decodes one encoded image to RGB, EXIF orientation applied; raises ImageDecodeError."""
+def decode_image(data: bytes, index: int, max_pixels: int, min_short_side: int = 0,
+                 min_long_side: int = 0) -> Image.Image:
+    """Decodes one encoded image to RGB, EXIF orientation applied; raises ImageDecodeError.
+
+    With min_short_side, a JPEG may decode at 1/2, 1/4 or 1/8 size (in the DCT, much faster)
+    while its sides stay at least min_short_side and min_long_side.
+    """
     _register_heif()
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > max_pixels:
                 raise ImageDecodeError(index, f"{im.width}x{im.height} exceeds the pixel limit")
+            scale = max(min_short_side / min(im.size), min_long_side / max(im.size))
+            if min_short_side and im.format == "JPEG" and scale < 1:
+                im.draft("RGB", (math.ceil(im.width * scale), math.ceil(im.height * scale)))
             return ImageOps.exif_transpose(im).convert("RGB")
     except ImageDecodeError:
         raise
@@ -67,17 +77,11 @@ def decode_image(data: bytes, index: int, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(index, str(e) or type(e).__name__) from None
 
 
-def inference_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def apply_torch_threads(settings: Settings) -> None:
-    if settings.torch_threads > 0:
-        torch.set_num_threads(settings.torch_threads)
-
-
 class InferenceModel(abc.ABC):
     """A model loaded once, in a background thread that retries until the weights load."""
+
+    # The image size it reads, in pixels (short side, or long side for OCR); 0: no image input.
+    image_size = 0
 
     def __init__(self, retry_seconds: float):
         self._retry_seconds = retry_seconds
@@ -154,11 +158,13 @@ class _Job:
 class Batcher:
     """One inference thread fed by a queue: it gathers the queued items into batches (up to
     batch_size, waiting batch_wait_ms after the first) and calls each kind's handler once per
-    batch with that kind's items; the handler returns one result per item."""
+    batch with that kind's items; the handler returns one result per item. Each call waits for
+    the process-wide inference gate at its kind's priority (runtime.QUERY, INDEX or OCR)."""
 
     def __init__(self, name: str, handlers: dict[str, Callable[[list[Any]], Sequence[Any]]], *,
-                 batch_size: int, batch_wait_ms: float):
+                 priorities: dict[str, int], batch_size: int, batch_wait_ms: float):
         self._handlers = handlers
+        self._priorities = priorities
         self._batch_size = batch_size
         self._batch_wait_s = batch_wait_ms / 1000
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -192,7 +198,8 @@ class Batcher:
             for kind, handle in self._handlers.items():
                 jobs = [j for j in batch if j.kind == kind]
                 if jobs:
-                    self._handle(kind, handle, jobs)
+                    with GATE.hold(self._priorities[kind]):
+                        self._handle(kind, handle, jobs)
 
     def _next_batch(self) -> list[_Job] | None:
         """Blocks for the first job, then gathers more for up to batch_wait_ms; None at close."""
@@ -226,9 +233,85 @@ class Batcher:
             job.future.set_result(result)
 
 
+class ClipEncoder(Protocol):
+    """One runtime's CLIP: inputs prepared on callers' threads, features (not normalised) batched."""
+    device: str
+
+    def preprocess(self, image: Image.Image) -> np.ndarray: ...
+
+    def tokenize(self, text: str) -> np.ndarray:
+        """Token ids, cut after the end token where the text tower allows."""
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def encode_texts(self, tokens: np.ndarray) -> np.ndarray: ...
+
+
+class ExportedClip:
+    """CLIP exported by embed_svc.export, on OpenVINO (bf16) or ONNX Runtime (int8); no torch."""
+    device = "cpu"
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], backend: str, settings: Settings):
+        from tokenizers import Tokenizer
+
+        if backend == "openvino-bf16":
+            self._image, self._text = (openvino_runner(directory / f"{tower}.xml", settings, "bf16")
+                                       for tower in ("image", "text"))
+        else:
+            self._image, self._text = (onnx_runner(directory / f"{tower}.onnx", settings)
+                                       for tower in ("image", "text"))
+        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self._end_id = self._tokenizer.token_to_id("<end_of_text>")
+        self._context_length = manifest["context_length"]
+        self._size = manifest["image_size"]
+        self._mean, self._std = manifest["mean"], manifest["std"]
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return resize_crop_normalize(image, self._size, Image.Resampling.BICUBIC, self._mean, self._std)
+
+    def tokenize(self, text: str) -> np.ndarray:
+        ids = self._tokenizer.encode(text).ids[: self._context_length]
+        ids[-1] = self._end_id  # a cut text still ends with the end token
+        return np.array(ids, np.int64)
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        return self._image(pixels)[0]
+
+    def encode_texts(self, tokens: np.ndarray) -> np.ndarray:
+        return self._text(tokens)[0]
+
+
+def resize_crop_normalize(image: Image.Image, size: int, resample: Image.Resampling,
+                          mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """torchvision's Resize(size) (shortest side), CenterCrop(size), ToTensor and Normalize on a
+    PIL image, in PIL and numpy: float32 channels first."""
+    width, height = image.size
+    short, long = sorted(image.size)
+    long = int(size * long / short)
+    resized = image.resize((size, long) if width <= height else (long, size), resample)
+    left, top = int(round((resized.width - size) / 2.0)), int(round((resized.height - size) / 2.0))
+    pixels = np.asarray(resized.crop((left, top, left + size, top + size)), np.float32) / np.float32(255)
+    return ((pixels - np.array(mean, np.float32)) / np.array(std, np.float32)).transpose(2, 0, 1)
+
+
+def clip_backend(settings: Settings) -> str:
+    """settings.clip_backend with "auto" resolved: OpenVINO bf16 where the CPU has bf16 and
+    openvino imports, else ONNX Runtime int8 where the CPU has int8 dot products (VNNI), else torch."""
+    if settings.clip_backend != "auto":
+        return settings.clip_backend
+    flags = cpu_flags()
+    if flags & {"amx_bf16", "avx512_bf16"} and openvino_available():
+        return "openvino-bf16"
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        return "onnx-int8"
+    return "torch"
+
+
 class ClipModel(InferenceModel):
     """open_clip image and text encoders; vectors are float32 and L2-normalised.
 
+    The torch backend is exact fp32 and keeps the plain model id; the others are exported once
+    (cached) and their id ends in @<backend>: their vectors are never mixed with fp32 ones.
     Callers decode and tokenize on their own threads; one Batcher thread runs one forward
     pass per kind and batch.
     """
@@ -236,67 +319,75 @@ class ClipModel(InferenceModel):
     def __init__(self, settings: Settings):
         super().__init__(settings.model_retry_seconds)
         self._settings = settings
-        self.device = inference_device()
+        self.device = "cpu"
         self.dimension = 0
+        self.backend = clip_backend(settings)
         self._model_id = f"{settings.model_name}/{settings.model_pretrained}"
-        self._model: Any = None
-        self._preprocess: Callable[[Image.Image], torch.Tensor] | None = None
-        self._tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None
+        self._encoder: ClipEncoder | None = None
 
     @property
     def model_id(self) -> str:
         return self._model_id
 
     def _checkpoint_path(self) -> Path | None:
-        """The local checkpoint `model_pretrained` names, or None for a hub tag."""
-        name, pretrained = self._settings.model_name, self._settings.model_pretrained
-        if open_clip.get_pretrained_cfg(name, pretrained):
-            return None
-        return Path(pretrained).expanduser()
+        """The local checkpoint `model_pretrained` names, or None for a hub tag (a bare name)."""
+        pretrained = Path(self._settings.model_pretrained).expanduser()
+        return pretrained if pretrained.exists() or pretrained.suffix or len(pretrained.parts) > 1 else None
 
     def _load(self) -> None:
         settings = self._settings
         name, pretrained = settings.model_name, settings.model_pretrained
         try:
-            if settings.model_config_dir:
-                open_clip.add_model_config(settings.model_config_dir)
-            apply_torch_threads(settings)
             checkpoint = self._checkpoint_path()
             if checkpoint is not None:
                 if not checkpoint.is_file():
                     raise FileNotFoundError(f"no checkpoint file at {checkpoint}")
-                model_id = f"{name}/{checkpoint.stem}-{_sha256_prefix(checkpoint)}"
+                model_id = f"{name}/{checkpoint.stem}-{file_sha256(checkpoint)[:12]}"
                 pretrained = str(checkpoint)
             else:
                 model_id = f"{name}/{pretrained}"
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, device=self.device)
-            tokenizer = open_clip.get_tokenizer(name)
-            model.eval()
-            with torch.inference_mode():  # warm up; also tells the dimension
-                dimension = model.encode_text(tokenizer(["a photo"]).to(self.device)).shape[-1]
+            encoder = self._open_encoder(model_id, pretrained)
+            dimension = encoder.encode_texts(encoder.tokenize("a photo")[None]).shape[-1]  # warm up
+            input_size = encoder.preprocess(Image.new("RGB", (8, 8))).shape[-1]
         except Exception as e:
             raise RuntimeError(
                 f"cannot load {name} weights '{settings.model_pretrained}': {e}; "
                 "set PHOTOSTORE_MODEL_PRETRAINED to a local checkpoint path") from e
-        self._model, self._preprocess, self._tokenizer = model, preprocess, tokenizer
-        self._model_id, self.dimension = model_id, int(dimension)
+        self._encoder, self.device, self.image_size = encoder, encoder.device, input_size
+        self._model_id = model_id if self.backend == "torch" else f"{model_id}@{self.backend}"
+        self.dimension = int(dimension)
         self._batcher = Batcher(
             "inference-clip",
-            {IMAGE: functools.partial(self._encode, model.encode_image),
-             TEXT: functools.partial(self._encode, model.encode_text)},
+            {IMAGE: functools.partial(self._encode, encoder.encode_images, np.stack),
+             TEXT: functools.partial(self._encode, encoder.encode_texts, _pad_tokens)},
+            priorities={IMAGE: INDEX, TEXT: QUERY},
             batch_size=settings.model_batch_size, batch_wait_ms=settings.model_batch_wait_ms)
+
+    def _open_encoder(self, model_id: str, pretrained: str) -> ClipEncoder:
+        settings = self._settings
+        if self.backend == "torch":
+            if settings.model_config_dir:
+                import open_clip
+                open_clip.add_model_config(settings.model_config_dir)
+            from embed_svc.torch_clip import TorchClip
+            return TorchClip(settings.model_name, pretrained, settings)
+        args = ["clip", "--backend", self.backend, "--name", settings.model_name, "--pretrained", pretrained]
+        if settings.model_config_dir:
+            args += ["--config-dir", str(settings.model_config_dir)]
+        directory, manifest = exported(settings, f"{model_id}@{self.backend}", args)
+        return ExportedClip(directory, manifest, self.backend, settings)
 
     # Inputs, prepared on the caller's thread.
 
-    def preprocess_image(self, data: bytes, index: int = 0) -> torch.Tensor:
+    def preprocess_image(self, data: bytes, index: int = 0) -> np.ndarray:
         """Decodes (EXIF orientation applied) and transforms one image; raises ImageDecodeError."""
         self.require_ready()
-        return self._preprocess(decode_image(data, index, self._settings.max_image_pixels))
+        return self._encoder.preprocess(
+            decode_image(data, index, self._settings.max_image_pixels, min_short_side=self.image_size))
 
-    def tokenize(self, text: str) -> torch.Tensor:
+    def tokenize(self, text: str) -> np.ndarray:
         self.require_ready()
-        return self._tokenizer([text])[0]
+        return self._encoder.tokenize(text)
 
     # Embedding through the inference thread.
 
@@ -307,21 +398,25 @@ class ClipModel(InferenceModel):
     def embed_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
         return self._run(TEXT, [self.tokenize(t) for t in texts])
 
-    def _run(self, kind: str, tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    def _run(self, kind: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
         self.require_ready()
-        return self._batcher.run(kind, tensors)
+        return self._batcher.run(kind, inputs)
 
-    @torch.inference_mode()
-    def _encode(self, encode: Callable[[torch.Tensor], torch.Tensor],
-                tensors: list[torch.Tensor]) -> list[np.ndarray]:
-        features = encode(torch.stack(tensors).to(self.device))
-        vectors = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
-        return list(vectors.astype(np.float32))
+    @staticmethod
+    def _encode(encode: Callable[[np.ndarray], np.ndarray], batch: Callable[[list[np.ndarray]], np.ndarray],
+                inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return list(l2_normalize(encode(batch(inputs))))
 
 
-def _sha256_prefix(path: Path, length: int = 12) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, float32 (zero rows stay zero)."""
+    features = np.asarray(features, np.float32)
+    return features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
+
+
+def _pad_tokens(tokens: list[np.ndarray]) -> np.ndarray:
+    """Token rows zero-padded to the longest: the batch stops at its last end token."""
+    batch = np.zeros((len(tokens), max(len(t) for t in tokens)), np.int64)
+    for row, ids in zip(batch, tokens):
+        row[: len(ids)] = ids
+    return batch

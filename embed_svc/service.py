@@ -105,7 +105,7 @@ def _images(request) -> list[bytes]:
 def _status(role: int, model_id: str, model: InferenceModel, dimension: int) -> embed_pb2.ModelStatus:
     return embed_pb2.ModelStatus(role=role, model=model_id, ready=model.ready,
                                  reason="" if model.ready else model.reason, dimension=dimension,
-                                 image_size=getattr(model, "image_size", 0))
+                                 image_size=model.image_size)
 
 
 def _check_count(count: int, limit: int, field: str) -> None:

@@ -128,7 +128,9 @@ class Settings(BaseSettings):
     model_config_dir: Path | None = None
     model_retry_seconds: float = 30.0
     model_batch_size: int = 32
-    model_batch_wait_ms: float = 5.0
+    # How long a batch waits for more items after its first; 0: it takes what is queued (a
+    # request's images come together), so a lone query never waits.
+    model_batch_wait_ms: float = 0.0
     torch_threads: int = 0  # 0: torch's default
 
     # Second signal from models whose weights ship in packages: ImageNet labels, OCR text and a
@@ -141,6 +143,16 @@ class Settings(BaseSettings):
     ocr_min_confidence: float = 0.5  # OCR lines below this recognition score are dropped
     # A sentence-transformers model directory; default: the packaged all-MiniLM-L6-v2.
     sentence_model_path: Path | None = None
+    # CLIP runtime; auto: openvino-bf16 on CPUs with bf16, else onnx-int8, else torch (exact fp32).
+    clip_backend: Literal["auto", "openvino-bf16", "onnx-int8", "torch"] = "auto"
+    label_backend: Literal["onnx", "torch"] = "onnx"  # same labels; onnx is ~5x faster
+    sentence_backend: Literal["onnx", "torch"] = "onnx"  # onnx: no torch in the embed process
+    ocr_backend: Literal["openvino", "onnxruntime"] = "openvino"  # same text; openvino is faster
+    # OCR reads a copy of at most this side, never upscaled; 2000 finds small text on big photos.
+    ocr_max_side: int = 1280
+    # Exported models, cached by checkpoint and backend; default: $XDG_CACHE_HOME/photostore/models
+    # (~/.cache), shared by every data dir.
+    model_cache_dir: Path | None = None
 
     # Events older than this that every consumer group has committed are dropped.
     event_retention_hours: float = 168.0

@@ -88,8 +88,9 @@ class EmbedServer:
 
 
 def clip_only_settings(tiny: TinyClip, data_dir, **overrides) -> Settings:
-    """tiny_settings with the signal models off, so the service loads quickly."""
-    return tiny_settings(tiny, data_dir, **{"signals_enabled": False, **overrides})
+    """tiny_settings with the signal models off, so the service loads quickly, and CLIP on the
+    exact torch fp32 backend (tests/test_runtimes.py checks the faster ones against it)."""
+    return tiny_settings(tiny, data_dir, **{"signals_enabled": False, "clip_backend": "torch", **overrides})
 
 
 def start_embed_server(settings: Settings) -> EmbedServer:

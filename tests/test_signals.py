@@ -20,7 +20,7 @@ from tests.tinyclip import tiny_settings
 
 pytestmark = pytest.mark.timeout(180)
 
-TEXT_MODEL = "efficientnet-lite0+rapidocr+all-MiniLM-L6-v2"
+TEXT_MODEL = "efficientnet-lite0+rapidocr-1280px+all-MiniLM-L6-v2"
 SENTENCE_DIM = 384
 CAT_LABELS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
@@ -52,7 +52,7 @@ def late_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tiny_clip, late_checkpoint, tmp_path_factory):
-    server = start_embed_server(tiny_settings(tiny_clip, tmp_path_factory.mktemp("data"),
+    server = start_embed_server(tiny_settings(tiny_clip, tmp_path_factory.mktemp("data"), clip_backend="torch",
                                               model_pretrained=str(late_checkpoint)))
     wait_for(lambda: all(m.ready for m in server.info().models if m.role != embed_pb2.MODEL_ROLE_CLIP), timeout_s=120)
     yield server
@@ -81,7 +81,7 @@ def test_signals_serve_before_the_clip_weights_arrive(server, tiny_clip, late_ch
     assert not info.ready and "cannot load" in info.reason and not roles["clip"].ready
     assert roles["clip"].reason == info.reason
     assert [(m.model, m.ready, m.reason, m.dimension) for m in info.models[1:]] == [
-        ("efficientnet-lite0", True, "", 0), ("rapidocr", True, "", 0), (TEXT_MODEL, True, "", SENTENCE_DIM)]
+        ("efficientnet-lite0", True, "", 0), ("rapidocr-1280px", True, "", 0), (TEXT_MODEL, True, "", SENTENCE_DIM)]
     assert server.health() == SERVING  # useful with the signals alone
     assert rpc_error(server.embed_texts, ["a cat"]).code() == grpc.StatusCode.UNAVAILABLE
     assert analyze(server, [png(chelsea())]).model == TEXT_MODEL
