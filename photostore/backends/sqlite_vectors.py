@@ -64,7 +64,8 @@ MIGRATE_PHOTOS = """
 INSERT OR IGNORE INTO photos (photo_id, owner, taken_at, camera_make, camera_model)
   SELECT photo_id, owner, taken_at, lower(camera_make), lower(camera_model) FROM objects GROUP BY photo_id
 """
-CHUNK = 500  # ids per IN (...) query
+CHUNK = 500
+KEYWORD_CANDIDATES = 2000  # keyword matches ranked in Python at most (4 x limit when more)  # ids per IN (...) query
 OVERSAMPLE = 4  # ANN candidates per hit wanted, re-ranked exactly
 MIN_CANDIDATES = 100
 MAX_EF_FACTOR = 16  # at most this much wider an HNSW search for a narrow filter
@@ -286,8 +287,11 @@ class SqliteVectorStore(VectorStore):
         terms = [t for t in dict.fromkeys(t.lower() for t in terms) if WORD.fullmatch(t)]
         if not terms or limit <= 0:
             return []
-        sql = ("SELECT p.photo_id, p.keywords, bm25(photo_keywords) AS rank FROM photo_keywords "
-               "JOIN photos p ON p.id = photo_keywords.rowid WHERE photo_keywords MATCH ? AND p.owner = ?")
+        # The full-text match runs once, as the outer loop (CROSS JOIN fixes the order: with the
+        # owner index outside, SQLite would run the match once per photo of the owner).
+        sql = ("SELECT p.photo_id, p.keywords, k.rank FROM (SELECT rowid, bm25(photo_keywords) AS rank "
+               "FROM photo_keywords WHERE photo_keywords MATCH ?) AS k CROSS JOIN photos p ON p.id = k.rowid "
+               "WHERE p.owner = ?")
         params: list = [" OR ".join(f'"{t}"' for t in terms), flt.owner]
         if flt.start is not None:
             sql += " AND p.taken_at >= ?"
@@ -301,6 +305,10 @@ class SqliteVectorStore(VectorStore):
         if flt.camera_model:
             sql += " AND p.camera_model = ?"
             params.append(flt.camera_model.lower())
+        # Most terms found first, then bm25: the best by bm25 (which favours photos with more of
+        # the terms) are enough to rank, so a common word never drags in every photo.
+        sql += " ORDER BY k.rank LIMIT ?"
+        params.append(max(4 * limit, KEYWORD_CANDIDATES))
         ranked = []
         for row in self.db.query(sql, params):
             present = words(row["keywords"] or "")
