@@ -58,7 +58,7 @@ def start_stack(workdir: Path, settings: Settings) -> Stack:
 
 
 def index_samples(stack: Stack, key: str) -> dict[str, str]:
-    """Uploads the photos and waits until each is indexed; returns filename -> photo id."""
+    """Uploads the photos and waits until each is indexed and its text read; returns filename -> photo id."""
     photos = {**sample_photos(), TEXT_PHOTO: text_photo()}
     watch = stack.ingest.WatchPhotos(ingest_pb2.WatchPhotosRequest(), metadata=bearer_metadata(key),
                                      timeout=INDEX_TIMEOUT_S)
@@ -81,10 +81,11 @@ def index_samples(stack: Stack, key: str) -> dict[str, str]:
         change = changes.get(timeout=INDEX_TIMEOUT_S)
         if change.photo.status == photo_pb2.PHOTO_STATUS_FAILED:
             raise RuntimeError(f"{change.photo.filename} failed: {change.photo.status_reason}")
-        if change.photo.status == photo_pb2.PHOTO_STATUS_INDEXED:
+        if change.photo.status == photo_pb2.PHOTO_STATUS_INDEXED and \
+                change.photo.text_state != photo_pb2.STAGE_STATE_PENDING:
             pending.discard(change.photo.name)
     watch.cancel()
-    print(f"indexed {len(ids)} photos in {time.monotonic() - started:.1f} s (end to end, one worker)")
+    print(f"indexed {len(ids)} photos, text read, in {time.monotonic() - started:.1f} s (end to end, one worker)")
     return ids
 
 

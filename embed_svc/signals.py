@@ -28,6 +28,9 @@ LABEL_MODEL_ID = "efficientnet-lite0"
 OCR_MODEL_ID = "rapidocr"
 PACKAGED_SENTENCE_MODEL_ID = "all-MiniLM-L6-v2"
 LABEL_INPUT_PX = 224
+# Below this short side the detector misses the gaps between words ("CAFEROMA"): such small
+# images are scaled up to it (cheap); larger ones are never scaled up.
+OCR_MIN_SIDE = 320
 LABEL_MEAN, LABEL_STD = [0.498] * 3, [0.502] * 3
 
 
@@ -105,8 +108,8 @@ class OcrModel(InferenceModel):
     """RapidOCR with its detector, classifier and recogniser on OpenVINO f32 or ONNX Runtime (same
     text); recognised lines at or above ocr_min_confidence, top to bottom.
 
-    The detector reads the image as given (never upscaled); callers pass a copy of at most
-    ocr_max_side, which is part of the model id since it changes what is found.
+    The detector reads a copy of at most ocr_max_side (part of the model id, since it changes what
+    is found); only images with a short side under OCR_MIN_SIDE are scaled up to it.
     """
 
     def __init__(self, settings: Settings):
@@ -153,6 +156,10 @@ class OcrModel(InferenceModel):
     def _read(self, images: list[Image.Image]) -> list[str]:
         texts = []
         for image in images:
+            scale = min(OCR_MIN_SIDE / min(image.size), self._settings.ocr_max_side / max(image.size))
+            if scale > 1:
+                image = image.resize((round(image.width * scale), round(image.height * scale)),
+                                     Image.Resampling.BICUBIC)
             result, _ = self._engine(image)  # the engine drops lines below its text_score
             texts.append("\n".join(text for _, text, _ in result or ()))
         return texts
