@@ -10,6 +10,7 @@ from embed_svc.service import SERVICE_NAME, EmbedService
 from embed_svc.signals import ImageAnalyzer
 from photos.v1 import embed_pb2_grpc
 from photostore.auth import Authenticator
+from photostore.memory import release_memory
 from photostore.server import GrpcService, make_channel, setup_logging, start_server
 from photostore.settings import Settings, get_settings
 
@@ -17,6 +18,7 @@ from photostore.settings import Settings, get_settings
 def serve(settings: Settings, port: int) -> GrpcService:
     """Starts the server at once; its health for EmbedService says SERVING once any model is ready
     (the labels, OCR and sentence models are useful without CLIP); GetModelInfo tells which."""
+    release_memory()  # also caps glibc's arenas before the model threads start
     model = ClipModel(settings)
     analyzer = ImageAnalyzer(settings) if settings.signals_enabled else None
     ingest_channel = make_channel(settings.target("ingest"))  # checks callers' keys

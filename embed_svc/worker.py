@@ -47,6 +47,7 @@ from photostore.backends.base import (
     VectorObject, VectorStore)
 from photostore.convert import from_timestamp, role_name
 from photostore.errors import decode_details, status_details
+from photostore.memory import release_memory
 from photostore.server import MAX_MESSAGE_BYTES, GrpcService, make_channel, setup_logging, start_server
 from photostore.settings import Settings, get_settings
 
@@ -262,6 +263,8 @@ class StageWorker:
                 if stats is None:  # no model ready: the requests wait
                     self._stop.wait(self._settings.worker_backoff_seconds)
                     continue
+                if stats.committed + stats.retrying:  # the originals of the batch are freed
+                    release_memory()
                 totals.add(stats)
                 if until_idle or time.monotonic() - asked >= PROGRESS_LOG_INTERVAL_S:
                     backlog, asked = self._backlog(), time.monotonic()
