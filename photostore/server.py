@@ -52,6 +52,11 @@ def make_channel(target: str) -> grpc.Channel:
     """A channel to another service's replicas (client-side round robin, retries of idempotent
     calls). Create it after any fork."""
     return grpc.insecure_channel(target, options=CHANNEL_OPTIONS + [
+        # A peer that is still starting is tried again within a fraction of a second, not after
+        # gRPC's default backoff (1 s, then growing), which held searches back for 10 s at start.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.enable_retries", 1),
         ("grpc.service_config", SERVICE_CONFIG),
