@@ -329,11 +329,11 @@ def test_ann_recall_against_exact_and_filters_never_leak(index, store):
         reader.close()
 
 
-def test_ann_follows_upserts_and_deletes_of_another_store(index):
-    if not index.exact:
-        pytest.skip("embedded ANN index")
-    path = index_path(index)
-    writer = index.open()
+# The embedded store's own ANN index (Weaviate keeps its HNSW index itself).
+
+def test_ann_follows_upserts_and_deletes_of_another_store(tmp_path):
+    path = tmp_path / "vectors.sqlite3"
+    writer = ann_store(path)
     vectors = clustered(1000)
     upsert_clustered(writer, vectors, owners=("u",))
     reader = ann_store(path)
@@ -350,11 +350,9 @@ def test_ann_follows_upserts_and_deletes_of_another_store(index):
     reader.close()
 
 
-def test_ann_index_is_saved_reloaded_and_rebuilt_when_corrupt(index, caplog):
-    if not index.exact:
-        pytest.skip("embedded ANN index")
-    path = index_path(index)
-    writer = index.open()
+def test_ann_index_is_saved_reloaded_and_rebuilt_when_corrupt(tmp_path, caplog):
+    path = tmp_path / "vectors.sqlite3"
+    writer = ann_store(path)
     vectors = clustered(1000)
     upsert_clustered(writer, vectors, owners=("u",))
     first = ann_store(path)
@@ -378,11 +376,9 @@ def test_ann_index_is_saved_reloaded_and_rebuilt_when_corrupt(index, caplog):
     rebuilt.close()
 
 
-def test_ann_builds_in_the_background_and_exact_meanwhile(index):
-    if not index.exact:
-        pytest.skip("embedded ANN index")
-    path = index_path(index)
-    upsert_clustered(index.open(), clustered(800), owners=("u",))
+def test_ann_builds_in_the_background_and_exact_meanwhile(tmp_path):
+    path = tmp_path / "vectors.sqlite3"
+    upsert_clustered(ann_store(path), clustered(800), owners=("u",))
     store = ann_store(path, background_build=True)
     first = store.search(clustered(1, seed=2)[0], "m", VectorFilter("u"), 10)
     store.wait_for_index()

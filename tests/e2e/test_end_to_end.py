@@ -32,10 +32,11 @@ INDEX_TIMEOUT_S = 240
 
 @pytest.fixture(scope="module")
 def stack_env() -> dict[str, str]:
-    """CLIP alone, as one signal, so search can be checked against open_clip's own math
-    (the hybrid ranking has tests/e2e/test_hybrid_search.py)."""
+    """CLIP alone, on its exact fp32 backend, as one signal, so search can be checked against
+    open_clip's own math (the hybrid ranking has tests/e2e/test_hybrid_search.py; the fast
+    backends' agreement with fp32, tests/test_runtimes.py)."""
     return {"PHOTOSTORE_SIGNALS_ENABLED": "false", "PHOTOSTORE_SEARCH_WEIGHT_KEYWORD": "0",
-            "PHOTOSTORE_SEARCH_MIN_CLIP": "-1"}
+            "PHOTOSTORE_SEARCH_MIN_CLIP": "-1", "PHOTOSTORE_CLIP_BACKEND": "torch"}
 
 
 @pytest.fixture(scope="module")
@@ -404,7 +405,8 @@ def test_container_health_checks_and_worker_metrics(stack, state):
 
 
 def test_only_embed_loads_torch(stack):
-    """The models run in the embed service alone; the others stay small (no torch mapped)."""
+    """The models run in the embed service alone (here on the torch backend); the others stay
+    small (no torch mapped). On the default backends no process maps torch (test_hybrid_search)."""
     for name, proc in stack.procs.items():
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         assert ("libtorch" in maps) == (name == "embed"), name

@@ -7,6 +7,7 @@ import io
 import queue
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -185,3 +186,11 @@ def test_clip_weights_arrive_and_reindex_adds_their_vectors(stack, alice, tiny_c
     response = search(stack, alice, "roma", min_score=-1)
     assert list(response.models) == [models["clip"], models["sentence"]]
     assert response.hits[0].photo.filename == TEXT_PHOTO
+
+
+def test_no_process_loads_torch_on_the_default_backends(stack, alice):
+    """The models run on OpenVINO and ONNX Runtime, exported by a subprocess: torch is mapped in no
+    service, the embed service included (CLIP is loaded by now)."""
+    assert model_info(stack, alice).ready
+    for name, proc in stack.procs.items():
+        assert "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text(), name
