@@ -109,10 +109,11 @@ def log(msg: str) -> None:
 
 # Photos
 
-def make_photos(n: int, seed: int = 0) -> list[dict]:
+def make_photos(n: int, seed: int = 0, max_side: int = 0) -> list[dict]:
     """n distinct JPEGs made from the sample photos: ~75% 12 MP (4000x3000, some portrait), ~15%
     smaller (phone screenshots and downsized shots), ~10% (at least one from 5 photos) 12 MP with a
-    rendered sign of text. Upscaled random crops with sensor-like noise, so JPEGs are 3-6 MB."""
+    rendered sign of text. Upscaled random crops with sensor-like noise, so JPEGs are 3-6 MB.
+    With max_side, each is then downsized to at most that (1024: the photos of earlier runs)."""
     rng = np.random.default_rng(seed)
     pyrng = random.Random(seed)
     sources = [Image.open(p).convert("RGB") for p in SAMPLE_FILES]
@@ -149,7 +150,11 @@ def make_photos(n: int, seed: int = 0) -> list[dict]:
         dx, dy = rng.integers(0, 64, 2)
         pixels += noise[dy:dy + size[1], dx:dx + size[0]] * pyrng.uniform(4, 9)
         buf = io.BytesIO()
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=92)
+        out = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        if max_side:
+            out.thumbnail((max_side, max_side))
+            size = out.size
+        out.save(buf, "JPEG", quality=92)
         photos.append({"filename": f"IMG_{i:05d}.jpg", "data": buf.getvalue(), "kind": kind,
                        "size": size, "text": " / ".join(lines) if kind == "text" else ""})
     return photos
@@ -833,6 +838,8 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--photos", type=int, default=100, help="photos to upload (default 100)")
     parser.add_argument("--streams", type=int, default=4, help="parallel uploads (default 4)")
+    parser.add_argument("--max-side", type=int, default=0, metavar="PX",
+                        help="downsize the photos to at most PX (1024: the photos of runs before 2026-12-01)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
                         help="library sizes for the search figures (default 10000 100000 1000000)")
     parser.add_argument("--queries", type=int, default=200, help="queries per size (default 200)")
@@ -870,7 +877,7 @@ def main() -> None:
         torch.manual_seed(0)
         torch.save(open_clip.create_model(args.model, pretrained=None).state_dict(), checkpoint)
         log(f"making {args.photos} photos")
-        photos = make_photos(args.photos)
+        photos = make_photos(args.photos, max_side=args.max_side)
         settings = Settings(data_dir=workdir / "data")
         results["models"] = measure_models(args, checkpoint, photos, settings, cache_dir)
         m = results["models"]

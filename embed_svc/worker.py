@@ -210,8 +210,11 @@ class StageWorker:
 
     def __init__(self, settings: Settings, *, consumer: EventConsumer, producer: EventProducer,
                  blobs: BlobStore, vectors: VectorStore, stub: embed_pb2_grpc.EmbedServiceStub,
-                 api_key: str, backlog: Callable[[], int]):
+                 api_key: str, backlog: Callable[[], int], ahead: Callable[[], int] | None = None):
+        """`ahead`: the backlog of an earlier stage; this one takes no work while it has any."""
         self._settings = settings
+        self._ahead = ahead
+        self._yielding = False
         self._consumer = consumer
         self._producer = producer
         self._blobs = blobs
@@ -281,7 +284,15 @@ class StageWorker:
         return self.run(until_idle=True)
 
     def step(self) -> BatchStats | None:
-        """One batch; None while no model is ready (what was polled is put back uncommitted)."""
+        """One batch; None while no model is ready (what was polled is put back uncommitted).
+        Nothing while an earlier stage has a backlog: its photos become searchable first."""
+        if self._ahead is not None and (ahead := self._ahead()) > 0:
+            if not self._yielding:
+                log.info("%s waits while %d photos are being indexed", self.group, ahead)
+            self._yielding = True
+            self._stop.wait(POLL_TIMEOUT_S)
+            return BatchStats()
+        self._yielding = False
         events = self._consumer.poll(self._settings.worker_batch_size, timeout_s=POLL_TIMEOUT_S)
         if not events:
             return BatchStats()
@@ -765,9 +776,11 @@ def main(argv: list[str] | None = None) -> None:
         consumer = events.consumer(stage.group, [stage.topic], on_assigned=_log_partitions("assigned"),
                                    on_revoked=_log_partitions("revoked"))
         consumers.append(consumer)
+        # The text stage waits while photos wait to become searchable (in any worker process).
+        ahead = group_backlog(events, EmbedWorker) if stage is TextWorker else None
         workers.append(stage(settings, consumer=consumer, producer=producer, blobs=blobs, vectors=vectors,
                              stub=embed_pb2_grpc.EmbedServiceStub(channel), api_key=service_api_key(settings),
-                             backlog=group_backlog(events, stage)))
+                             backlog=group_backlog(events, stage), ahead=ahead))
 
     def stop_all(*_) -> None:
         for worker in workers:

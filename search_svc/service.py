@@ -197,7 +197,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             missing[KEYWORD] = "switched off (PHOTOSTORE_SEARCH_WEIGHT_KEYWORD=0)"
         elif terms:
             available.append(KEYWORD)
-            for photo_id, matched in self._vectors.keyword_search(flt, terms, MAX_HYDRATE):
+            for photo_id, matched in self._vectors.keyword_search(flt, terms, fetch):
                 share = len(matched) / len(terms)
                 if share >= self._fusion.cutoffs[KEYWORD]:
                     candidate = candidates.setdefault(photo_id, Candidate())

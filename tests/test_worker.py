@@ -11,6 +11,7 @@ import shutil
 import threading
 import uuid
 from concurrent import futures
+from typing import Callable
 
 import grpc
 import numpy as np
@@ -165,8 +166,8 @@ class Backends:
         """Uploads the worker group has not committed, as a restarted worker would see them."""
         return sum(self.events.lag(GROUP, [TOPIC_PHOTO_UPLOADED]).values())
 
-    def worker(self, target: str, *, consumer: EventConsumer | None = None,
-               own_handles: bool = False, stage: type[StageWorker] = EmbedWorker) -> Member:
+    def worker(self, target: str, *, consumer: EventConsumer | None = None, own_handles: bool = False,
+               stage: type[StageWorker] = EmbedWorker, ahead: Callable[[], int] | None = None) -> Member:
         """A new worker of the stage, as a new process would start: with own_handles, on event log
         and vector store handles of its own."""
         events, vectors = ((open_events(self.settings), open_vectors(self.settings)) if own_handles
@@ -176,7 +177,7 @@ class Backends:
         worker = stage(
             self.settings, consumer=consumer, producer=events.producer(), blobs=self.blobs,
             vectors=vectors, stub=embed_pb2_grpc.EmbedServiceStub(channel),
-            api_key=service_api_key(self.settings), backlog=group_backlog(events, stage))
+            api_key=service_api_key(self.settings), backlog=group_backlog(events, stage), ahead=ahead)
         member = Member(worker, consumer, channel, [events, vectors] if own_handles else [])
         self.members.append(member)
         return member
@@ -743,6 +744,22 @@ def test_text_is_read_after_the_photo_is_searchable_and_its_failure_leaves_it_se
     assert backends.vectors.get(read, SPACE_TEXT).vector.tolist() == pytest.approx([0.0, 1.0])
     assert keyword_hits(backends.vectors, "nasa") == [read] and keyword_hits(backends.vectors, "moon") == [read]
     assert group_backlog(backends.events, TextWorker)() == 0
+
+
+def test_the_text_stage_waits_while_photos_wait_to_become_searchable(scripted):
+    backends, service, target = scripted([], text_failures=[])
+    indexer = backends.worker(target).worker
+    reader = backends.worker(target, stage=TextWorker, ahead=group_backlog(backends.events)).worker
+    first = backends.upload(png(0))
+    assert drain(indexer).indexed == 1  # its text request is queued
+    second = backends.upload(png(1))  # waits to become searchable
+
+    assert reader.step() == BatchStats()
+    assert "ocr" not in service.sizes and group_backlog(backends.events, TextWorker)() == 1
+    assert drain(indexer).indexed == 1
+    assert drain(reader).indexed == 2
+    statuses = backends.status_by_photo()
+    assert {statuses[p].text_state for p in (first, second)} == {photo_pb2.STAGE_STATE_DONE}
 
 
 def test_an_image_near_the_upload_limit_indexes(stack):

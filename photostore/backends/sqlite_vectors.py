@@ -64,8 +64,8 @@ MIGRATE_PHOTOS = """
 INSERT OR IGNORE INTO photos (photo_id, owner, taken_at, camera_make, camera_model)
   SELECT photo_id, owner, taken_at, lower(camera_make), lower(camera_model) FROM objects GROUP BY photo_id
 """
-CHUNK = 500
-KEYWORD_CANDIDATES = 2000  # keyword matches ranked in Python at most (4 x limit when more)  # ids per IN (...) query
+CHUNK = 500  # ids per IN (...) query
+KEYWORD_CANDIDATES = 500  # keyword matches ranked in Python at most (4 x limit when more)
 OVERSAMPLE = 4  # ANN candidates per hit wanted, re-ranked exactly
 MIN_CANDIDATES = 100
 MAX_EF_FACTOR = 16  # at most this much wider an HNSW search for a narrow filter
