@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import io
+import math
+from typing import Callable
 
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,26 +24,33 @@ def _register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
-def model_copy(data: bytes, *, max_pixels: int, short_side: int = 0, long_side: int = 0) -> bytes:
-    """The image decoded once (JPEGs at a reduced scale, via draft()), EXIF orientation applied,
-    RGB, scaled down (never up) so its short side is `short_side` or its long side at most
-    `long_side`; as PNG. Raises UndecodableImageError."""
+def decode(data: bytes, max_pixels: int, draft_scale: Callable[[int, int], float] = lambda w, h: 1.0
+           ) -> Image.Image:
+    """The image decoded once to RGB, EXIF orientation applied; a JPEG at the smallest DCT scale
+    (1/2, 1/4, 1/8) still at least draft_scale(width, height) of its size. Raises
+    UndecodableImageError."""
     _register_heif()
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             if width * height > max_pixels:
                 raise UndecodableImageError(f"{width}x{height} exceeds the pixel limit")
-            scale = _scale(width, height, short_side, long_side)
-            if scale < 1:
-                im.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
-            image = ImageOps.exif_transpose(im).convert("RGB")
+            if (scale := draft_scale(width, height)) < 1:
+                im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            return ImageOps.exif_transpose(im).convert("RGB")
     except UndecodableImageError:
         raise
     except UnidentifiedImageError:
         raise UndecodableImageError("unknown or unsupported image format") from None
-    except Exception as e:  # noqa: BLE001 - unknown formats, truncated data, bombs, codec errors
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt data, bombs, codec errors
         raise UndecodableImageError(str(e) or type(e).__name__) from None
+
+
+def model_copy(data: bytes, *, max_pixels: int, short_side: int = 0, long_side: int = 0) -> bytes:
+    """The image decoded once (JPEGs at a reduced scale, via draft()), EXIF orientation applied,
+    RGB, scaled down (never up) so its short side is `short_side` or its long side at most
+    `long_side`; as PNG. Raises UndecodableImageError."""
+    image = decode(data, max_pixels, lambda w, h: _scale(w, h, short_side, long_side))
     scale = _scale(*image.size, short_side, long_side)
     if scale < 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))

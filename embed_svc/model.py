@@ -7,9 +7,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
-import io
 import logging
-import math
 import queue
 import threading
 import time
@@ -18,10 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
-import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from prometheus_client import Histogram
 
+from embed_svc.copies import UndecodableImageError, decode
 from embed_svc.runtime import (
     GATE, INDEX, QUERY, cpu_flags, exported, file_sha256, onnx_runner, openvino_available, openvino_runner)
 from photostore.settings import Settings
@@ -48,11 +46,6 @@ class ImageDecodeError(ValueError):
         self.detail = detail
 
 
-@functools.cache
-def _register_heif() -> None:
-    pillow_heif.register_heif_opener()
-
-
 def decode_image(data: bytes, index: int, max_pixels: int, min_short_side: int = 0,
                  min_long_side: int = 0) -> Image.Image:
     """Decodes one encoded image to RGB, EXIF orientation applied; raises ImageDecodeError.
@@ -60,21 +53,14 @@ def decode_image(data: bytes, index: int, max_pixels: int, min_short_side: int =
     With min_short_side, a JPEG may decode at 1/2, 1/4 or 1/8 size (in the DCT, much faster)
     while its sides stay at least min_short_side and min_long_side.
     """
-    _register_heif()
+    def draft_scale(width: int, height: int) -> float:
+        scale = max(min_short_side / min(width, height), min_long_side / max(width, height))
+        return scale if min_short_side else 1.0
+
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > max_pixels:
-                raise ImageDecodeError(index, f"{im.width}x{im.height} exceeds the pixel limit")
-            scale = max(min_short_side / min(im.size), min_long_side / max(im.size))
-            if min_short_side and im.format == "JPEG" and scale < 1:
-                im.draft("RGB", (math.ceil(im.width * scale), math.ceil(im.height * scale)))
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except ImageDecodeError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageDecodeError(index, "unknown or unsupported image format") from None
-    except Exception as e:  # noqa: BLE001 - truncated or corrupt data, bombs, codec errors
-        raise ImageDecodeError(index, str(e) or type(e).__name__) from None
+        return decode(data, max_pixels, draft_scale)
+    except UndecodableImageError as e:
+        raise ImageDecodeError(index, str(e)) from None
 
 
 class InferenceModel(abc.ABC):

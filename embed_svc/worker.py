@@ -19,6 +19,7 @@ backlogs are empty; `--stages` picks the stages.
 """
 from __future__ import annotations
 
+import abc
 import argparse
 import concurrent.futures
 import dataclasses
@@ -199,7 +200,7 @@ class _ProgressLog:
             self._since, self._stats = time.monotonic(), BatchStats()
 
 
-class StageWorker:
+class StageWorker(abc.ABC):
     """One stage's loop: poll a batch, work on it with the ready models, write, send statuses,
     retries and dead letters, then commit. Delivery is at least once; writes are idempotent."""
 
@@ -319,11 +320,13 @@ class StageWorker:
             return ReadyModels(reason=f"EmbedService unreachable: {e.code().name}: {e.details()}")
         return ready_models_of(info)
 
+    @abc.abstractmethod
     def _can_work(self, ready: ReadyModels) -> bool:
-        raise NotImplementedError
+        """Whether the models this stage needs are ready."""
 
+    @abc.abstractmethod
     def _models_in_use(self, ready: ReadyModels) -> tuple:
-        raise NotImplementedError
+        """(what, model) pairs for the log line when they change."""
 
     def process_batch(self, events: list[Event], ready: ReadyModels) -> BatchStats | None:
         """Works on polled requests with the ready models, writes vectors, then sends statuses,
@@ -381,21 +384,23 @@ class StageWorker:
                                 self._settings.worker_backoff_seconds * 2 ** (fewest_attempts - 1)))
         return stats
 
+    @abc.abstractmethod
     def _work(self, uploads: list[Upload], ready: ReadyModels) -> list[Outcome]:
-        raise NotImplementedError
+        """One outcome per request."""
 
+    @abc.abstractmethod
     def _vector_objects(self, upload: Upload, outcome: Outcome) -> list[VectorObject]:
         """What a photo done writes to the index."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _outcome_records(self, upload: Upload, outcome: Outcome, attempts: int,
                          ready: ReadyModels) -> list[Record]:
         """The photos.status event of a photo done (and what follows it)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _failure_status(self, photo_id: str, owner: str, reason: str, attempts: int
                         ) -> events_pb2.PhotoStatusChangedEvent:
-        raise NotImplementedError
+        """The photos.status event of a photo given up."""
 
     # Shared steps
 
