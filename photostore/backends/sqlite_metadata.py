@@ -144,7 +144,8 @@ class SqliteMetadataStore(MetadataStore):
         ids = list(photo_ids)
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
-            rows = self.db.query(f"SELECT * FROM photos WHERE owner = ? AND id IN"
+            # "+owner": look the ids up by key; the owner index would walk all the owner's photos.
+            rows = self.db.query(f"SELECT * FROM photos WHERE +owner = ? AND id IN"
                                  f" ({', '.join('?' * len(part))})", (owner, *part))
             found.update((row["id"], _record(row)) for row in rows)
         return [found[i] for i in ids if i in found]
