@@ -55,9 +55,10 @@ CREATE TABLE IF NOT EXISTS photos (
   id INTEGER PRIMARY KEY, photo_id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, taken_at REAL,
   camera_make TEXT NOT NULL, camera_model TEXT NOT NULL, keywords TEXT);
 CREATE INDEX IF NOT EXISTS photos_by_owner ON photos (owner, taken_at);
--- rowid = photos.id; unicode61 splits words as base.words does ("_" separates, letters and digits)
-CREATE VIRTUAL TABLE IF NOT EXISTS photo_keywords USING fts5(
-  words, tokenize = "unicode61 remove_diacritics 0");
+-- rowid = photos.id; unicode61 splits words as base.words does ("_" separates, letters and digits);
+-- owner holds one token per owner (owner_token), so the match is cut to the owner's photos early.
+CREATE VIRTUAL TABLE IF NOT EXISTS photo_words USING fts5(
+  words, owner, tokenize = "unicode61 remove_diacritics 0");
 """
 # Vectors written before the photos table existed: their photos, with the properties of their vectors.
 MIGRATE_PHOTOS = """
@@ -65,11 +66,15 @@ INSERT OR IGNORE INTO photos (photo_id, owner, taken_at, camera_make, camera_mod
   SELECT photo_id, owner, taken_at, lower(camera_make), lower(camera_model) FROM objects GROUP BY photo_id
 """
 CHUNK = 500  # ids per IN (...) query
-KEYWORD_CANDIDATES = 500  # keyword matches ranked in Python at most (4 x limit when more)
 OVERSAMPLE = 4  # ANN candidates per hit wanted, re-ranked exactly
 MIN_CANDIDATES = 100
 MAX_EF_FACTOR = 16  # at most this much wider an HNSW search for a narrow filter
 SAVE_EVERY = 10_000  # rows added to an ANN index before it is saved again (or a tenth of it)
+
+
+def owner_token(owner: str) -> str:
+    """The owner as one full-text token (any owner string, no collisions in practice)."""
+    return "o" + hashlib.blake2b(owner.encode(), digest_size=12).hexdigest()
 
 
 def keyword_text(text: str) -> str:
@@ -177,11 +182,28 @@ class SqliteVectorStore(VectorStore):
         if not self.db.query("SELECT EXISTS (SELECT 1 FROM photos)")[0][0]:
             with self.db.transaction() as conn:
                 conn.execute(MIGRATE_PHOTOS)
+        self._migrate_keywords()
         self._lock = threading.Lock()
         self._seen_seq = 0
         self._indexes: dict[str, _ModelIndex] = {}
         self._model_of: dict[tuple[str, str], str] = {}  # (photo_id, space) -> model
         self._owner_codes: dict[str, int] = {}
+
+    def _migrate_keywords(self) -> None:
+        """Keywords indexed before the owner joined the full-text table (photo_keywords, one
+        column) move to photo_words."""
+        moved = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'photo_keywords')"
+        if not self.db.query(moved)[0][0]:
+            return
+        with self.db.transaction() as conn:
+            if not conn.execute(moved).fetchone()[0]:  # another process moved them meanwhile
+                return
+            rows = conn.execute("SELECT id, keywords, owner FROM photos WHERE keywords IS NOT NULL").fetchall()
+            conn.execute("DELETE FROM photo_words")
+            conn.executemany("INSERT INTO photo_words (rowid, words, owner) VALUES (?, ?, ?)",
+                             ((r["id"], r["keywords"], owner_token(r["owner"])) for r in rows))
+            conn.execute("DROP TABLE photo_keywords")
+        log.info("moved the keywords of %d photos to the owner-keyed full-text table", len(rows))
 
     def close(self) -> None:
         """Waits for index builds; saves the ANN indexes this process extended since their last save."""
@@ -223,11 +245,16 @@ class SqliteVectorStore(VectorStore):
                            "taken_at = excluded.taken_at, camera_make = excluded.camera_make, "
                            "camera_model = excluded.camera_model RETURNING id",
                            (obj.photo_id, obj.owner, taken, make, model)).fetchone()
+        token = owner_token(obj.owner)
         if obj.keywords is not None:
             text = keyword_text(obj.keywords)
             conn.execute("UPDATE photos SET keywords = ? WHERE id = ?", (text, row["id"]))
-            conn.execute("DELETE FROM photo_keywords WHERE rowid = ?", (row["id"],))
-            conn.execute("INSERT INTO photo_keywords (rowid, words) VALUES (?, ?)", (row["id"], text))
+            conn.execute("DELETE FROM photo_words WHERE rowid = ?", (row["id"],))
+            conn.execute("INSERT INTO photo_words (rowid, words, owner) VALUES (?, ?, ?)",
+                         (row["id"], text, token))
+        else:
+            conn.execute("UPDATE photo_words SET owner = ? WHERE rowid = ? AND owner != ?",
+                         (token, row["id"], token))
         stale = conn.execute("SELECT space FROM objects WHERE photo_id = ? AND space != ? AND NOT "
                              "(owner = ? AND taken_at IS ? AND camera_make = ? AND camera_model = ?)",
                              (obj.photo_id, obj.space if obj.vector is not None else "", obj.owner, taken,
@@ -247,7 +274,7 @@ class SqliteVectorStore(VectorStore):
                              [(photo_id, row["space"]) for row in spaces])
             row = conn.execute("DELETE FROM photos WHERE photo_id = ? RETURNING id", (photo_id,)).fetchone()
             if row is not None:
-                conn.execute("DELETE FROM photo_keywords WHERE rowid = ?", (row["id"],))
+                conn.execute("DELETE FROM photo_words WHERE rowid = ?", (row["id"],))
 
     # Reads
     @staticmethod
@@ -284,39 +311,42 @@ class SqliteVectorStore(VectorStore):
 
     def keyword_search(self, flt: VectorFilter, terms: Sequence[str], limit: int = 200
                        ) -> list[tuple[str, list[str]]]:
+        """The owner's photos with the most of `terms`, newest first among equals. The newest
+        `limit` photos with all the terms and the newest `limit` with any are read (full-text
+        matches walked from the newest, cut at `limit`), so a common word never costs a pass over
+        every photo that has it."""
         terms = [t for t in dict.fromkeys(t.lower() for t in terms) if WORD.fullmatch(t)]
         if not terms or limit <= 0:
             return []
-        # The full-text match runs once, as the outer loop (CROSS JOIN fixes the order: with the
-        # owner index outside, SQLite would run the match once per photo of the owner).
-        sql = ("SELECT p.photo_id, p.keywords, k.rank FROM (SELECT rowid, bm25(photo_keywords) AS rank "
-               "FROM photo_keywords WHERE photo_keywords MATCH ?) AS k CROSS JOIN photos p ON p.id = k.rowid "
-               "WHERE p.owner = ?")
-        params: list = [" OR ".join(f'"{t}"' for t in terms), flt.owner]
+        owner = f"owner : {owner_token(flt.owner)}"
+        quoted = [f'"{t}"' for t in terms]
+        matches = [f"{owner} AND words : ({' OR '.join(quoted)})"]
+        if len(terms) > 1:
+            matches.insert(0, f"{owner} AND words : ({' AND '.join(quoted)})")
+        # The full-text match is the outer loop (CROSS JOIN), walked in rowid order so LIMIT stops it.
+        sql, filters = "SELECT k.rowid, k.words, p.photo_id FROM photo_words k CROSS JOIN photos p " \
+                       "ON p.id = k.rowid WHERE photo_words MATCH ?", []
         if flt.start is not None:
             sql += " AND p.taken_at >= ?"
-            params.append(flt.start.timestamp())
+            filters.append(flt.start.timestamp())
         if flt.end is not None:
             sql += " AND p.taken_at < ?"
-            params.append(flt.end.timestamp())
+            filters.append(flt.end.timestamp())
         if flt.camera_make:
             sql += " AND p.camera_make = ?"
-            params.append(flt.camera_make.lower())
+            filters.append(flt.camera_make.lower())
         if flt.camera_model:
             sql += " AND p.camera_model = ?"
-            params.append(flt.camera_model.lower())
-        # Most terms found first, then bm25: the best by bm25 (which favours photos with more of
-        # the terms) are enough to rank, so a common word never drags in every photo.
-        sql += " ORDER BY k.rank LIMIT ?"
-        params.append(max(4 * limit, KEYWORD_CANDIDATES))
-        ranked = []
-        for row in self.db.query(sql, params):
-            present = words(row["keywords"] or "")
-            found = [t for t in terms if t in present]
-            if found:  # bm25(): lower is better
-                ranked.append((-len(found), row["rank"], row["photo_id"], found))
-        ranked.sort(key=lambda r: r[:3])
-        return [(photo_id, found) for _, _, photo_id, found in ranked[:limit]]
+            filters.append(flt.camera_model.lower())
+        sql += " ORDER BY k.rowid DESC LIMIT ?"
+        found: dict[int, tuple[str, list[str]]] = {}
+        for match in matches:
+            for row in self.db.query(sql, [match, *filters, limit]):
+                if row["rowid"] not in found:
+                    present = words(row["words"])
+                    found[row["rowid"]] = (row["photo_id"], [t for t in terms if t in present])
+        ranked = sorted(found.items(), key=lambda item: (-len(item[1][1]), -item[0]))
+        return [hit for _, hit in ranked[:limit]]
 
     def describe(self) -> str:
         return f"embedded (SQLite + faiss HNSW, exact below {self.exact_below} rows) at {self.db.path}"

@@ -385,3 +385,44 @@ def test_ann_builds_in_the_background_and_exact_meanwhile(tmp_path):
     assert store._indexes["m"].ann is not None and len(first) == 10
     assert ids(store.search(clustered(1, seed=2)[0], "m", VectorFilter("u"), 10)) == ids(first)
     store.close()
+
+
+# The embedded store's full-text index.
+
+def test_keyword_search_takes_the_newest_matches_with_most_terms_first(tmp_path):
+    from photostore.backends.sqlite_vectors import SqliteVectorStore
+    store = SqliteVectorStore(tmp_path / "vectors.sqlite3")
+    for owner in ("u1", "u2"):  # a common word in many photos of both owners
+        store.upsert_many([VectorObject(f"{owner}-{i:03d}", owner, "m", unit([1, i, 0]), keywords=f"cat {i}")
+                           for i in range(300)])
+    store.upsert(VectorObject("old-tabby", "u1", "m", unit([0, 0, 1]), keywords="tabby cat"))
+    store.upsert_many([VectorObject(f"late-{i}", "u1", "m", unit([0, 1, i]), keywords="cat") for i in range(3)])
+    u1 = VectorFilter("u1")
+    assert store.keyword_search(u1, ["cat"], limit=4) == [(f"late-{i}", ["cat"]) for i in (2, 1, 0)] + [
+        ("old-tabby", ["cat"])]  # newest written first
+    assert store.keyword_search(u1, ["tabby", "cat"], limit=3) == [
+        ("old-tabby", ["tabby", "cat"]), ("late-2", ["cat"]), ("late-1", ["cat"])]  # all terms first
+    assert all(photo_id.startswith("u2-") for photo_id, _ in store.keyword_search(VectorFilter("u2"), ["cat"]))
+    # A photo that changes owner moves with its keywords.
+    store.upsert(VectorObject("old-tabby", "u2", "m", unit([0, 0, 1])))
+    assert store.keyword_search(u1, ["tabby"]) == []
+    assert store.keyword_search(VectorFilter("u2"), ["tabby"]) == [("old-tabby", ["tabby"])]
+
+
+def test_keywords_of_the_owner_blind_index_move_to_the_owner_keyed_one(tmp_path):
+    import sqlite3
+    from photostore.backends.sqlite_vectors import SqliteVectorStore
+    path = tmp_path / "vectors.sqlite3"
+    store = SqliteVectorStore(path)
+    store.upsert_many([VectorObject("a", "u1", "m", unit([1, 0, 0]), keywords="harbour cafe"),
+                       VectorObject("b", "u2", "m", unit([0, 1, 0]), keywords="harbour at night")])
+    with sqlite3.connect(path) as conn:  # as the index was before the owner joined it
+        conn.execute("DROP TABLE photo_words")
+        conn.execute("CREATE VIRTUAL TABLE photo_keywords USING fts5(words)")
+        conn.execute("INSERT INTO photo_keywords (rowid, words) SELECT id, keywords FROM photos")
+    reopened = SqliteVectorStore(path)
+    assert reopened.keyword_search(VectorFilter("u1"), ["harbour"]) == [("a", ["harbour"])]
+    assert reopened.keyword_search(VectorFilter("u2"), ["harbour", "night"]) == [("b", ["harbour", "night"])]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'photo_keywords'").fetchone()[0] == 0
+    assert SqliteVectorStore(path).keyword_search(VectorFilter("u1"), ["cafe"]) == [("a", ["cafe"])]
