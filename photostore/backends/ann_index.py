@@ -54,6 +54,7 @@ class AnnIndex:
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray, ef: int) -> np.ndarray:
         """Rows of up to k approximate best matches among rows where `allowed` (bool, one per row)."""
+        faiss.omp_set_num_threads(1)  # this thread's: one query needs no team of spinning threads
         bitmap = np.packbits(allowed[: self.size], bitorder="little")
         selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
         params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(ef, k))
