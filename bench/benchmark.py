@@ -652,7 +652,8 @@ def run_search(args, library: Library, search, embed, meta, text_on: bool, real_
             search.SearchPhotos(search_pb2.SearchPhotosRequest(query=q, page_size=20), metadata=meta,
                                 timeout=LONG_RPC_S)
         warmup_s = time.perf_counter() - t0
-        encoders = [embed_pb2.TEXT_ENCODER_CLIP] + ([embed_pb2.TEXT_ENCODER_SENTENCE] if text_on else [])
+        # In the order SearchPhotos issues them: the sentence encoder first.
+        encoders = ([embed_pb2.TEXT_ENCODER_SENTENCE] if text_on else []) + [embed_pb2.TEXT_ENCODER_CLIP]
 
         def encode_query(q: str) -> None:
             # As SearchPhotos does: every EmbedText call issued at once, then each awaited.

@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     search_min_text: float = 0.3
     # Share of the query's words found in the photo's filename, labels or OCR text.
     search_min_keyword: float = 0.0
+    # After this long without a search, the search service runs one internal query (and again
+    # after each such pause), so the next search finds models, connections and indexes warm; 0: off.
+    search_keep_warm_seconds: float = 60.0
 
     def target(self, service: str) -> str:
         explicit = getattr(self, f"{service}_target")

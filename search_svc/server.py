@@ -1,8 +1,10 @@
 """Runs photos.v1.SearchService: `photostore serve search`."""
 from __future__ import annotations
 
+import threading
+
 from photos.v1 import embed_pb2_grpc, ingest_pb2_grpc, search_pb2, search_pb2_grpc
-from photostore.auth import Authenticator
+from photostore.auth import Authenticator, bearer_metadata, service_api_key
 from photostore.backends import open_vectors
 from photostore.pagination import PageTokens, token_secret
 from photostore.server import GrpcService, make_channel, setup_logging, start_server
@@ -25,6 +27,11 @@ def serve(settings: Settings, port: int) -> GrpcService:
         servicers=[(search_pb2_grpc.add_SearchServiceServicer_to_server, service)],
         service_names=[SERVICE_NAME],
         authenticator=Authenticator.remote(ingest_channel, settings.auth_cache_seconds))
+    if settings.search_keep_warm_seconds > 0:
+        stopped = threading.Event()
+        threading.Thread(target=service.keep_warm, name="keep-warm", daemon=True, args=(
+            bearer_metadata(service_api_key(settings)), settings.search_keep_warm_seconds, stopped)).start()
+        svc.on_stop(stopped.set)
     svc.on_stop(vectors.close, after_drain=True)
     svc.on_stop(embed_channel.close, after_drain=True)
     svc.on_stop(ingest_channel.close, after_drain=True)

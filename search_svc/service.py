@@ -12,11 +12,15 @@ import hashlib
 import datetime as dt
 import logging
 import math
+import queue
+import threading
+import time
 from typing import Iterable
 
 import grpc
 import numpy as np
 from google.rpc import error_details_pb2
+from prometheus_client import Counter
 
 from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
                        search_pb2_grpc)
@@ -42,6 +46,8 @@ MIN_CANDIDATES = 50
 DOWNSTREAM_TIMEOUT_S = 30.0
 
 CLIP, TEXT, KEYWORD = "clip", "text", "keyword"  # SignalScores field names
+KEEP_WARM_QUERY = "a photo kept warm"
+KEPT_WARM = Counter("search_kept_warm_total", "Internal queries run while no search came, to keep the path warm")
 # Words too common to count as keyword matches. Words are split as the index splits them (WORD).
 STOPWORDS = frozenset("""
 a an and any are as at be by for from has have in into is it its of on or over some that the their
@@ -159,20 +165,61 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self._embed = embed
         self._ingest = ingest
         self._fusion = fusion
+        self._last_search = time.monotonic()
+        self._last_owner: str | None = None
+
+    def keep_warm(self, metadata: list[tuple[str, str]], idle_s: float, stopped: threading.Event) -> None:
+        """Until `stopped`: whenever no search came for `idle_s`, runs one internal query (both
+        encoders, the last caller's vector and keyword indexes, a call to the ingest service), so
+        the next search finds the models, connections and index pages warm. Call in a thread."""
+        while not stopped.wait(idle_s):
+            if time.monotonic() - self._last_search < idle_s:
+                continue
+            try:
+                self._warm(metadata)
+                KEPT_WARM.inc()
+            except (grpc.RpcError, ServiceError) as e:  # a peer down now: the next round tries again
+                log.debug("keeping the search path warm failed: %s", e)
+
+    def _warm(self, metadata: list[tuple[str, str]]) -> None:
+        options = {"metadata": metadata, "timeout": DOWNSTREAM_TIMEOUT_S}
+        owner = self._last_owner
+        calls = [self._embed.EmbedText.future(embed_pb2.EmbedTextRequest(texts=[KEEP_WARM_QUERY], encoder=encoder),
+                                              **options)
+                 for signal, encoder in ((TEXT, embed_pb2.TEXT_ENCODER_SENTENCE), (CLIP, embed_pb2.TEXT_ENCODER_CLIP))
+                 if self._fusion.enabled(signal)]
+        if owner is not None:
+            self._vectors.keyword_search(VectorFilter(owner=owner), keyword_terms(KEEP_WARM_QUERY), 1)
+        self._ingest.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=1), **options)
+        for call in calls:
+            try:
+                embedded = call.result()
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE:  # that model is not ready: nothing to warm
+                    continue
+                raise
+            if owner is not None:
+                self._vectors.search(_vector(embedded.embeddings[0]), embedded.model, VectorFilter(owner=owner), 1)
 
     # RPCs
 
     def SearchPhotos(self, request: search_pb2.SearchPhotosRequest, context):
+        self._searched()
         try:
             return self._search_photos(request, context)
         except ServiceError as e:
             e.abort(context)
 
     def FindSimilar(self, request: search_pb2.FindSimilarRequest, context):
+        self._searched()
         try:
             return self._find_similar(request, context)
         except ServiceError as e:
             e.abort(context)
+
+    def _searched(self) -> None:
+        self._last_search = time.monotonic()
+        self._last_owner = current_user().id
 
     # SearchPhotos
 
@@ -256,11 +303,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 "min_score": request.min_score if request.HasField("min_score") else None}
 
     def _embed_query(self, query: str, context) -> dict[str, grpc.Future]:
-        """The query's EmbedText calls, one per enabled vector signal, under way."""
+        """The query's EmbedText calls, one per enabled vector signal, under way: the sentence
+        encoder's first, as it answers sooner and its vectors are searched while CLIP encodes."""
         return {signal: self._call_async(self._embed.EmbedText, embed_pb2.EmbedTextRequest(
                     texts=[query], encoder=encoder), context)
-                for signal, encoder in ((CLIP, embed_pb2.TEXT_ENCODER_CLIP),
-                                        (TEXT, embed_pb2.TEXT_ENCODER_SENTENCE))
+                for signal, encoder in ((TEXT, embed_pb2.TEXT_ENCODER_SENTENCE),
+                                        (CLIP, embed_pb2.TEXT_ENCODER_CLIP))
                 if self._fusion.enabled(signal)}
 
     def _vector_signals(self, embeds: dict[str, grpc.Future], flt: VectorFilter, fetch: int,
@@ -270,10 +318,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         to `available` or, with why, to `missing`; returns the models of those available. An
         encoder that answers UNAVAILABLE (model not ready) is left out; any other failure fails
         the search."""
-        models = []
+        models = {}
         missing.update({signal: f"switched off (PHOTOSTORE_SEARCH_WEIGHT_{signal.upper()}=0)"
                         for signal in (CLIP, TEXT) if not self._fusion.enabled(signal)})
+        # Each signal's vectors are searched as soon as its encoder answers, while the other encodes.
+        answered: queue.SimpleQueue = queue.SimpleQueue()
         for signal, call in embeds.items():
+            call.add_done_callback(lambda done, signal=signal: answered.put((signal, done)))
+        for _ in embeds:
+            signal, call = answered.get()
             try:
                 embedded = call.result()
             except grpc.RpcError as e:
@@ -282,12 +335,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                     raise downstream_error(e) from e
                 missing[signal] = e.details() or e.code().name
                 continue
-            available.append(signal)
-            models.append(embedded.model)
+            models[signal] = embedded.model
             for photo_id, score in self._vectors.search(_vector(embedded.embeddings[0]), embedded.model,
                                                         flt, fetch, self._fusion.cutoffs[signal]):
                 candidates.setdefault(photo_id, Candidate()).signals[signal] = score
-        return models
+        available += [signal for signal in (CLIP, TEXT) if signal in models]
+        return [models[signal] for signal in (CLIP, TEXT) if signal in models]
 
     def _hydrate(self, photo_ids: list[str], context) -> list[photo_pb2.Photo]:
         """The caller's photos among `photo_ids`; deleted ones are left out."""

@@ -16,6 +16,7 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from embed_svc.server import serve as serve_embed
 from ingest_svc.server import serve as serve_ingest
@@ -375,6 +376,24 @@ def test_without_the_embed_service_keywords_still_answer_and_no_signal_is_unavai
         assert err.code() == grpc.StatusCode.UNAVAILABLE
         info = error_info(err)
         assert info.reason == "NO_SIGNAL_AVAILABLE" and set(info.metadata) == {"clip", "text", "keyword"}
+    finally:
+        channel.close()
+        server.stop()
+
+
+def test_an_idle_search_service_keeps_its_path_warm_and_answers_as_before(stack):
+    settings = stack.settings.model_copy(update={"search_keep_warm_seconds": 0.3})
+    server = start_search(settings, stack.ports["embed"], stack.ports["ingest"])
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        first = actual_hits(search(stack, stub=stub))  # alice is the last caller
+        warmed = REGISTRY.get_sample_value("search_kept_warm_total") or 0.0
+        deadline = time.monotonic() + 60
+        while (REGISTRY.get_sample_value("search_kept_warm_total") or 0.0) < warmed + 2:
+            assert time.monotonic() < deadline, "no internal query while idle"
+            time.sleep(0.05)
+        assert actual_hits(search(stack, stub=stub)) == first == actual_hits(search(stack))
     finally:
         channel.close()
         server.stop()
