@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -28,23 +29,38 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 # Gate priorities, lowest first: queries, then indexing, then OCR.
 QUERY, INDEX, OCR = 0, 1, 2
+# Inference idle this long frees the runtimes' working memory (not after every pass: a burst of
+# queries would pay for it each time).
+IDLE_RELEASE_S = 2.0
 
 Runner = Callable[..., list[np.ndarray]]  # positional inputs -> outputs
 
 
 class InferenceGate:
     """Lets one forward pass run at a time in the process (models in parallel on few cores are
-    slower than in turn); the waiting job of the lowest priority number goes next, FIFO within one."""
+    slower than in turn); the waiting job of the lowest priority number goes next, FIFO within one.
+    Once no pass ran for `idle_s`, the models registered with on_idle free their working memory and
+    the heap is returned to the system; the next pass takes it back (a query: a millisecond)."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_s: float = IDLE_RELEASE_S) -> None:
         self._changed = threading.Condition()
         self._busy = False
         self._waiting: list[tuple[int, int]] = []
         self._order = itertools.count()
+        self._idle_s = idle_s
+        self._idle_models: list[weakref.ref] = []
+        self._passes = 0  # passes begun; the idle release runs only if none began meanwhile
+        self._released = True
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    def on_idle(self, model: Any) -> None:
+        """Calls `model.release_memory()` (under the gate, no pass running) each time inference
+        goes idle, for as long as the model lives."""
+        with self._changed:
+            self._idle_models.append(weakref.ref(model))
 
     @contextlib.contextmanager
     def hold(self, priority: int) -> Iterator[None]:
@@ -54,6 +70,9 @@ class InferenceGate:
             self._changed.wait_for(lambda: not self._busy and self._waiting[0] == ticket)
             heapq.heappop(self._waiting)
             self._busy = True
+            self._passes += 1
+            self._released = False
+            passes = self._passes
         try:
             yield
         finally:
@@ -62,7 +81,29 @@ class InferenceGate:
                 idle = not self._waiting
                 self._changed.notify_all()
             if idle:
-                release_memory()
+                timer = threading.Timer(self._idle_s, self._release_if_idle, args=(passes,))
+                timer.daemon = True
+                timer.start()
+
+    def _release_if_idle(self, passes: int) -> None:
+        with self._changed:
+            if self._busy or self._waiting or self._passes != passes or self._released:
+                return
+            self._busy = True  # no pass starts while the models free what passes use
+            self._idle_models = [ref for ref in self._idle_models if ref() is not None]
+            models = [model for ref in self._idle_models if (model := ref()) is not None]
+        try:
+            for model in models:
+                try:
+                    model.release_memory()
+                except Exception:  # noqa: BLE001 - memory stays held; inference is unaffected
+                    log.exception("freeing idle inference memory failed")
+            release_memory()
+        finally:
+            with self._changed:
+                self._busy = False
+                self._released = True
+                self._changed.notify_all()
 
 
 GATE = InferenceGate()
@@ -115,6 +156,7 @@ def openvino_runner(path: Path, settings: Settings, precision: str) -> Runner:
     if settings.torch_threads > 0:
         config["INFERENCE_NUM_THREADS"] = settings.torch_threads
     compiled = ov.Core().compile_model(str(path), "CPU", config)
+    GATE.on_idle(compiled)  # its intermediate buffers (hundreds of MB for CLIP)
     return lambda *inputs: list(compiled(list(inputs)).to_tuple())
 
 

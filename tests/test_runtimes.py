@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import open_clip
@@ -234,3 +235,32 @@ def test_gate_runs_one_job_at_a_time_highest_priority_first():
     for thread in threads:
         thread.join()
     assert order == ["query", "image", "ocr", "ocr 2"]
+
+
+def test_gate_frees_the_models_working_memory_once_inference_idles():
+    class Model:
+        def __init__(self):
+            self.released = 0
+
+        def release_memory(self):
+            assert gate._busy  # no pass runs meanwhile
+            self.released += 1
+
+    gate = InferenceGate(idle_s=0.2)
+    model, dropped = Model(), Model()
+    gate.on_idle(model)
+    gate.on_idle(dropped)
+    del dropped  # a model that is gone is not kept alive by the gate
+    for _ in range(3):  # a burst: released once, after the last pass
+        with gate.hold(QUERY):
+            pass
+    deadline = time.monotonic() + 30
+    while model.released == 0:
+        assert time.monotonic() < deadline, "the idle gate released nothing"
+        time.sleep(0.02)
+    with gate.hold(QUERY):  # a pass after the release still runs
+        pass
+    while model.released == 1:
+        assert time.monotonic() < deadline, "the idle gate released nothing after the next pass"
+        time.sleep(0.02)
+    assert model.released == 2 and len(gate._idle_models) == 1
