@@ -90,8 +90,9 @@ class Settings(BaseSettings):
     # Prometheus metrics of the embed worker on this port (0: none).
     metrics_port: int = 0
     # Gateway processes (gunicorn) and threads in each; a live-status stream holds a thread, so
-    # each process takes at most gateway_max_event_streams of them and answers 503 beyond.
-    gateway_workers: int = 2
+    # each process takes at most gateway_max_event_streams of them and answers 503 beyond. One
+    # process on one machine (each costs ~50 MB idle); compose and the chart run two.
+    gateway_workers: int = 1
     gateway_threads: int = 32
     gateway_max_event_streams: int = 24
     # Where each service is reached; default host:port above.
