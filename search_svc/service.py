@@ -46,6 +46,9 @@ MIN_CANDIDATES = 50
 DOWNSTREAM_TIMEOUT_S = 30.0
 
 CLIP, TEXT, KEYWORD = "clip", "text", "keyword"  # SignalScores field names
+# The vector signals' query encoders, in the order they are asked: the sentence encoder answers
+# sooner, so its space is searched while CLIP encodes.
+ENCODERS = ((TEXT, embed_pb2.TEXT_ENCODER_SENTENCE), (CLIP, embed_pb2.TEXT_ENCODER_CLIP))
 KEEP_WARM_QUERY = "a photo kept warm"
 KEPT_WARM = Counter("search_kept_warm_total", "Internal queries run while no search came, to keep the path warm")
 # Words too common to count as keyword matches. Words are split as the index splits them (WORD).
@@ -186,8 +189,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         owner = self._last_owner
         calls = [self._embed.EmbedText.future(embed_pb2.EmbedTextRequest(texts=[KEEP_WARM_QUERY], encoder=encoder),
                                               **options)
-                 for signal, encoder in ((TEXT, embed_pb2.TEXT_ENCODER_SENTENCE), (CLIP, embed_pb2.TEXT_ENCODER_CLIP))
-                 if self._fusion.enabled(signal)]
+                 for signal, encoder in ENCODERS if self._fusion.enabled(signal)]
         if owner is not None:
             self._vectors.keyword_search(VectorFilter(owner=owner), keyword_terms(KEEP_WARM_QUERY), 1)
         self._ingest.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=1), **options)
@@ -303,13 +305,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 "min_score": request.min_score if request.HasField("min_score") else None}
 
     def _embed_query(self, query: str, context) -> dict[str, grpc.Future]:
-        """The query's EmbedText calls, one per enabled vector signal, under way: the sentence
-        encoder's first, as it answers sooner and its vectors are searched while CLIP encodes."""
+        """The query's EmbedText calls, one per enabled vector signal, under way (ENCODERS order)."""
         return {signal: self._call_async(self._embed.EmbedText, embed_pb2.EmbedTextRequest(
                     texts=[query], encoder=encoder), context)
-                for signal, encoder in ((TEXT, embed_pb2.TEXT_ENCODER_SENTENCE),
-                                        (CLIP, embed_pb2.TEXT_ENCODER_CLIP))
-                if self._fusion.enabled(signal)}
+                for signal, encoder in ENCODERS if self._fusion.enabled(signal)}
 
     def _vector_signals(self, embeds: dict[str, grpc.Future], flt: VectorFilter, fetch: int,
                         candidates: dict[str, Candidate], available: list[str], missing: dict[str, str]
