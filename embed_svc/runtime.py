@@ -48,9 +48,8 @@ class InferenceGate:
         self._waiting: list[tuple[int, int]] = []
         self._order = itertools.count()
         self._idle_s = idle_s
-        self._idle_models: list[weakref.ref] = []
-        self._passes = 0  # passes begun; the idle release runs only if none began meanwhile
-        self._released = True
+        self._idle_models: weakref.WeakSet = weakref.WeakSet()
+        self._passes = 0  # passes begun; only the timer of the last one releases
 
     @property
     def waiting(self) -> int:
@@ -60,7 +59,7 @@ class InferenceGate:
         """Calls `model.release_memory()` (under the gate, no pass running) each time inference
         goes idle, for as long as the model lives."""
         with self._changed:
-            self._idle_models.append(weakref.ref(model))
+            self._idle_models.add(model)
 
     @contextlib.contextmanager
     def hold(self, priority: int) -> Iterator[None]:
@@ -71,7 +70,6 @@ class InferenceGate:
             heapq.heappop(self._waiting)
             self._busy = True
             self._passes += 1
-            self._released = False
             passes = self._passes
         try:
             yield
@@ -87,11 +85,10 @@ class InferenceGate:
 
     def _release_if_idle(self, passes: int) -> None:
         with self._changed:
-            if self._busy or self._waiting or self._passes != passes or self._released:
+            if self._busy or self._waiting or self._passes != passes:
                 return
             self._busy = True  # no pass starts while the models free what passes use
-            self._idle_models = [ref for ref in self._idle_models if ref() is not None]
-            models = [model for ref in self._idle_models if (model := ref()) is not None]
+            models = list(self._idle_models)
         try:
             for model in models:
                 try:
@@ -102,7 +99,6 @@ class InferenceGate:
         finally:
             with self._changed:
                 self._busy = False
-                self._released = True
                 self._changed.notify_all()
 
 
