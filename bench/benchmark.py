@@ -612,31 +612,27 @@ class Library:
         log, as a restarted service would (extending an index held since a smaller size would
         build most of a second one here: at 1M that did not fit in memory beside the service)."""
         store = open_vectors(self.settings)
-        try:
-            real = store.get_many(real_ids, SPACE_CLIP)
-            ids = np.array(self.ids + list(real))
-            matrix = np.concatenate(self.clip_chunks + [np.stack([np.asarray(o.vector, np.float32)
-                                                                  for o in real.values()])] if real else self.clip_chunks)
-            _, queries = self.sample(n_queries)
-            flt = VectorFilter(owner=self.owner)
-            store.search(queries[0], self.clip_model, flt, 10)  # loads (or builds) this store's index
-            if hasattr(store, "wait_for_index"):  # an ANN index built in the background
-                store.wait_for_index()
-            recalls, latencies = [], []
-            for q in queries:
-                t0 = time.perf_counter()
-                got = [pid for pid, _ in store.search(q, self.clip_model, flt, 10)]
-                latencies.append(time.perf_counter() - t0)
-                scores = matrix @ q
-                exact = ids[np.argpartition(-scores, 9)[:10]]
-                recalls.append(len(set(got) & set(exact)) / 10)
-            describe = store.describe()
-        finally:
-            del store
+        real = store.get_many(real_ids, SPACE_CLIP)
+        ids = np.array(self.ids + list(real))
+        matrix = np.concatenate(self.clip_chunks + [np.stack([np.asarray(o.vector, np.float32)
+                                                              for o in real.values()])] if real else self.clip_chunks)
+        _, queries = self.sample(n_queries)
+        flt = VectorFilter(owner=self.owner)
+        store.search(queries[0], self.clip_model, flt, 10)  # loads (or builds) this store's index
+        if hasattr(store, "wait_for_index"):  # an ANN index built in the background
+            store.wait_for_index()
+        recalls, latencies = [], []
+        for q in queries:
+            t0 = time.perf_counter()
+            got = [pid for pid, _ in store.search(q, self.clip_model, flt, 10)]
+            latencies.append(time.perf_counter() - t0)
+            scores = matrix @ q
+            exact = ids[np.argpartition(-scores, 9)[:10]]
+            recalls.append(len(set(got) & set(exact)) / 10)
         p50, p99 = percentiles(latencies)
         return {"recall_at_10": float(np.mean(recalls)), "recall_min": float(np.min(recalls)),
                 "store_search_p50_ms": p50, "store_search_p99_ms": p99, "queries": n_queries,
-                "store": describe}
+                "store": store.describe()}
 
 
 def run_search(args, library: Library, search, embed, meta, text_on: bool, real_ids: list[str],
