@@ -10,9 +10,7 @@ from typing import Callable
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Before the long side is bounded, a copy keeps at most this aspect ratio's worth of pixels:
-# the image models crop the centre square anyway.
-MAX_ASPECT = 4
+from photostore.image_scale import scale_factor, scaled_size
 
 
 class UndecodableImageError(ValueError):
@@ -50,19 +48,11 @@ def model_copy(data: bytes, *, max_pixels: int, short_side: int = 0, long_side: 
     """The image decoded once (JPEGs at a reduced scale, via draft()), EXIF orientation applied,
     RGB, scaled down (never up) so its short side is `short_side` or its long side at most
     `long_side`; as PNG. Raises UndecodableImageError."""
-    image = decode(data, max_pixels, lambda w, h: _scale(w, h, short_side, long_side))
-    scale = _scale(*image.size, short_side, long_side)
+    image = decode(data, max_pixels, lambda w, h: scale_factor(w, h, short_side, long_side))
+    scale = scale_factor(*image.size, short_side, long_side)
     if scale < 1:
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.BICUBIC)
+        image = image.resize(scaled_size(*image.size, scale), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     image.save(out, "PNG", compress_level=1)
     return out.getvalue()
 
-
-def _scale(width: int, height: int, short_side: int, long_side: int) -> float:
-    """Factor (≤ 1) that brings the image to the wanted size."""
-    if short_side:
-        long_side = min(long_side or MAX_ASPECT * short_side, MAX_ASPECT * short_side)
-        return min(1.0, short_side / min(width, height), long_side / max(width, height))
-    return min(1.0, long_side / max(width, height)) if long_side else 1.0

@@ -95,6 +95,7 @@ class Upload:
     photo_id: str
     owner: str
     blob_key: str
+    model_copy_key: str  # empty: the photo has no copy
     filename: str
     taken_at: dt.datetime | None
     camera_make: str
@@ -111,7 +112,8 @@ class Upload:
         if not subject.photo_id or not subject.blob_key:
             raise photo_events.MalformedEventError("work request without photo id or blob key")
         return cls(event=event, message=message, subject=subject, photo_id=subject.photo_id,
-                   owner=subject.owner, blob_key=subject.blob_key, filename=subject.filename,
+                   owner=subject.owner, blob_key=subject.blob_key, model_copy_key=subject.model_copy_key,
+                   filename=subject.filename,
                    taken_at=from_timestamp(subject.take_time, subject.HasField("take_time")),
                    camera_make=subject.camera_make, camera_model=subject.camera_model,
                    reindex=message.WhichOneof("event") == "reindex_requested",
@@ -406,18 +408,20 @@ class StageWorker(abc.ABC):
 
     def _read_copies(self, uploads: list[Upload], outcomes: list[Outcome | None], *, short_side: int = 0,
                      long_side: int = 0) -> dict[int, bytes]:
-        """{index: model-sized copy} of each original still to do; outcomes of those that cannot be."""
+        """{index: model-sized copy} of each photo still to do; outcomes of those that cannot be.
+        Reads the copy made at upload where it is large enough, else (or without one) the original."""
+        copy_will_do = 0 < short_side <= self._settings.model_copy_px and not long_side
         images: dict[int, bytes] = {}
         for i, upload in enumerate(uploads):
             if outcomes[i] is not None:
                 continue
             try:  # BlobUnavailableError fails the batch: it comes again after a pause
-                data = self._blobs.read_bytes(upload.blob_key)
+                data = self._read_image(upload, copy_will_do)
             except BlobNotFoundError:  # the photo was deleted since
                 outcomes[i] = Outcome(SKIPPED, "blob is gone")
                 continue
             except InvalidBlobKeyError as e:
-                outcomes[i] = Outcome(FAILED, f"bad blob key {upload.blob_key!r}: {e}")
+                outcomes[i] = Outcome(FAILED, f"bad blob key: {e}")
                 continue
             try:
                 images[i] = model_copy(data, max_pixels=self._settings.max_image_pixels,
@@ -425,6 +429,14 @@ class StageWorker(abc.ABC):
             except UndecodableImageError as e:
                 outcomes[i] = Outcome(FAILED, f"cannot decode image: {e}")
         return images
+
+    def _read_image(self, upload: Upload, copy_will_do: bool) -> bytes:
+        if copy_will_do and upload.model_copy_key:
+            try:
+                return self._blobs.read_bytes(upload.model_copy_key)
+            except (BlobNotFoundError, InvalidBlobKeyError):  # stored before copies were made
+                pass
+        return self._blobs.read_bytes(upload.blob_key)
 
     def _per_image(self, call: Callable[[list[bytes]], list[Any]], space: str,
                    images: list[tuple[int, bytes]]) -> dict[int, Any]:

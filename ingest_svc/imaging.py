@@ -1,4 +1,5 @@
-"""Checks that uploaded bytes are a supported, sane image; reads its EXIF; makes its thumbnail."""
+"""Checks that uploaded bytes are a supported, sane image; reads its EXIF; makes its thumbnail and
+the copy the image models read, from the one decode."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +14,7 @@ import pillow_heif
 from PIL import Image, ImageOps
 
 from photostore.errors import invalid, too_large
+from photostore.image_scale import scale_factor, scaled_size
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class ImageInfo:
     height: int
     exif: ExifInfo
     thumbnail_jpeg: bytes
+    # RGB, short side model_copy_px (never upscaled): what the index stage reads.
+    model_copy_jpeg: bytes
 
 
 def configure_pillow(max_pixels: int) -> None:
@@ -72,7 +76,7 @@ def configure_pillow(max_pixels: int) -> None:
     warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
-def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int) -> ImageInfo:
+def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int, model_copy_px: int) -> ImageInfo:
     """Sniffs, bounds and fully decodes the image at `path`; raises ServiceError when it is unfit."""
     try:
         img = Image.open(path, formats=SNIFFED_FORMATS)
@@ -87,9 +91,11 @@ def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int) -> ImageInfo
             raise _pixel_bomb(f"image is {width}x{height} = {width * height} pixels; "
                               f"the limit is {max_pixels}")
         try:
-            # A JPEG decodes at the smallest DCT scale that still covers the thumbnail: every byte
-            # is read and checked all the same, at a fraction of a full decode's cost.
-            img.draft("RGB", (thumbnail_px, thumbnail_px))
+            # A JPEG decodes at the smallest DCT scale that still covers the thumbnail and the
+            # model copy: every byte is read and checked all the same, at a fraction of a full
+            # decode's cost.
+            side = max(thumbnail_px, model_copy_px)
+            img.draft("RGB", (side, side))
             img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise _pixel_bomb(str(e)) from e
@@ -101,7 +107,8 @@ def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int) -> ImageInfo
         if oriented.size != img.size or _quarter_turned(img):  # the size as shown
             width, height = height, width
         return ImageInfo(content_type=CONTENT_TYPES[img.format], width=width, height=height, exif=exif,
-                         thumbnail_jpeg=make_thumbnail(oriented, thumbnail_px))
+                         thumbnail_jpeg=make_thumbnail(oriented, thumbnail_px),
+                         model_copy_jpeg=make_model_copy(oriented, model_copy_px))
 
 
 def _quarter_turned(img: Image.Image) -> bool:
@@ -136,6 +143,17 @@ def make_thumbnail(img: Image.Image, longest_side: int) -> bytes:
         thumb = background
     out = io.BytesIO()
     thumb.save(out, "JPEG", quality=85, optimize=True)
+    return out.getvalue()
+
+
+def make_model_copy(img: Image.Image, short_side: int) -> bytes:
+    """RGB JPEG (quality 95, no chroma subsampling) whose short side is `short_side`, never
+    upscaled; as the worker's own copies, transparency is dropped, not blended."""
+    copy = img.convert("RGB")
+    if (factor := scale_factor(*copy.size, short_side=short_side)) < 1:
+        copy = copy.resize(scaled_size(*copy.size, factor), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    copy.save(out, "JPEG", quality=95, subsampling=0)
     return out.getvalue()
 
 

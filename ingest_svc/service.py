@@ -130,7 +130,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         with tempfile.NamedTemporaryFile(dir=self._spool_dir, prefix="upload-", suffix=".part") as spool:
             self._receive(requests, spool, meta.size_bytes, sha256)
             info = imaging.inspect_image(spool.name, max_pixels=self._settings.max_image_pixels,
-                                         thumbnail_px=self._settings.thumbnail_px)
+                                         thumbnail_px=self._settings.thumbnail_px,
+                                         model_copy_px=self._settings.model_copy_px)
             record, created = self._store(owner, meta, sha256, spool.name, info)
         if created:
             self._publish_uploaded(record)
@@ -203,6 +204,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         try:
             self._blobs.put_file(record.blob_key, path, record.content_type)
             self._blobs.put_bytes(record.thumbnail_key, info.thumbnail_jpeg, "image/jpeg")
+            self._blobs.put_bytes(record.model_copy_key, info.model_copy_jpeg, "image/jpeg")
             stored, created = self._metadata.insert_photo(record, meta.request_id)
         except Exception:
             self._remove_blobs(record)
@@ -214,6 +216,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def _remove_blobs(self, record: PhotoRecord) -> None:
         """Removes what _store wrote, leaving an original that a stored photo uses."""
         self._blobs.delete(record.thumbnail_key)
+        self._blobs.delete(record.model_copy_key)
         if self._metadata.photo_by_sha256(record.owner, record.sha256) is None:
             self._blobs.delete(record.blob_key)
 
@@ -389,6 +392,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             self._metadata.delete_photo(record.id)
             self._vectors.delete(record.id)
             self._blobs.delete(record.thumbnail_key)
+            self._blobs.delete(record.model_copy_key)
             if self._metadata.photo_by_sha256(owner, record.sha256) is None:
                 self._blobs.delete(record.blob_key)
             self._send([photo_events.changed_record(record, photo_events.DELETED)])

@@ -56,7 +56,8 @@ def indexing_subject(r: PhotoRecord) -> events_pb2.IndexingSubject:
     return events_pb2.IndexingSubject(
         photo_id=r.id, owner=r.owner, blob_key=r.blob_key, sha256=r.sha256,
         content_type=r.content_type, take_time=to_timestamp(r.taken_at),
-        camera_make=r.camera_make, camera_model=r.camera_model, filename=r.filename)
+        camera_make=r.camera_make, camera_model=r.camera_model, filename=r.filename,
+        model_copy_key=r.model_copy_key)
 
 
 def uploaded_record(r: PhotoRecord) -> Record:

@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = 100_000_000
     max_chunk_bytes: int = 1 * MIB
     thumbnail_px: int = 320
+    # Ingest stores a copy of each photo with this short side (never upscaled), made from the one
+    # decode that checks the upload; the index stage reads it instead of decoding the original
+    # again. A CLIP model with a larger input reads the original.
+    model_copy_px: int = 256
 
     # open_clip model: a hub tag for `pretrained`, or a local checkpoint path.
     model_name: str = "ViT-B-32"

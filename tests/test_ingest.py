@@ -311,13 +311,18 @@ def test_upload_stores_blob_thumbnail_row_and_event(ingest):
     assert (photo.width, photo.height) == (512, 512)
     assert not photo.HasField("take_time") and not photo.HasField("location")
     photo_id = pid(photo)
-    assert ingest.stored_files() == [f"blobs/originals/{ingest.alice_id}/{sha256(data)}",
+    assert ingest.stored_files() == [f"blobs/copies/{ingest.alice_id}/{photo_id}.jpg",
+                                     f"blobs/originals/{ingest.alice_id}/{sha256(data)}",
                                      f"blobs/thumbnails/{ingest.alice_id}/{photo_id}.jpg"]
     [event] = ingest.uploaded_events()
     assert (event.key, event.kind) == (photo_id, "uploaded")
     assert event.message.uploaded == events_pb2.PhotoUploadedEvent(subject=events_pb2.IndexingSubject(
         photo_id=photo_id, owner=ingest.alice_id, blob_key=f"originals/{ingest.alice_id}/{sha256(data)}",
-        sha256=sha256(data), content_type="image/jpeg", filename="astronaut.jpg"))
+        sha256=sha256(data), content_type="image/jpeg", filename="astronaut.jpg",
+        model_copy_key=f"copies/{ingest.alice_id}/{photo_id}.jpg"))
+    # The copy the index stage reads: RGB, short side model_copy_px.
+    with Image.open(ingest.settings.blobs_dir / "copies" / ingest.alice_id / f"{photo_id}.jpg") as copy:
+        assert (copy.format, copy.mode, copy.size) == ("JPEG", "RGB", (256, 256))
     assert event.message.HasField("event_time") and not event.message.HasField("dead_letter")
     # Every replica's watchers hear of it.
     [change] = ingest.change_events()
@@ -344,6 +349,9 @@ def test_upload_reads_exif_and_applies_orientation(ingest):
     with Image.open(io.BytesIO(thumbnail)) as thumb:
         assert thumb.format == "JPEG" and thumb.mode == "RGB"
         assert thumb.size == (213, 320)  # upright, longest side thumbnail_px
+    with Image.open(ingest.settings.blobs_dir / subject.model_copy_key) as copy:
+        assert copy.size == (256, 385)  # upright, short side model_copy_px
+        assert not copy.getexif()  # no orientation left to apply twice
 
 
 def test_bad_exif_never_fails_an_upload(ingest):
@@ -646,7 +654,7 @@ def test_delete_removes_everything_and_is_owner_scoped(ingest):
                       (ingest.stub.GetPhoto, ingest_pb2.GetPhotoRequest(name=photo.name)),
                       (ingest.stub.DownloadPhoto, ingest_pb2.DownloadPhotoRequest(name=photo.name))):
         assert rpc_error(call, req, metadata=ingest.bob).code() == grpc.StatusCode.NOT_FOUND
-    assert ingest.list().total_size == 1 and len(ingest.stored_files()) == 2
+    assert ingest.list().total_size == 1 and len(ingest.stored_files()) == 3
 
     ingest.stub.DeletePhoto(request, metadata=ingest.alice)
     assert ingest.list().total_size == 0

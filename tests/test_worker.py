@@ -21,7 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from embed_svc.worker import GROUP, BatchStats, EmbedWorker, StageWorker, TextWorker, group_backlog, serve_health
+from embed_svc.worker import (
+    GROUP, BatchStats, EmbedWorker, StageWorker, TextWorker, group_backlog, ready_models_of, serve_health)
 from photos.v1 import embed_pb2, embed_pb2_grpc, events_pb2, photo_pb2
 from photostore import events as photo_events
 from photostore.auth import service_api_key
@@ -118,8 +119,9 @@ class Backends:
 
     def upload(self, data: bytes | None, *, photo_id: str | None = None, blob_key: str | None = None,
                filename: str = "photo.png", taken_at: dt.datetime | None = None, camera_make: str = "",
-               camera_model: str = "") -> str:
-        """Writes the blob (unless None: a deleted photo) and publishes photos.uploaded, as ingest does."""
+               camera_model: str = "", model_copy: bytes | None = None) -> str:
+        """Writes the blob (unless None: a deleted photo) and the model copy (if given), and
+        publishes photos.uploaded, as ingest does."""
         photo_id = photo_id or uuid.uuid4().hex
         blob_key = f"originals/{OWNER}/{photo_id}" if blob_key is None else blob_key
         if data is not None:
@@ -130,6 +132,8 @@ class Backends:
             size_bytes=len(data or b""), width=128, height=96, blob_key=blob_key, thumbnail_key="",
             created_at=now, updated_at=now, taken_at=taken_at, camera_make=camera_make,
             camera_model=camera_model)
+        if model_copy is not None:
+            self.blobs.put_bytes(record.model_copy_key, model_copy, "image/jpeg")
         self.records[photo_id] = record
         self.events.producer().send_many([photo_events.uploaded_record(record)])
         return photo_id
@@ -339,6 +343,38 @@ def test_undecodable_blob_fails_at_once_and_deleted_photo_is_skipped(stack):
         assert (letter.source_topic, letter.source_partition, letter.source_offset) == (
             TOPIC_PHOTO_UPLOADED, origin[bad].partition, origin[bad].offset)
     assert backends.lag() == 0
+
+
+def test_the_index_stage_reads_the_copy_made_at_upload_where_it_is_large_enough(tiny, tmp_path):
+    """The copy ingest made is read instead of the original (here an undecodable one, so only the
+    copy can index); a model that needs more pixels than the copy has reads the original."""
+    settings = worker_settings(tiny, tmp_path)
+    server = start_embed_server(settings)
+    backends = make_backends(settings)
+    try:
+        wait_for(lambda: server.info().ready)
+        image_size = ready_models_of(server.stub.GetModelInfo(embed_pb2.GetModelInfoRequest(),
+                                                               metadata=server.auth)).image_size
+        assert 0 < image_size <= settings.model_copy_px
+        target = f"127.0.0.1:{server.svc.port}"
+        copy = png(1)
+        from_copy = backends.upload(b"an original the worker cannot decode", model_copy=copy)
+        first = backends.worker(target)
+        assert drain(first.worker).indexed == 1
+        first.close()  # the next worker takes over its partitions
+        stored = backends.vectors.get(from_copy, SPACE_CLIP)
+        expected = np.array(server.embed_images([copy]).embeddings[0].values, np.float32)
+        np.testing.assert_allclose(stored.vector, expected, atol=1e-5)
+
+        backends.settings = settings.model_copy(update={"model_copy_px": image_size - 1})
+        too_small = backends.upload(b"an original the worker cannot decode", model_copy=copy)
+        assert drain(backends.worker(target).worker).failed == 1
+        status = backends.status_by_photo()[too_small]
+        assert status.status == FAILED and "cannot decode image" in status.reason
+        assert backends.vectors.get(too_small, SPACE_CLIP) is None
+    finally:
+        backends.close()
+        stop_embed_server(server)
 
 
 def test_malformed_records_are_dead_lettered_without_blocking_their_partition(stack):

@@ -81,6 +81,11 @@ class PhotoRecord:
     published: bool = False
 
     @property
+    def model_copy_key(self) -> str:
+        """The copy of the original that the image models read (made at upload)."""
+        return f"copies/{self.owner}/{self.id}.jpg"
+
+    @property
     def sort_time(self) -> dt.datetime:
         """Time used for ordering and date filters: taken, else uploaded."""
         return self.taken_at or self.created_at

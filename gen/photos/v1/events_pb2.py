@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from photos.v1 import photo_pb2 as photos_dot_v1_dot_photo__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16photos/v1/events.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15photos/v1/photo.proto\"\x95\x03\n\nPhotoEvent\x12.\n\nevent_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08uploaded\x18\x02 \x01(\x0b\x32\x1d.photos.v1.PhotoUploadedEventH\x00\x12\x42\n\x11reindex_requested\x18\x03 \x01(\x0b\x32%.photos.v1.PhotoReindexRequestedEventH\x00\x12<\n\x0estatus_changed\x18\x04 \x01(\x0b\x32\".photos.v1.PhotoStatusChangedEventH\x00\x12/\n\x07\x63hanged\x18\x05 \x01(\x0b\x32\x1c.photos.v1.PhotoChangedEventH\x00\x12<\n\x0etext_requested\x18\x07 \x01(\x0b\x32\".photos.v1.PhotoTextRequestedEventH\x00\x12*\n\x0b\x64\x65\x61\x64_letter\x18\x06 \x01(\x0b\x32\x15.photos.v1.DeadLetterB\x07\n\x05\x65vent\"\xd6\x01\n\x0fIndexingSubject\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x10\n\x08\x62lob_key\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12-\n\ttake_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mera_make\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\x08 \x01(\t\x12\x10\n\x08\x66ilename\x18\t \x01(\t\"S\n\x12PhotoUploadedEvent\x12+\n\x07subject\x18\x01 \x01(\x0b\x32\x1a.photos.v1.IndexingSubject\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\"[\n\x1aPhotoReindexRequestedEvent\x12+\n\x07subject\x18\x01 \x01(\x0b\x32\x1a.photos.v1.IndexingSubject\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\"X\n\x17PhotoTextRequestedEvent\x12+\n\x07subject\x18\x01 \x01(\x0b\x32\x1a.photos.v1.IndexingSubject\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\"\xa3\x02\n\x17PhotoStatusChangedEvent\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x10\n\x08\x61nalysed\x18\x06 \x01(\x08\x12 \n\x06labels\x18\x07 \x03(\x0b\x32\x10.photos.v1.Label\x12\x10\n\x08ocr_text\x18\x08 \x01(\t\x12\x18\n\x10\x65mbedding_models\x18\t \x03(\t\x12\x12\n\nclip_model\x18\n \x01(\t\x12)\n\ntext_state\x18\x0b \x01(\x0e\x32\x15.photos.v1.StageState\"e\n\x11PhotoChangedEvent\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12/\n\x0b\x63hange_type\x18\x02 \x01(\x0e\x32\x1a.photos.v1.PhotoChangeType\"u\n\nDeadLetter\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x14\n\x0csource_topic\x18\x02 \x01(\t\x12\x18\n\x10source_partition\x18\x03 \x01(\x05\x12\x15\n\rsource_offset\x18\x04 \x01(\x03\x12\x10\n\x08original\x18\x05 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16photos/v1/events.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15photos/v1/photo.proto\"\x95\x03\n\nPhotoEvent\x12.\n\nevent_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08uploaded\x18\x02 \x01(\x0b\x32\x1d.photos.v1.PhotoUploadedEventH\x00\x12\x42\n\x11reindex_requested\x18\x03 \x01(\x0b\x32%.photos.v1.PhotoReindexRequestedEventH\x00\x12<\n\x0estatus_changed\x18\x04 \x01(\x0b\x32\".photos.v1.PhotoStatusChangedEventH\x00\x12/\n\x07\x63hanged\x18\x05 \x01(\x0b\x32\x1c.photos.v1.PhotoChangedEventH\x00\x12<\n\x0etext_requested\x18\x07 \x01(\x0b\x32\".photos.v1.PhotoTextRequestedEventH\x00\x12*\n\x0b\x64\x65\x61\x64_letter\x18\x06 \x01(\x0b\x32\x15.photos.v1.DeadLetterB\x07\n\x05\x65vent\"\xee\x01\n\x0fIndexingSubject\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x10\n\x08\x62lob_key\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12-\n\ttake_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mera_make\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\x08 \x01(\t\x12\x10\n\x08\x66ilename\x18\t \x01(\t\x12\x16\n\x0emodel_copy_key\x18\n \x01(\t\"S\n\x12PhotoUploadedEvent\x12+\n\x07subject\x18\x01 \x01(\x0b\x32\x1a.photos.v1.IndexingSubject\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\"[\n\x1aPhotoReindexRequestedEvent\x12+\n\x07subject\x18\x01 \x01(\x0b\x32\x1a.photos.v1.IndexingSubject\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\"X\n\x17PhotoTextRequestedEvent\x12+\n\x07subject\x18\x01 \x01(\x0b\x32\x1a.photos.v1.IndexingSubject\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\"\xa3\x02\n\x17PhotoStatusChangedEvent\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x10\n\x08\x61nalysed\x18\x06 \x01(\x08\x12 \n\x06labels\x18\x07 \x03(\x0b\x32\x10.photos.v1.Label\x12\x10\n\x08ocr_text\x18\x08 \x01(\t\x12\x18\n\x10\x65mbedding_models\x18\t \x03(\t\x12\x12\n\nclip_model\x18\n \x01(\t\x12)\n\ntext_state\x18\x0b \x01(\x0e\x32\x15.photos.v1.StageState\"e\n\x11PhotoChangedEvent\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12/\n\x0b\x63hange_type\x18\x02 \x01(\x0e\x32\x1a.photos.v1.PhotoChangeType\"u\n\nDeadLetter\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x14\n\x0csource_topic\x18\x02 \x01(\t\x12\x18\n\x10source_partition\x18\x03 \x01(\x05\x12\x15\n\rsource_offset\x18\x04 \x01(\x03\x12\x10\n\x08original\x18\x05 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,17 +36,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PHOTOEVENT']._serialized_start=94
   _globals['_PHOTOEVENT']._serialized_end=499
   _globals['_INDEXINGSUBJECT']._serialized_start=502
-  _globals['_INDEXINGSUBJECT']._serialized_end=716
-  _globals['_PHOTOUPLOADEDEVENT']._serialized_start=718
-  _globals['_PHOTOUPLOADEDEVENT']._serialized_end=801
-  _globals['_PHOTOREINDEXREQUESTEDEVENT']._serialized_start=803
-  _globals['_PHOTOREINDEXREQUESTEDEVENT']._serialized_end=894
-  _globals['_PHOTOTEXTREQUESTEDEVENT']._serialized_start=896
-  _globals['_PHOTOTEXTREQUESTEDEVENT']._serialized_end=984
-  _globals['_PHOTOSTATUSCHANGEDEVENT']._serialized_start=987
-  _globals['_PHOTOSTATUSCHANGEDEVENT']._serialized_end=1278
-  _globals['_PHOTOCHANGEDEVENT']._serialized_start=1280
-  _globals['_PHOTOCHANGEDEVENT']._serialized_end=1381
-  _globals['_DEADLETTER']._serialized_start=1383
-  _globals['_DEADLETTER']._serialized_end=1500
+  _globals['_INDEXINGSUBJECT']._serialized_end=740
+  _globals['_PHOTOUPLOADEDEVENT']._serialized_start=742
+  _globals['_PHOTOUPLOADEDEVENT']._serialized_end=825
+  _globals['_PHOTOREINDEXREQUESTEDEVENT']._serialized_start=827
+  _globals['_PHOTOREINDEXREQUESTEDEVENT']._serialized_end=918
+  _globals['_PHOTOTEXTREQUESTEDEVENT']._serialized_start=920
+  _globals['_PHOTOTEXTREQUESTEDEVENT']._serialized_end=1008
+  _globals['_PHOTOSTATUSCHANGEDEVENT']._serialized_start=1011
+  _globals['_PHOTOSTATUSCHANGEDEVENT']._serialized_end=1302
+  _globals['_PHOTOCHANGEDEVENT']._serialized_start=1304
+  _globals['_PHOTOCHANGEDEVENT']._serialized_end=1405
+  _globals['_DEADLETTER']._serialized_start=1407
+  _globals['_DEADLETTER']._serialized_end=1524
 # @@protoc_insertion_point(module_scope)

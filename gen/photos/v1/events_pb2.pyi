@@ -29,7 +29,7 @@ class PhotoEvent(_message.Message):
     def __init__(self, event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uploaded: _Optional[_Union[PhotoUploadedEvent, _Mapping]] = ..., reindex_requested: _Optional[_Union[PhotoReindexRequestedEvent, _Mapping]] = ..., status_changed: _Optional[_Union[PhotoStatusChangedEvent, _Mapping]] = ..., changed: _Optional[_Union[PhotoChangedEvent, _Mapping]] = ..., text_requested: _Optional[_Union[PhotoTextRequestedEvent, _Mapping]] = ..., dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ...) -> None: ...
 
 class IndexingSubject(_message.Message):
-    __slots__ = ("photo_id", "owner", "blob_key", "sha256", "content_type", "take_time", "camera_make", "camera_model", "filename")
+    __slots__ = ("photo_id", "owner", "blob_key", "sha256", "content_type", "take_time", "camera_make", "camera_model", "filename", "model_copy_key")
     PHOTO_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     BLOB_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class IndexingSubject(_message.Message):
     CAMERA_MAKE_FIELD_NUMBER: _ClassVar[int]
     CAMERA_MODEL_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_COPY_KEY_FIELD_NUMBER: _ClassVar[int]
     photo_id: str
     owner: str
     blob_key: str
@@ -48,7 +49,8 @@ class IndexingSubject(_message.Message):
     camera_make: str
     camera_model: str
     filename: str
-    def __init__(self, photo_id: _Optional[str] = ..., owner: _Optional[str] = ..., blob_key: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
+    model_copy_key: str
+    def __init__(self, photo_id: _Optional[str] = ..., owner: _Optional[str] = ..., blob_key: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., filename: _Optional[str] = ..., model_copy_key: _Optional[str] = ...) -> None: ...
 
 class PhotoUploadedEvent(_message.Message):
     __slots__ = ("subject", "attempts")

@@ -1,0 +1,19 @@
+"""How far an image is scaled down for a model: one rule for ingest's copy and the worker's."""
+from __future__ import annotations
+
+# Before the long side is bounded, a copy keeps at most this aspect ratio's worth of pixels:
+# the image models crop the centre square anyway.
+MAX_ASPECT = 4
+
+
+def scale_factor(width: int, height: int, short_side: int = 0, long_side: int = 0) -> float:
+    """Factor (≤ 1) that brings the short side to `short_side` (the long side to at most
+    MAX_ASPECT times that), or the long side to at most `long_side`."""
+    if short_side:
+        long_side = min(long_side or MAX_ASPECT * short_side, MAX_ASPECT * short_side)
+        return min(1.0, short_side / min(width, height), long_side / max(width, height))
+    return min(1.0, long_side / max(width, height)) if long_side else 1.0
+
+
+def scaled_size(width: int, height: int, factor: float) -> tuple[int, int]:
+    return max(1, round(width * factor)), max(1, round(height * factor))
