@@ -11,13 +11,18 @@ to a temp file and os.replace'd, so a reader sees the old file or the new one, n
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import zlib
 from pathlib import Path
 
-import faiss
 import numpy as np
+
+# faiss's loader logs each instruction-set build it tries and lacks (this wheel dispatches at run
+# time from one library): three "could not load" messages in every service log at start.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+import faiss  # noqa: E402
 
 FACTORY = "HNSW32,SQ8"  # graph degree 32; 8 bits per dimension (a quarter of float32)
 EF_CONSTRUCTION = 80
