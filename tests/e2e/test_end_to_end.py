@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,8 +21,10 @@ from PIL import Image
 
 from embed_svc.copies import model_copy
 from embed_svc.worker import ready_models_of
+from ingest_svc.imaging import inspect_image
 from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
 from photostore.auth import bearer_metadata
+from photostore.settings import Settings
 from tests.harness import clip_info
 from tests.stack import wait_serving
 from tests.photo_samples import jpeg_bytes, sample_photos, upload, upload_requests
@@ -122,6 +125,18 @@ def reference(tiny_clip):
     return ReferenceClip(tiny_clip)
 
 
+def index_stage_image(data: bytes, side: int) -> Image.Image:
+    """What the index stage sends the model: the copy ingest made of the upload, scaled to `side`."""
+    defaults = Settings()
+    with tempfile.NamedTemporaryFile() as upload_file:
+        upload_file.write(data)
+        upload_file.flush()
+        copy = inspect_image(upload_file.name, max_pixels=defaults.max_image_pixels,
+                             thumbnail_px=defaults.thumbnail_px, model_copy_px=defaults.model_copy_px)
+    return Image.open(io.BytesIO(model_copy(copy.model_copy_jpeg, max_pixels=defaults.max_image_pixels,
+                                            short_side=side)))
+
+
 def assert_same_ranking(hits, expected: list[tuple[str, float]]):
     """Hit order equals the reference order; only near-ties (1e-4) may trade places."""
     assert len(hits) == len(expected)
@@ -136,11 +151,10 @@ def assert_same_ranking(hits, expected: list[tuple[str, float]]):
 def test_search_ranking_equals_open_clip_math(stack, state, reference, query):
     if "vectors" not in state:
         files = list(state["photos"])
-        # The worker sends the model a copy of the size the models read: the reference reads it too.
+        # The worker sends the model ingest's copy at the size the models read: the reference reads it too.
         side = ready_models_of(stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(),
                                                         metadata=auth(state["alice"]))).image_size
-        images = [Image.open(io.BytesIO(model_copy(state["photos"][f], max_pixels=10**8, short_side=side)))
-                  for f in files]
+        images = [index_stage_image(state["photos"][f], side) for f in files]
         state["vectors"] = dict(zip((state["names"][f] for f in files), reference.images(images)))
     q = reference.texts([query])[0]
     expected = sorted(((name, float(v @ q)) for name, v in state["vectors"].items()),
