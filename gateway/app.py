@@ -469,6 +469,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             # IngestService sends initial metadata once the watch is live: nothing after this is
             # missed. A refusal after the key check (too many watchers) comes as an rpc_error event.
             call.initial_metadata()
+            if call.done():  # refused before the watch went live: a named photo is not the caller's
+                raise call
             response = Response(sse_stream(call, app.config["SSE_HEARTBEAT_S"]),
                                 content_type="text/event-stream",
                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

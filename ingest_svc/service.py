@@ -302,12 +302,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 raise invalid(f"names must hold 1 to {MAX_BATCH_NAMES} photo names", field="names")
             ids = [photo_id_from_name(n, field=f"names[{i}]") for i, n in enumerate(request.names)]
             records = self._metadata.get_photos(current_user().id, ids)
-            found = {r.id for r in records}
-            missing = [photo_name(i) for i in dict.fromkeys(ids) if i not in found]
-            if missing and not request.skip_missing:
-                raise ServiceError(grpc.StatusCode.NOT_FOUND,
-                                   f"{len(missing)} of the photos not found: {', '.join(missing[:10])}",
-                                   reason="NOT_FOUND", metadata={"missing": ",".join(missing[:100])})
+            if not request.skip_missing:
+                _require_all(ids, records)
             return ingest_pb2.BatchGetPhotosResponse(photos=[photo_to_proto(r) for r in records])
         except ServiceError as e:
             e.abort(context)
@@ -463,10 +459,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 raise invalid("send_initial needs names", field="send_initial")
             with self._hub.subscribe(owner, ids) as subscription:
                 context.add_callback(subscription.close)  # wakes the wait below when the client leaves
+                records = self._metadata.get_photos(owner, ids) if ids else []
+                _require_all(ids, records)  # every named photo the caller's, as in BatchGetPhotos
                 context.send_initial_metadata(())  # tells the client the watch is live
                 if request.send_initial:
-                    for record in self._metadata.get_photos(owner, ids):
-                        yield record_message(record)
+                    yield from map(record_message, records)
                 while context.is_active():
                     change = subscription.next_change(WATCH_POLL_S)
                     if change is not None:
@@ -483,3 +480,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if record is None:
             raise not_found(f"{name} not found")
         return record
+
+
+def _require_all(ids: list[str], records: list[PhotoRecord]) -> None:
+    """NOT_FOUND naming the photos among `ids` that `records` lacks (missing, or another user's)."""
+    found = {r.id for r in records}
+    missing = [photo_name(i) for i in dict.fromkeys(ids) if i not in found]
+    if missing:
+        raise ServiceError(grpc.StatusCode.NOT_FOUND,
+                           f"{len(missing)} of the photos not found: {', '.join(missing[:10])}",
+                           reason="NOT_FOUND", metadata={"missing": ",".join(missing[:100])})

@@ -270,6 +270,12 @@ def test_events_reject_malformed_names_up_front(client, key):
     assert resp.json["details"][1]["fieldViolations"][0]["field"] == "names[1]"
 
 
+def test_events_for_a_photo_that_is_not_the_callers_are_not_found(client, key):
+    resp = client.get(f"{API}/events", headers=auth(key), query_string={"names": "photos/" + "0" * 32})
+    assert resp.status_code == 404
+    assert_status_json(resp.json, grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
+
+
 def test_session_cookie_stands_in_for_the_header(app, key):
     client = app.test_client()  # its own cookie jar
     bad = client.post(f"{API}/session", json={"apiKey": "psk_not-a-key"})

@@ -765,6 +765,21 @@ def test_watch_named_photos_with_initial_state(ingest):
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_watching_a_photo_that_is_not_the_callers_is_not_found(ingest):
+    """Another user's photo, or one that does not exist, fails the whole watch: no empty stream."""
+    mine = ingest.upload(astronaut_jpeg()).photo
+    nobodys = "photos/" + "0" * 32
+    for names, auth in (([mine.name], ingest.bob), ([mine.name, nobodys], ingest.alice)):
+        for send_initial in (True, False):
+            call = ingest.stub.WatchPhotos(ingest_pb2.WatchPhotosRequest(names=names, send_initial=send_initial),
+                                           metadata=auth, timeout=30)
+            with pytest.raises(grpc.RpcError) as caught:
+                next(call)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            assert error_info(caught.value).metadata["missing"] == (nobodys if auth == ingest.alice else mine.name)
+            assert "not found" in caught.value.details()
+
+
 def test_a_change_through_another_replica_reaches_watchers_of_this_one(ingest):
     with second_replica(ingest) as other:
         here = Watcher(ingest, ingest.alice)
