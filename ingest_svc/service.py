@@ -214,7 +214,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return stored, created
 
     def _remove_blobs(self, record: PhotoRecord) -> None:
-        """Removes what _store wrote, leaving an original that a stored photo uses."""
+        """Removes the photo's thumbnail and copy, and its original unless a stored photo uses it."""
         self._blobs.delete(record.thumbnail_key)
         self._blobs.delete(record.model_copy_key)
         if self._metadata.photo_by_sha256(record.owner, record.sha256) is None:
@@ -387,10 +387,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             # Row first: a status event for it arriving later then removes a late vector too.
             self._metadata.delete_photo(record.id)
             self._vectors.delete(record.id)
-            self._blobs.delete(record.thumbnail_key)
-            self._blobs.delete(record.model_copy_key)
-            if self._metadata.photo_by_sha256(owner, record.sha256) is None:
-                self._blobs.delete(record.blob_key)
+            self._remove_blobs(record)
             self._send([photo_events.changed_record(record, photo_events.DELETED)])
             return ingest_pb2.DeletePhotoResponse()
         except ServiceError as e:
