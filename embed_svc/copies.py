@@ -10,7 +10,7 @@ from typing import Callable
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from photostore.image_scale import scale_factor, scaled_size
+from photostore.image_scale import scale_down, scale_factor
 
 
 class UndecodableImageError(ValueError):
@@ -49,9 +49,7 @@ def model_copy(data: bytes, *, max_pixels: int, short_side: int = 0, long_side: 
     RGB, scaled down (never up) so its short side is `short_side` or its long side at most
     `long_side`; as PNG. Raises UndecodableImageError."""
     image = decode(data, max_pixels, lambda w, h: scale_factor(w, h, short_side, long_side))
-    scale = scale_factor(*image.size, short_side, long_side)
-    if scale < 1:
-        image = image.resize(scaled_size(*image.size, scale), Image.Resampling.BICUBIC)
+    image = scale_down(image, short_side=short_side, long_side=long_side)
     out = io.BytesIO()
     image.save(out, "PNG", compress_level=1)
     return out.getvalue()

@@ -14,7 +14,7 @@ import pillow_heif
 from PIL import Image, ImageOps
 
 from photostore.errors import invalid, too_large
-from photostore.image_scale import scale_factor, scaled_size
+from photostore.image_scale import scale_down
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +149,7 @@ def make_thumbnail(img: Image.Image, longest_side: int) -> bytes:
 def make_model_copy(img: Image.Image, short_side: int) -> bytes:
     """RGB JPEG (quality 95, no chroma subsampling) whose short side is `short_side`, never
     upscaled; as the worker's own copies, transparency is dropped, not blended."""
-    copy = img.convert("RGB")
-    if (factor := scale_factor(*copy.size, short_side=short_side)) < 1:
-        copy = copy.resize(scaled_size(*copy.size, factor), Image.Resampling.BICUBIC)
+    copy = scale_down(img.convert("RGB"), short_side=short_side)
     out = io.BytesIO()
     copy.save(out, "JPEG", quality=95, subsampling=0)
     return out.getvalue()

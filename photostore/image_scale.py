@@ -1,6 +1,8 @@
 """How far an image is scaled down for a model: one rule for ingest's copy and the worker's."""
 from __future__ import annotations
 
+from PIL import Image
+
 # Before the long side is bounded, a copy keeps at most this aspect ratio's worth of pixels:
 # the image models crop the centre square anyway.
 MAX_ASPECT = 4
@@ -15,5 +17,10 @@ def scale_factor(width: int, height: int, short_side: int = 0, long_side: int = 
     return min(1.0, long_side / max(width, height)) if long_side else 1.0
 
 
-def scaled_size(width: int, height: int, factor: float) -> tuple[int, int]:
-    return max(1, round(width * factor)), max(1, round(height * factor))
+def scale_down(image: Image.Image, *, short_side: int = 0, long_side: int = 0) -> Image.Image:
+    """The image resized (bicubic) by scale_factor; the image itself when that is 1."""
+    factor = scale_factor(*image.size, short_side, long_side)
+    if factor >= 1:
+        return image
+    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+    return image.resize(size, Image.Resampling.BICUBIC)
