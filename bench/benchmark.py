@@ -486,8 +486,10 @@ def run_ingest(args, photos, ingest, meta, key, services: Services) -> dict:
         log(f"all searchable after {searchable - started:.1f}s; waiting for text")
         # CPU each process spent from the first upload until every photo was searchable (the text
         # stage waits for the index stage's backlog, so little of it falls in this window).
-        cpu = {p["process"]: p["cpu_s"] - cpu_before[p["pid"]]["cpu_s"]
-               for p in services.processes() if p["pid"] in cpu_before}
+        cpu: dict[str, float] = {}
+        for p in services.processes():  # processes of one role (gunicorn workers) add up
+            if p["pid"] in cpu_before:
+                cpu[p["process"]] = cpu.get(p["process"], 0.0) + p["cpu_s"] - cpu_before[p["pid"]]["cpu_s"]
         cpu["benchmark client (uploads, watch)"] = time.process_time() - own_cpu_before
         settled = watcher.wait(names, watcher.settled, args.ingest_timeout, services)
         log(f"all stages done after {settled - started:.1f}s")
