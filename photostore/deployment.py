@@ -12,7 +12,7 @@ from photostore.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES_SCRIPT = ROOT / "deploy" / "local" / "engines.sh"
-# Second replicas listen this far above the first (ingest 50061 -> 50071).
+# Second replicas listen this far above the first (ingest 7061 -> 7071).
 REPLICA_PORT_STEP = 10
 # Credentials of the local S3 server that `up --scale-out` starts (loopback only).
 LOCAL_S3_ACCESS_KEY = "photostore"

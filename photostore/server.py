@@ -37,7 +37,7 @@ IDEMPOTENT_METHODS = {
 }
 SERVICE_CONFIG = json.dumps({
     # Spread calls over every address the target resolves to (the replicas): "ipv4:a:p1,b:p2"
-    # lists them on one machine, "dns:///ingest-headless:50061" a headless Kubernetes Service.
+    # lists them on one machine, "dns:///ingest-headless:7061" a headless Kubernetes Service.
     "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [{
         "name": [{"service": service, "method": method}

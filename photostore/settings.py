@@ -62,7 +62,7 @@ class VectorsSettings(BaseModel):
     backend: Literal["embedded", "weaviate"] = "embedded"
     weaviate_host: str = "127.0.0.1"
     weaviate_http_port: int = 8090
-    weaviate_grpc_port: int = 50151
+    weaviate_grpc_port: int = 8091
     # TLS on both ports (a managed Weaviate).
     weaviate_secure: bool = False
     weaviate_api_key: SecretStr = SecretStr("")
@@ -81,12 +81,12 @@ class Settings(BaseSettings):
     vectors: VectorsSettings = VectorsSettings()
 
     host: str = "127.0.0.1"
-    ingest_port: int = 50061
-    embed_port: int = 50062
-    search_port: int = 50063
+    ingest_port: int = 7061
+    embed_port: int = 7062
+    search_port: int = 7063
     gateway_port: int = 8000
     # The embed worker's grpc.health.v1 port (0: none): NOT_SERVING when its loop is stuck.
-    worker_port: int = 50064
+    worker_port: int = 7064
     # Prometheus metrics of the embed worker on this port (0: none).
     metrics_port: int = 0
     # Gateway processes (gunicorn) and threads in each; a live-status stream holds a thread, so

@@ -83,7 +83,7 @@ def s3(data_dir: Path) -> Engine:
 
 
 # The project's own ports and the engines' defaults, kept clear of test engines.
-RESERVED_PORTS = {8000, 8090, 50061, 50062, 50063, 50064, 50071, 50074, 50151, 19092, 19093, 27117, *range(17946, 17951)}
+RESERVED_PORTS = {8000, 8090, 7061, 7062, 7063, 7064, 7071, 7074, 8091, 19092, 19093, 27117, *range(17946, 17951)}
 
 
 def _s3_ports(base: int) -> list[int]:

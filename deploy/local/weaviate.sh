@@ -4,7 +4,7 @@
 #   weaviate.sh start DATA_DIR     start on DATA_DIR (objects under DATA_DIR/data), wait until ready
 #   weaviate.sh stop DATA_DIR      TERM, then KILL after a grace period
 #   weaviate.sh status DATA_DIR    exit 0 while running
-# Env: WEAVIATE_HTTP_PORT (8090), WEAVIATE_GRPC_PORT (50151), WEAVIATE_CLUSTER_PORT (17946: first
+# Env: WEAVIATE_HTTP_PORT (8090), WEAVIATE_GRPC_PORT (8091), WEAVIATE_CLUSTER_PORT (17946: first
 #      of five consecutive ports: gossip, data, raft, raft rpc, profiling), GOMEMLIMIT (1GiB),
 #      WEAVIATE_READY_TIMEOUT (120 s), PHOTOSTORE_ENGINES_HOME (~/.cache/photostore-engines).
 # Needs Go 1.26 (https://go.dev/dl) and a C compiler; only v1.39.3 builds from the module proxy.
@@ -16,7 +16,7 @@ source "$(dirname "$0")/lib.sh"
 
 WEAVIATE_VERSION=v1.39.3
 WEAVIATE_HTTP_PORT=${WEAVIATE_HTTP_PORT:-8090}
-WEAVIATE_GRPC_PORT=${WEAVIATE_GRPC_PORT:-50151}
+WEAVIATE_GRPC_PORT=${WEAVIATE_GRPC_PORT:-8091}
 WEAVIATE_CLUSTER_PORT=${WEAVIATE_CLUSTER_PORT:-17946}
 WEAVIATE_READY_TIMEOUT=${WEAVIATE_READY_TIMEOUT:-120}
 STOP_GRACE_S=${WEAVIATE_STOP_GRACE:-30}
