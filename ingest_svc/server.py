@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 
 AUTH_SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 STATUS_GROUP = "ingest-status"
-# Each watcher holds a server thread, so the pool gets this many threads on top of the usual ones.
-MAX_WATCHERS = 64
 # The periodic relay leaves rows this young alone: their upload may still be sending the event
 # (a send waits up to events.send_timeout_s).
 OUTBOX_MIN_AGE_MARGIN_S = 5.0
@@ -32,26 +30,27 @@ POLL_S = 0.5
 RETRY_S = 2.0
 
 
-def serve(settings: Settings, port: int, max_watchers: int = MAX_WATCHERS) -> GrpcService:
+def serve(settings: Settings, port: int, max_watchers: int | None = None) -> GrpcService:
     """Opens the backends, starts the server and its background threads; stop() ends them all."""
     blobs, metadata, users = open_blobs(settings), open_metadata(settings), open_users(settings)
     events, vectors = open_events(settings), open_vectors(settings)
     register_service_key(settings, users)
-    hub = WatchHub(max_watchers)
+    hub = WatchHub()
     # Every replica hears every change (broadcast), from before it serves its first watcher.
     changes = events.broadcast([TOPIC_PHOTO_CHANGES])
     producer = events.producer()
     embed_channel = make_channel(settings.target("embed"))  # ReindexPhotos asks for the current models
     servicer = IngestServicer(settings, blobs, metadata, producer, vectors, hub,
                               embed_pb2_grpc.EmbedServiceStub(embed_channel),
-                              PageTokens(token_secret(settings)))
+                              PageTokens(token_secret(settings)), max_watchers)
     svc = start_server(
         settings=settings, port=port,
         servicers=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer),
                    (auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer())],
         service_names=[SERVICE_NAME, AUTH_SERVICE_NAME],
         authenticator=Authenticator.local(users, settings.auth_cache_seconds),
-        max_workers=settings.grpc_max_workers + max_watchers)
+        # Upload and watch streams each hold a thread: they get theirs on top of the usual ones.
+        max_workers=settings.grpc_max_workers + servicer.max_streams)
 
     stopping = threading.Event()
     threads = [
@@ -74,6 +73,7 @@ def serve(settings: Settings, port: int, max_watchers: int = MAX_WATCHERS) -> Gr
             thread.join()
 
     def release() -> None:
+        servicer.close()
         embed_channel.close()
         producer.close()
         for backend in (events, vectors, metadata, users, blobs):

@@ -42,6 +42,7 @@ from photostore.convert import (
     to_timestamp,
 )
 from photostore.errors import ServiceError, invalid, not_found, too_large, unavailable
+from photostore.limits import IdleStreams, StreamSlots
 from photostore.pagination import PageTokens, position_time, time_position
 from photostore.settings import Settings
 
@@ -86,8 +87,15 @@ def record_message(r: PhotoRecord) -> ingest_pb2.WatchPhotosResponse:
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, settings: Settings, blobs: BlobStore, metadata: MetadataStore,
                  producer: EventProducer, vectors: VectorStore, hub: WatchHub,
-                 embed: embed_pb2_grpc.EmbedServiceStub, page_tokens: PageTokens):
+                 embed: embed_pb2_grpc.EmbedServiceStub, page_tokens: PageTokens,
+                 max_watchers: int | None = None):
         self._settings = settings
+        self._upload_slots = StreamSlots("upload", per_user=settings.max_uploads_per_user,
+                                         total=settings.max_concurrent_uploads, reason="TOO_MANY_UPLOADS")
+        self._watch_slots = StreamSlots("watch", per_user=settings.max_watches_per_user,
+                                        total=max_watchers or settings.max_concurrent_watches,
+                                        reason="TOO_MANY_WATCHERS")
+        self._idle_uploads = IdleStreams(settings.upload_idle_timeout_seconds)
         self._page_tokens = page_tokens
         self._embed = embed
         self._blobs = blobs
@@ -98,11 +106,22 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._spool_dir = settings.data_dir / "tmp"
         self._spool_dir.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def max_streams(self) -> int:
+        """Server threads the upload and watch streams may hold at once."""
+        return self._upload_slots.total + self._watch_slots.total
+
+    def close(self) -> None:
+        self._idle_uploads.close()
+
     # Upload
 
     def UploadPhoto(self, request_iterator, context):
         try:
-            response = self._upload(current_user().id, request_iterator)
+            owner = current_user().id
+            with self._upload_slots.hold(owner):
+                requests = self._idle_uploads.guard(request_iterator, context, "an upload")
+                response = self._upload(owner, requests)
         except ServiceError as e:
             UPLOADS_REJECTED.labels(reason=e.reason).inc()
             e.abort(context)
@@ -454,7 +473,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             ids = [photo_id_from_name(n, field=f"names[{i}]") for i, n in enumerate(request.names)]
             if request.send_initial and not ids:
                 raise invalid("send_initial needs names", field="send_initial")
-            with self._hub.subscribe(owner, ids) as subscription:
+            with self._watch_slots.hold(owner), self._hub.subscribe(owner, ids) as subscription:
                 context.add_callback(subscription.close)  # wakes the wait below when the client leaves
                 records = self._metadata.get_photos(owner, ids) if ids else []
                 _require_all(ids, records)  # every named photo the caller's, as in BatchGetPhotos

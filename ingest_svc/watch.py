@@ -55,8 +55,7 @@ class Subscription:
 
 
 class WatchHub:
-    def __init__(self, max_watchers: int):
-        self._max = max_watchers
+    def __init__(self):
         self._subs: set[Subscription] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -66,9 +65,6 @@ class WatchHub:
         with self._lock:
             if self._closed:
                 raise unavailable("the server is shutting down")
-            if len(self._subs) >= self._max:
-                raise too_large(f"too many watchers (limit {self._max}); try again later",
-                                reason="TOO_MANY_WATCHERS")
             self._subs.add(sub)
         return sub
 

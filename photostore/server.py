@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from photostore.auth import AuthInterceptor, Authenticator
 from photostore.settings import Settings
@@ -137,12 +137,17 @@ def start_server(
         options=CHANNEL_OPTIONS + [("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_seconds * 1000))])
     for add, servicer in servicers:
         add(servicer, server)
+    # Health and reflection answer from threads of their own, so they answer however many
+    # calls hold the server's threads.
     health_servicer = health.HealthServicer(
         experimental_non_blocking=True,
         experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+    _on_own_threads(health_servicer, "Check", thread_name="health-check")
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection_servicer = reflection.ReflectionServicer(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME])
+    _on_own_threads(reflection_servicer, "ServerReflectionInfo", thread_name="reflection")
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, server)
     bound = server.add_insecure_port(f"{settings.host}:{port}")
     if not bound:
         raise RuntimeError(f"cannot listen on {settings.host}:{port}")
@@ -152,6 +157,18 @@ def start_server(
         health_servicer.set(name, SERVING)
     log.info("serving %s on %s:%d", ", ".join(service_names) or health.SERVICE_NAME, settings.host, bound)
     return GrpcService(server, health_servicer, service_names, bound, settings.shutdown_grace_seconds)
+
+
+def _on_own_threads(servicer: object, method: str, *, thread_name: str, threads: int = 2) -> None:
+    """Serves `servicer.method` from a small pool of its own rather than the server's."""
+    behavior = getattr(servicer, method)
+
+    def run(request, context):
+        return behavior(request, context)
+
+    run.experimental_thread_pool = futures.ThreadPoolExecutor(  # type: ignore[attr-defined]
+        max_workers=threads, thread_name_prefix=thread_name)
+    setattr(servicer, method, run)
 
 
 def setup_logging() -> None:

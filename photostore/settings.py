@@ -116,6 +116,17 @@ class Settings(BaseSettings):
     # HNSW search breadth (efSearch) of the embedded ANN index; higher: better recall, slower.
     vector_ann_ef_search: int = 256
 
+    # Streams per user and per ingest process: beyond them a call fails at once with
+    # RESOURCE_EXHAUSTED, so one user cannot hold the threads every other user needs.
+    max_uploads_per_user: int = 8
+    max_concurrent_uploads: int = 32
+    max_watches_per_user: int = 16
+    max_concurrent_watches: int = 64
+    # An upload stream that sends nothing for this long is cancelled.
+    upload_idle_timeout_seconds: float = 30.0
+    # Pixels a process decodes at once (ingest, worker, embed); a larger image decodes alone.
+    decode_budget_pixels: int = 100_000_000
+
     # Upload limits.
     max_upload_bytes: int = 100 * MIB
     max_image_pixels: int = 100_000_000

@@ -21,6 +21,8 @@ import pytest
 import skimage.data
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from PIL import Image, TiffImagePlugin
 
@@ -848,9 +850,122 @@ def test_watchers_are_capped_and_end_when_the_server_stops(ingest):
         assert watcher.finish().code() == grpc.StatusCode.UNAVAILABLE
 
 
-def _try_watch(ingest: Ingest) -> Watcher | None:
+def test_one_users_watches_leave_the_next_user_served(tmp_path):
+    settings = make_settings(tmp_path).model_copy(update={"max_watches_per_user": 3})
+    with running_ingest(settings) as ingest, ingest_serving_watchers(ingest, 10):
+        alices = [Watcher(ingest, ingest.alice) for _ in range(3)]
+        err = rpc_error(Watcher, ingest, ingest.alice)
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info(err).reason == "TOO_MANY_WATCHERS_PER_USER"
+        assert quota_subject(err) == f"users/{ingest.alice_id}"
+
+        bobs = Watcher(ingest, ingest.bob)  # the server's other seven are there for others
+        photo = ingest.upload(astronaut_jpeg(), auth=ingest.bob).photo
+        assert bobs.next().photo.name == photo.name
+
+        alices[0].call.cancel()
+        alices[0].finish()
+        wait_for(lambda: _try_watch(ingest, ingest.alice))  # a closed watch gives its place back
+
+
+@contextlib.contextmanager
+def ingest_serving_watchers(ingest: Ingest, max_watchers: int) -> Iterator[Ingest]:
+    """`ingest`, served by a server that allows max_watchers watches in all."""
+    ingest.svc.stop()
+    ingest.channel.close()
+    with serving(ingest.settings, max_watchers=max_watchers) as (svc, channel):
+        ingest.svc, ingest.channel = svc, channel
+        ingest.stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        yield ingest
+
+
+def quota_subject(err: grpc.RpcError) -> str:
+    quota = _detail(err, error_details_pb2.QuotaFailure)
+    assert quota is not None, f"no QuotaFailure in {err.code()}: {err.details()}"
+    return quota.violations[0].subject
+
+
+def test_idle_upload_streams_of_one_user_leave_every_other_call_served(tmp_path):
+    """One user opens 100 uploads that send their metadata and then nothing: at most
+    max_uploads_per_user hold a thread, the rest are refused at once, the held ones are cancelled
+    once idle, and meanwhile other users, health and reflection are answered."""
+    settings = make_settings(tmp_path).model_copy(update={
+        "max_uploads_per_user": 4, "max_concurrent_uploads": 8, "upload_idle_timeout_seconds": 8})
+    stalled_until = threading.Event()
+
+    def stalled_upload():
+        yield next(upload_requests(astronaut_png()))  # the metadata, then silence
+        stalled_until.wait(120)
+
+    with running_ingest(settings) as ingest:
+        try:
+            calls = [ingest.stub.UploadPhoto.future(stalled_upload(), metadata=ingest.alice, timeout=120)
+                     for _ in range(100)]
+            wait_for(lambda: sum(c.done() for c in calls) >= 90, timeout_s=60)
+
+            # Another user, health and reflection answer (each within a deadline, not a hang).
+            assert ingest.stub.ListPhotos(ingest_pb2.ListPhotosRequest(), metadata=ingest.bob,
+                                          timeout=5).photos == []
+            assert ingest.upload(encode(chelsea(), "JPEG"), auth=ingest.bob).photo.filename
+            health = health_pb2_grpc.HealthStub(ingest.channel)
+            for service in ("", "photos.v1.IngestService"):
+                assert health.Check(health_pb2.HealthCheckRequest(service=service),
+                                    timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+            reflection = reflection_pb2_grpc.ServerReflectionStub(ingest.channel)
+            listed = next(reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+            assert "photos.v1.IngestService" in {s.name for s in listed.list_services_response.service}
+
+            # Beyond the user's four: RESOURCE_EXHAUSTED naming the user; the four: cancelled once idle.
+            wait_for(lambda: all(c.done() for c in calls), timeout_s=90)
+            codes = [c.exception().code() for c in calls]
+            refused = [c.exception() for c in calls if c.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED]
+            assert set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}, codes
+            assert len(refused) >= 90
+            assert {error_info(e).reason for e in refused} == {"TOO_MANY_UPLOADS_PER_USER"}
+            assert {quota_subject(e) for e in refused} == {f"users/{ingest.alice_id}"}
+        finally:
+            stalled_until.set()
+        # The slots came back and nothing was left in the spool.
+        assert ingest.upload(astronaut_jpeg()).photo.filename
+        assert not list((settings.data_dir / "tmp").iterdir())
+
+
+def test_uploads_beyond_the_servers_limit_are_refused_for_everyone(tmp_path):
+    settings = make_settings(tmp_path).model_copy(update={
+        "max_uploads_per_user": 2, "max_concurrent_uploads": 2})
+    stalled_until = threading.Event()
+
+    def stalled_upload():
+        yield next(upload_requests(astronaut_png()))
+        stalled_until.wait(120)
+
+    with running_ingest(settings) as ingest:
+        try:
+            held = [ingest.stub.UploadPhoto.future(stalled_upload(), metadata=ingest.alice, timeout=120)
+                    for _ in range(2)]
+            # Both held (the server counts them) before bob comes.
+            wait_for(lambda: _upload_refused(ingest, ingest.bob))
+            err = _upload_refused(ingest, ingest.bob)
+            assert error_info(err).reason == "TOO_MANY_UPLOADS"
+            assert quota_subject(err) == "server"
+            assert not any(c.done() for c in held)
+        finally:
+            stalled_until.set()
+
+
+def _upload_refused(ingest: Ingest, auth) -> grpc.RpcError | None:
     try:
-        return Watcher(ingest, ingest.bob)
+        ingest.upload(encode(chelsea(), "JPEG"), auth=auth)
+        return None
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+        return e
+
+
+def _try_watch(ingest: Ingest, auth=None) -> Watcher | None:
+    try:
+        return Watcher(ingest, auth or ingest.bob)
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         return None
