@@ -1,8 +1,11 @@
 """HTTP/JSON and Server-Sent Events in front of the gRPC services, plus a plain web page.
 
 JSON bodies are the services' messages rendered by protobuf's json_format (camelCase), errors a
-JSON google.rpc.Status with the HTTP status grpc-gateway would give. The caller's API key (an
-`Authorization: Bearer` header, or the cookie set by POST /api/v1/session) goes on as gRPC metadata.
+JSON google.rpc.Status with the HTTP status grpc-gateway would give. The caller's API key goes on
+as gRPC metadata: from an `Authorization: Bearer` header, or, for the page, from the server-side
+session whose opaque token is in the HttpOnly cookie set by POST /api/v1/session (gateway/sessions.py).
+A state-changing request that rides on that cookie must come from the gateway's own origin
+(Origin, else Referer); a header-authenticated one is not ambient and needs no such check.
 """
 from __future__ import annotations
 
@@ -12,19 +15,20 @@ import logging
 import os
 import queue
 import threading
+import urllib.parse
 import uuid
 from typing import Iterator
 
 import grpc
-from flask import Flask, Response, jsonify, redirect, request
+from flask import Flask, Response, current_app, jsonify, redirect, request
 from google.protobuf import json_format, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from gateway import errors, openapi
-from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
-                       search_pb2_grpc)
+from gateway import errors, openapi, sessions
+from photos.v1 import (auth_pb2, auth_pb2_grpc, embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc,
+                       photo_pb2, search_pb2, search_pb2_grpc)
 from photostore import uploads
 from photostore.auth import api_key_from_metadata, bearer_metadata
 from photostore.convert import photo_id_from_name, photo_name
@@ -35,7 +39,10 @@ from photostore.settings import MIB, Settings, get_settings
 log = logging.getLogger(__name__)
 
 API = "/api/v1"
-KEY_COOKIE = "api_key"
+# The cookie earlier versions kept the API key itself in; sign-in and sign-out delete it.
+LEGACY_KEY_COOKIE = "api_key"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_FILES_PER_UPLOAD = 20
 RPC_TIMEOUT_S = 60.0
 STREAM_TIMEOUT_S = 600.0
@@ -84,6 +91,10 @@ class Clients:
         return ingest_pb2_grpc.IngestServiceStub(self.channel("ingest"))
 
     @property
+    def auth(self) -> auth_pb2_grpc.AuthServiceStub:
+        return auth_pb2_grpc.AuthServiceStub(self.channel("ingest"))
+
+    @property
     def embed(self) -> embed_pb2_grpc.EmbedServiceStub:
         return embed_pb2_grpc.EmbedServiceStub(self.channel("embed"))
 
@@ -110,15 +121,83 @@ def to_json(message) -> dict:
 # Request parsing
 
 
-def caller_metadata() -> list[tuple[str, str]]:
-    """The caller's key as gRPC metadata: Authorization header first, else the session cookie."""
-    key = api_key_from_metadata([("authorization", request.headers.get("Authorization", ""))])
-    key = key or request.cookies.get(KEY_COOKIE, "").strip()
-    if not key:
+def normalized_origin(url: str) -> str | None:
+    """scheme://host:port of a URL (default port written out), or None when it has none."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in DEFAULT_PORTS or not parts.hostname or port is None:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme.lower()}://{host}:{port}"
+
+
+def own_origin() -> str:
+    """This gateway's origin as the request sees it (scheme from the server, X-Forwarded-Proto
+    behind an ingress; host and port from Host)."""
+    return f"{request.scheme}://{request.host}"
+
+
+def check_same_origin() -> None:
+    """A state-changing request on the session cookie must come from this origin: the Origin
+    header, else the Referer's origin. Anything else (another site, another port of this host,
+    neither header) is PERMISSION_DENIED (403)."""
+    if request.method in SAFE_METHODS:
+        return
+    own = own_origin()
+    origin, source = request.headers.get("Origin"), "Origin"
+    if origin is None and request.headers.get("Referer"):
+        origin, source = request.headers["Referer"], "Referer"
+    if not origin:
+        raise ServiceError(grpc.StatusCode.PERMISSION_DENIED,
+                           f"a {request.method} with the session cookie needs an Origin or Referer "
+                           f"header of this site ({own}); API clients send 'Authorization: Bearer <key>'",
+                           reason="ORIGIN_MISSING", metadata={"expected": own})
+    if normalized_origin(origin) is None or normalized_origin(origin) != normalized_origin(own):
+        raise ServiceError(grpc.StatusCode.PERMISSION_DENIED,
+                           f"cross-origin request refused: the {source} {origin[:200]} is not this "
+                           f"site's origin {own}", reason="CROSS_ORIGIN",
+                           metadata={"expected": own, "got": origin[:200]})
+
+
+def session_store() -> sessions.SessionStore:
+    return current_app.extensions["photostore_sessions"]
+
+
+def header_key() -> str | None:
+    return api_key_from_metadata([("authorization", request.headers.get("Authorization", ""))])
+
+
+def cookie_session() -> sessions.Session:
+    """The live session of the request's cookie (after the origin check of a write)."""
+    token = request.cookies.get(sessions.COOKIE, "")
+    check_same_origin()
+    session = session_store().get(token)
+    if session is None:
         raise ServiceError(grpc.StatusCode.UNAUTHENTICATED,
-                           "missing API key: send 'Authorization: Bearer <key>' or sign in "
-                           f"with POST {API}/session", reason="API_KEY_MISSING")
-    return bearer_metadata(key)
+                           f"the session has expired or was signed out: sign in again with POST {API}/session",
+                           reason="SESSION_INVALID")
+    return session
+
+
+def caller_metadata() -> list[tuple[str, str]]:
+    """The caller's key as gRPC metadata: the Authorization header's, else the cookie session's."""
+    key = header_key()
+    if key:
+        return bearer_metadata(key)
+    if request.cookies.get(sessions.COOKIE):
+        return bearer_metadata(cookie_session().api_key)
+    raise ServiceError(grpc.StatusCode.UNAUTHENTICATED,
+                       "missing API key: send 'Authorization: Bearer <key>' or sign in "
+                       f"with POST {API}/session", reason="API_KEY_MISSING")
+
+
+def session_json(session: sessions.Session) -> dict:
+    expires = dt.datetime.fromtimestamp(session.expires, dt.timezone.utc)
+    return {"userId": session.user_id, "displayName": session.display_name,
+            "expireTime": expires.isoformat(timespec="seconds").replace("+00:00", "Z")}
 
 
 def int_param(name: str) -> int:
@@ -232,6 +311,41 @@ def sse_stream(call, heartbeat_s: float) -> Iterator[str]:
         call.cancel()
 
 
+def s3_browser_origin(settings: Settings) -> str | None:
+    """Where browsers fetch originals from when downloads are redirected to presigned S3 URLs."""
+    blobs = settings.blobs
+    if blobs.backend != "s3":
+        return None
+    url = blobs.s3_public_url or f"{'https' if blobs.s3_secure else 'http'}://{blobs.s3_endpoint}"
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
+
+
+def content_security_policy(settings: Settings) -> str:
+    """Scripts, styles, fetches and the event stream from this origin only; images also from the
+    S3 service originals are redirected to; no plugins, no <base>, no framing."""
+    images = ["'self'", "data:", "blob:", s3_browser_origin(settings)]
+    return "; ".join([
+        "default-src 'self'",
+        f"img-src {' '.join(filter(None, images))}",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ])
+
+
+def security_headers(csp: str) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        # The Referer is the fallback of the origin check, so it goes to this origin (only).
+        "Referrer-Policy": "same-origin",
+        "X-Frame-Options": "DENY",
+        "Cross-Origin-Opener-Policy": "same-origin",
+    }
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask(__name__, static_folder="static", static_url_path="/static")
@@ -241,6 +355,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     clients = Clients(settings)
     app.extensions["photostore_clients"] = clients
+    app.extensions["photostore_sessions"] = sessions.SessionStore(settings.data_dir / sessions.FILENAME)
     # A live-status stream holds a server thread as long as the page is open; the rest of the
     # threads stay free for requests.
     event_streams = threading.BoundedSemaphore(settings.gateway_max_event_streams)
@@ -249,17 +364,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_error_handler(ServiceError, errors.handle_service_error)
     app.register_error_handler(HTTPException, errors.handle_http_exception)
 
+    headers = security_headers(content_security_policy(settings))
+
     @app.after_request
-    def security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' blob:; frame-ancestors 'none'")
+    def add_security_headers(response: Response) -> Response:
+        # Every response: pages, static files, JSON, errors, downloads and event streams.
+        response.headers.update(headers)
         return response
 
-    def check_key(metadata) -> None:
-        """Raises the service's UNAUTHENTICATED error when the key is not valid."""
-        clients.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=1), metadata=metadata,
-                                  timeout=RPC_TIMEOUT_S)
+    def check_key(metadata) -> auth_pb2.GetCallerResponse:
+        """The key's user; raises the service's UNAUTHENTICATED error when the key is not valid."""
+        return clients.auth.GetCaller(auth_pb2.GetCallerRequest(), metadata=metadata, timeout=RPC_TIMEOUT_S)
 
     # Page, API description, health
 
@@ -293,24 +408,60 @@ def create_app(settings: Settings | None = None) -> Flask:
         state = health_state(check_health("ingest"))
         return jsonify({SERVICE_NAMES["ingest"]: state}), 200 if state == "SERVING" else 503
 
-    # Session cookie for the page and EventSource (which cannot send headers)
+    # The page's session: an opaque token in an HttpOnly cookie (also what <img> and EventSource,
+    # which cannot send headers, authenticate with). The API key stays on the server.
+
+    def no_store(response: Response) -> Response:
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def forget_legacy_cookie(response: Response) -> None:
+        if LEGACY_KEY_COOKIE in request.cookies:
+            response.delete_cookie(LEGACY_KEY_COOKIE, path=API)
 
     @app.post(f"{API}/session")
     def create_session():
-        body = request.get_json(silent=True) or {}
-        key = str(body.get("apiKey", "")).strip()
-        metadata = bearer_metadata(key) if key else caller_metadata()
-        check_key(metadata)
-        response = jsonify({})
-        # SameSite=Strict keeps other sites from riding on the cookie (no CSRF).
-        response.set_cookie(KEY_COOKIE, api_key_from_metadata(metadata), httponly=True,
-                            samesite="Strict", secure=request.is_secure, path=API)
+        body = request.get_json(silent=True)
+        if body is None:
+            body = {}
+        if not isinstance(body, dict) or not isinstance(body.get("apiKey", ""), str):
+            raise invalid("the body must be a JSON object with the API key as a string in 'apiKey'",
+                          field="apiKey")
+        key = body.get("apiKey", "").strip()
+        if key:
+            check_same_origin()  # a sign-in form posted from elsewhere would log the browser in
+        else:
+            key = header_key() or ""
+        if not key:
+            raise ServiceError(grpc.StatusCode.UNAUTHENTICATED,
+                               "send the API key as 'apiKey' in a JSON body (or 'Authorization: Bearer <key>')",
+                               reason="API_KEY_MISSING")
+        caller = check_key(bearer_metadata(key))
+        token = session_store().create(key, caller.user_id, caller.display_name,
+                                       replaces=request.cookies.get(sessions.COOKIE, ""))
+        response = no_store(jsonify(session_json(session_store().get(token))))
+        forget_legacy_cookie(response)
+        response.set_cookie(sessions.COOKIE, token, httponly=True, samesite="Strict",
+                            secure=request.is_secure, path="/")
         return response
+
+    @app.get(f"{API}/session")
+    def get_session():
+        if not request.cookies.get(sessions.COOKIE):
+            raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, f"not signed in: POST {API}/session",
+                               reason="SESSION_MISSING")
+        return no_store(jsonify(session_json(cookie_session())))
 
     @app.delete(f"{API}/session")
     def delete_session():
-        response = jsonify({})
-        response.delete_cookie(KEY_COOKIE, path=API, httponly=True, samesite="Strict",
+        token = request.cookies.get(sessions.COOKIE, "")
+        if token:
+            if not header_key():
+                check_same_origin()
+            session_store().delete(token)
+        response = no_store(jsonify({}))
+        forget_legacy_cookie(response)
+        response.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="Strict",
                                secure=request.is_secure)
         return response
 

@@ -44,10 +44,24 @@ CODE_FROM_HTTP_STATUS: dict[int, grpc.StatusCode] = {
     501: grpc.StatusCode.UNIMPLEMENTED,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    507: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+# Where an ErrorInfo reason says more than the code: (code, reason) -> HTTP status.
+# STORAGE_FULL: the photo store's disk or bucket is full; 507 Insufficient Storage, not a 429
+# that a client would retry after a pause.
+HTTP_STATUS_FROM_REASON: dict[tuple[grpc.StatusCode, str], int] = {
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "STORAGE_FULL"): 507,
 }
 
 
-def http_status(code: grpc.StatusCode) -> int:
+def http_status(code: grpc.StatusCode, details: list[dict] | None = None) -> int:
+    """grpc-gateway's status for the code, unless an ErrorInfo reason maps to a more precise one."""
+    for detail in details or ():
+        if detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
+            status = HTTP_STATUS_FROM_REASON.get((code, detail.get("reason", "")))
+            if status:
+                return status
     return HTTP_STATUS_FROM_CODE.get(code, 500)
 
 
@@ -63,14 +77,15 @@ def rpc_error_json(err: grpc.RpcError) -> tuple[dict, int]:
     except ValueError:  # trailer disagrees with the call's status: trust the call
         rich = None
     details = decode_details(rich) if rich is not None else []
-    return status_json(code, err.details() or "", details), http_status(code)
+    return status_json(code, err.details() or "", details), http_status(code, details)
 
 
 def service_error_json(err: ServiceError) -> tuple[dict, int]:
     """Renders an error raised in the gateway exactly as a service would send it."""
     trailers = dict(err.to_status().trailing_metadata)
     rich = status_pb2.Status.FromString(trailers[rpc_status.GRPC_DETAILS_METADATA_KEY])
-    return status_json(err.code, err.message, decode_details(rich)), http_status(err.code)
+    details = decode_details(rich)
+    return status_json(err.code, err.message, details), http_status(err.code, details)
 
 
 def status_response(body: dict, status: int) -> Response:

@@ -5,6 +5,7 @@ from functools import lru_cache
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from gateway import sessions
 from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
 
 API = "/api/v1"
@@ -63,7 +64,7 @@ ERROR = {"default": _json(_ref("Status"), "Error: a google.rpc.Status with grpc-
 
 
 def _op(summary: str, ok: dict, *, params: list | None = None, body: dict | None = None,
-        public: bool = False) -> dict:
+        public: bool = False, cookie_only: bool = False) -> dict:
     op = {"summary": summary, "responses": {"200": ok, **ERROR}}
     if params:
         op["parameters"] = params
@@ -71,6 +72,8 @@ def _op(summary: str, ok: dict, *, params: list | None = None, body: dict | None
         op["requestBody"] = body
     if public:
         op["security"] = []
+    elif cookie_only:
+        op["security"] = [{"cookie": []}]
     return op
 
 
@@ -130,16 +133,28 @@ def document() -> dict:
         "description": "Either photo and duplicate, or error"}
     schemas["UploadPhotosResponse"] = {"type": "object", "required": ["results"], "properties": {
         "results": {"type": "array", "items": _ref("UploadResult")}}}
-    schemas["Session"] = {"type": "object", "required": ["apiKey"],
-                          "properties": {"apiKey": {"type": "string"}}}
+    schemas["SignIn"] = {"type": "object", "required": ["apiKey"],
+                         "properties": {"apiKey": {"type": "string"}}}
+    schemas["Session"] = {
+        "type": "object", "required": ["userId", "displayName", "expireTime"],
+        "description": "The signed-in user; the session token itself is only in the HttpOnly cookie",
+        "properties": {"userId": {"type": "string"}, "displayName": {"type": "string"},
+                       "expireTime": {"type": "string", "format": "date-time",
+                                      "description": "When the session ends unless used before (idle "
+                                                     "timeout), and never after sign-in + its maximum age"}}}
     empty = _json({"type": "object"})
 
     paths = {
         f"{API}/session": {
-            "post": _op("Checks an API key and keeps it in an HttpOnly cookie for the page", empty,
-                        body={"required": False, "content": {"application/json": {"schema": _ref("Session")}},
-                              "description": "The key; without it the Authorization header's"}),
-            "delete": _op("Forgets the key cookie", empty, public=True),
+            "post": _op("Checks an API key and starts a session for the page: an opaque token in an "
+                        f"HttpOnly, SameSite=Strict cookie ({sessions.COOKIE}); signing in again replaces "
+                        "the browser's session", _json(_ref("Session")),
+                        body={"required": False, "content": {"application/json": {"schema": _ref("SignIn")}},
+                              "description": "The key; without it the Authorization header's. From a "
+                                             "browser, the Origin must be the gateway's"}, public=True),
+            "get": _op("The session of the cookie", _json(_ref("Session")), cookie_only=True),
+            "delete": _op("Signs out: ends the cookie's session on the server and clears the cookie",
+                          empty, public=True),
         },
         f"{API}/photos": {
             "post": _op("Uploads one or more photos", _json(
@@ -215,8 +230,10 @@ def document() -> dict:
             "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key"},
-                "cookie": {"type": "apiKey", "in": "cookie", "name": "api_key",
-                           "description": f"Set by POST {API}/session"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": sessions.COOKIE,
+                           "description": f"The session token set by POST {API}/session (HttpOnly). "
+                                          "Writes on it must carry the gateway's own Origin (else "
+                                          "Referer): 403 otherwise"},
             },
         },
     }

@@ -12,6 +12,7 @@ import logging
 import math
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.http import wsgi as gunicorn_wsgi
 
 from photostore.server import setup_logging
 from photostore.settings import Settings, get_settings
@@ -19,6 +20,8 @@ from photostore.settings import Settings, get_settings
 log = logging.getLogger("gateway")
 # Threads beyond the stream cap, always free for other requests.
 MIN_FREE_THREADS = 4
+# The Server header of every response, in place of the server software's name (and version).
+SERVER_HEADER = "photostore"
 
 
 class GatewayServer(BaseApplication):
@@ -31,6 +34,9 @@ class GatewayServer(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
+        # gunicorn writes its own name as the Server header of every response and has no setting
+        # for it; its Response reads this module global per response. Set before the fork.
+        gunicorn_wsgi.SERVER = SERVER_HEADER
         s = self.settings
         for name, value in {
             "bind": [f"[{s.host}]:{s.gateway_port}" if ":" in s.host else f"{s.host}:{s.gateway_port}"],

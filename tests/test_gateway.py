@@ -4,7 +4,10 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,14 +18,16 @@ from PIL import Image
 from embed_svc.server import serve as serve_embed
 from embed_svc.worker import GROUP as WORKER_GROUP
 from embed_svc.worker import EmbedWorker, group_backlog
-from gateway import create_app, errors, openapi
+import gateway
+from gateway import create_app, errors, openapi, sessions
 from ingest_svc.server import serve as serve_ingest
 from photos.v1 import embed_pb2, embed_pb2_grpc, search_pb2
 from photostore.auth import service_api_key
 from photostore.backends import open_blobs, open_events, open_vectors
 from photostore.backends.base import TOPIC_PHOTO_UPLOADED
+from photostore.errors import ServiceError
 from photostore.server import make_channel
-from photostore.settings import Settings
+from photostore.settings import BlobsSettings, Settings
 from search_svc.server import serve as serve_search
 from tests.engines import free_port
 from tests.harness import add_user
@@ -193,6 +198,169 @@ def test_flask_errors_have_the_status_shape():
     assert_status_json(too_big.json, grpc.StatusCode.RESOURCE_EXHAUSTED, "REQUEST_ENTITY_TOO_LARGE")
 
 
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_sessions_expire_when_idle_and_at_their_maximum_age(tmp_path):
+    clock = FakeClock()
+    store = sessions.SessionStore(tmp_path / sessions.FILENAME, idle_seconds=600, max_age_seconds=3600,
+                                  clock=clock)
+    token = store.create("psk_secret", "u1", "alice")
+    assert store.get(token).api_key == "psk_secret"
+    # Used every 9 minutes, it lives on past the idle time, up to its maximum age.
+    for _ in range(6):
+        clock.now += 540
+        assert store.get(token) is not None
+    clock.now += 540  # 63 minutes after sign-in
+    assert store.get(token) is None
+
+    idle = store.create("psk_secret", "u1", "alice")
+    clock.now += 599
+    assert store.get(idle).expires == pytest.approx(clock.now + 600)
+    clock.now += 600
+    assert store.get(idle) is None
+    assert store.get("not-a-token") is None and store.get("") is None
+
+
+def test_default_session_lifetime_is_12_hours_idle():
+    assert sessions.IDLE_SECONDS == 12 * 3600
+    assert sessions.MAX_AGE_SECONDS >= sessions.IDLE_SECONDS
+
+
+SESSION_IN_ANOTHER_PROCESS = """
+import sys
+from gateway.sessions import SessionStore
+store = SessionStore(sys.argv[1])
+if sys.argv[2] == "create":
+    print(store.create("psk_from_another_process", "u2", "bob"))
+else:
+    session = store.get(sys.argv[3])
+    print(session.api_key if session else "none")
+"""
+
+
+def test_sessions_are_shared_by_gateway_processes(tmp_path):
+    """gunicorn runs several worker processes: a session made in one works, and ends, in all."""
+    path = str(tmp_path / sessions.FILENAME)
+
+    def other_process(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-c", SESSION_IN_ANOTHER_PROCESS, path, *args],
+                              capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout.strip()
+
+    store = sessions.SessionStore(path)
+    token = other_process("create")
+    assert store.get(token).api_key == "psk_from_another_process"
+    mine = store.create("psk_mine", "u1", "alice")
+    assert other_process("get", mine) == "psk_mine"
+    assert store.delete(mine)
+    assert other_process("get", mine) == "none"
+
+
+def synthetic_rpc_error(err: ServiceError) -> grpc.RpcError:
+    """A failed call as a client sees it, with the google.rpc.Status in its trailers."""
+    status = err.to_status()
+
+    class FailedCall(grpc.RpcError, grpc.Call):
+        def code(self):
+            return status.code
+
+        def details(self):
+            return status.details
+
+        def trailing_metadata(self):
+            return status.trailing_metadata
+
+        def initial_metadata(self):
+            return ()
+
+        is_active = time_remaining = cancel = add_callback = lambda *a: None
+
+    return FailedCall()
+
+
+def test_storage_full_is_507_with_the_services_message():
+    message = "the photo store is full: 0 bytes free of 100 GiB at /var/lib/photostore/blobs"
+    full = synthetic_rpc_error(ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, reason="STORAGE_FULL",
+                                            metadata={"free_bytes": "0"}))
+    body, status = errors.rpc_error_json(full)
+    assert status == 507
+    assert body["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] and body["message"] == message
+    info = next(d for d in body["details"] if d["@type"].endswith("google.rpc.ErrorInfo"))
+    assert info["reason"] == "STORAGE_FULL" and info["metadata"] == {"free_bytes": "0"}
+    app = create_app(Settings())
+    with app.test_request_context():
+        response = errors.handle_rpc_error(full)
+    assert response.status_code == 507 and response.json["message"] == message
+    # Other exhausted resources keep grpc-gateway's 429.
+    quota = synthetic_rpc_error(ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many watchers",
+                                             reason="TOO_MANY_WATCHERS"))
+    assert errors.rpc_error_json(quota)[1] == 429
+    assert errors.service_error_json(ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message,
+                                                  reason="STORAGE_FULL"))[1] == 507
+
+
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+                    "X-Frame-Options": "DENY"}
+
+
+def csp_directives(response) -> dict[str, list[str]]:
+    policy = response.headers["Content-Security-Policy"]
+    return {name: values for name, *values in (part.split() for part in policy.split(";"))}
+
+
+def assert_security_headers(response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, (response.request.path, name)
+    csp = csp_directives(response)
+    assert csp["default-src"] == ["'self'"]
+    assert csp["frame-ancestors"] == ["'none'"] and csp["object-src"] == ["'none'"]
+    assert csp["base-uri"] == ["'none'"]
+    assert {"'self'", "data:", "blob:"} <= set(csp["img-src"])
+    assert "script-src" not in csp and "style-src" not in csp  # default-src 'self': no inline code
+    assert "Server" not in response.headers or response.headers["Server"] == "photostore"
+
+
+def test_security_headers_on_pages_static_files_and_errors():
+    client = create_app(Settings(max_upload_bytes=1000)).test_client()
+    for response in (client.get("/"), client.get("/static/app.js"), client.get("/static/style.css"),
+                     client.get("/openapi.json"), client.get("/livez"), client.get(f"{API}/nothing"),
+                     client.get(f"{API}/photos"), client.put(f"{API}/photos"),
+                     client.post(f"{API}/session", json={"apiKey": "x"}, headers={"Origin": "http://x.example"}),
+                     client.get("/static/missing.js")):
+        assert_security_headers(response)
+
+
+def test_csp_lets_images_come_from_the_s3_downloads_are_redirected_to():
+    embedded = csp_directives(create_app(Settings()).test_client().get("/livez"))
+    assert embedded["img-src"] == ["'self'", "data:", "blob:"]
+    public = Settings(blobs=BlobsSettings(backend="s3", s3_public_url="https://s3.example.com"))
+    assert csp_directives(create_app(public).test_client().get("/livez"))["img-src"] == \
+        ["'self'", "data:", "blob:", "https://s3.example.com"]
+    internal = Settings(blobs=BlobsSettings(backend="s3", s3_endpoint="minio:9000"))
+    assert "http://minio:9000" in csp_directives(create_app(internal).test_client().get("/livez"))["img-src"]
+
+
+def test_page_has_no_inline_code_the_csp_would_block():
+    static = Path(gateway.__file__).with_name("static")
+    html = (static / "index.html").read_text()
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", html, re.S)
+    assert scripts and all('src="/static/' in attrs and not body.strip() for attrs, body in scripts)
+    assert not re.search(r"<style\b", html)
+    assert not re.search(r"\sstyle=", html)
+    assert not re.search(r"\son[a-z]+=", html)  # inline event handlers
+    assert not re.search(r"javascript:", html)
+    for js in static.glob("*.js"):
+        code = js.read_text()
+        assert not re.search(r"\beval\(|new Function\(|innerHTML|insertAdjacentHTML|setAttribute\(\"style", code), js
+        assert "sessionStorage.setItem" not in code and "localStorage.setItem" not in code, js
+
+
 # Against the services
 
 
@@ -276,18 +444,188 @@ def test_events_for_a_photo_that_is_not_the_callers_are_not_found(client, key):
     assert_status_json(resp.json, grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
 
 
-def test_session_cookie_stands_in_for_the_header(app, key):
+ORIGIN = "http://localhost"  # the test client's own origin
+SAME_ORIGIN = {"Origin": ORIGIN}
+
+
+def sign_in(client, key: str, headers: dict | None = None):
+    """The page's sign-in: the key in a JSON body, from the page's own origin."""
+    return client.post(f"{API}/session", json={"apiKey": key}, headers={**SAME_ORIGIN, **(headers or {})})
+
+
+def session_token(client) -> str | None:
+    cookie = client.get_cookie(sessions.COOKIE)
+    return cookie.value if cookie else None
+
+
+def with_token(app, token: str):
+    """A new client (its own cookie jar) holding just this session token."""
+    other = app.test_client()
+    other.set_cookie(sessions.COOKIE, token)
+    return other
+
+
+def session_file_bytes(stack) -> bytes:
+    return b"".join(p.read_bytes() for p in stack.data_dir.glob(sessions.FILENAME + "*"))
+
+
+def test_sign_in_keeps_the_key_on_the_server_and_an_opaque_token_in_the_cookie(app, stack, key):
     client = app.test_client()  # its own cookie jar
-    bad = client.post(f"{API}/session", json={"apiKey": "psk_not-a-key"})
+    bad = sign_in(client, "psk_not-a-key")
     assert bad.status_code == 401
     assert_status_json(bad.json, grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID")
-    assert client.get_cookie("api_key", path=API) is None
-    assert client.post(f"{API}/session", json={"apiKey": key}).status_code == 200
-    cookie = client.get_cookie("api_key", path=API)
-    assert cookie.value == key and cookie.http_only and cookie.same_site == "Strict"
+    assert session_token(client) is None
+
+    signed_in = sign_in(client, key)
+    assert signed_in.status_code == 200, signed_in.json
+    assert signed_in.json["userId"] and signed_in.json["displayName"] == "alice"
+    assert signed_in.json["expireTime"].endswith("Z")
+    assert key not in signed_in.get_data(as_text=True)
+    assert signed_in.headers["Cache-Control"] == "no-store"
+    [set_cookie] = signed_in.headers.getlist("Set-Cookie")
+    attributes = {part.strip().split("=")[0].lower() for part in set_cookie.split(";")[1:]}
+    assert attributes == {"httponly", "samesite", "path"}  # no Secure over plain http
+    assert {"SameSite=Strict", "Path=/", "HttpOnly"} <= {part.strip() for part in set_cookie.split(";")}
+    token = session_token(client)
+    assert token and key not in token and len(token) >= 40
+    assert client.get_cookie("api_key", path=API) is None  # the key itself is never a cookie
+    # Neither the token nor the key is in the session file in the clear.
+    stored = session_file_bytes(stack)
+    assert stored and key.encode() not in stored and token.encode() not in stored
+
+    # The cookie alone authenticates reads, the page's own origin writes.
     assert client.get(f"{API}/photos").status_code == 200
-    assert client.delete(f"{API}/session").status_code == 200
+    assert client.get(f"{API}/session").json == signed_in.json
+    photo = client.post(f"{API}/photos", headers=SAME_ORIGIN, content_type="multipart/form-data",
+                        data={"file": [(io.BytesIO(astronaut_jpeg()), "by-cookie.jpg")]})
+    assert photo.status_code == 200, photo.json
+    stream = client.get(f"{API}/events", buffered=False)  # EventSource sends no headers
+    try:
+        assert stream.status_code == 200
+    finally:
+        stream.close()
+    assert client.delete(photo_path(photo.json["results"][0]["photo"]), headers=SAME_ORIGIN).status_code == 200
+
+
+def test_sign_in_over_https_marks_the_cookie_secure(app, key):
+    client = app.test_client()
+    signed_in = client.post(f"{API}/session", json={"apiKey": key}, base_url="https://localhost",
+                            headers={"Origin": "https://localhost"})
+    assert signed_in.status_code == 200, signed_in.json
+    cookie = client.get_cookie(sessions.COOKIE)
+    assert cookie.secure and cookie.http_only and cookie.same_site == "Strict" and cookie.path == "/"
+
+
+def test_each_sign_in_rotates_the_session(app, key):
+    client = app.test_client()
+    assert sign_in(client, key).status_code == 200
+    first = session_token(client)
+    assert sign_in(client, key).status_code == 200
+    second = session_token(client)
+    assert second != first
+    stale = with_token(app, first).get(f"{API}/photos")
+    assert stale.status_code == 401
+    assert_status_json(stale.json, grpc.StatusCode.UNAUTHENTICATED, "SESSION_INVALID")
+    assert client.get(f"{API}/photos").status_code == 200
+
+
+def test_sign_out_ends_the_session_on_the_server(app, key):
+    client = app.test_client()
+    assert sign_in(client, key).status_code == 200
+    token = session_token(client)
+    signed_out = client.delete(f"{API}/session", headers=SAME_ORIGIN)
+    assert signed_out.status_code == 200
+    assert session_token(client) is None
+    # The same token, replayed (a copied cookie), is refused: it was deleted, not just forgotten.
+    replayed = with_token(app, token)
+    assert replayed.get(f"{API}/photos").status_code == 401
+    assert replayed.get(f"{API}/session").status_code == 401
+    assert replayed.get(f"{API}/events").status_code == 401
     assert client.get(f"{API}/photos").status_code == 401
+    assert_status_json(client.get(f"{API}/session").json, grpc.StatusCode.UNAUTHENTICATED, "SESSION_MISSING")
+
+
+def test_header_clients_are_unchanged_and_need_no_origin(client, key):
+    photo = upload(client, key, (astronaut_jpeg(), "by-header.jpg")).json["results"][0]["photo"]
+    # Not ambient: whatever Origin (or none) comes with it.
+    assert client.get(photo_path(photo), headers={**auth(key), "Origin": "https://elsewhere.example"}
+                      ).status_code == 200
+    assert client.delete(photo_path(photo), headers={**auth(key), "Origin": "http://localhost:9999"}
+                         ).status_code == 200
+    # The header wins over a cookie: a session token is not looked at.
+    with_cookie = client.get(f"{API}/photos", headers={**auth(key), "Cookie": f"{sessions.COOKIE}=stale"})
+    assert with_cookie.status_code == 200
+
+
+@pytest.mark.parametrize("headers, reason", [
+    ({}, "ORIGIN_MISSING"),
+    ({"Origin": "http://localhost:8001"}, "CROSS_ORIGIN"),  # this host, another port
+    ({"Origin": "https://localhost"}, "CROSS_ORIGIN"),  # another scheme
+    ({"Origin": "http://evil.example"}, "CROSS_ORIGIN"),
+    ({"Origin": "null"}, "CROSS_ORIGIN"),  # sandboxed frames, file: pages
+    ({"Referer": "http://localhost:8001/"}, "CROSS_ORIGIN"),
+    ({"Origin": "http://evil.example", "Referer": "http://localhost/"}, "CROSS_ORIGIN"),
+])
+def test_cookie_writes_from_another_origin_are_403(app, key, headers, reason):
+    client = app.test_client()
+    assert sign_in(client, key).status_code == 200
+    photo = client.post(f"{API}/photos", headers=SAME_ORIGIN, content_type="multipart/form-data",
+                        data={"file": [(io.BytesIO(astronaut_jpeg()), "target.jpg")]}).json["results"][0]["photo"]
+    try:
+        refused = client.delete(photo_path(photo), headers=headers)
+        assert refused.status_code == 403
+        assert_status_json(refused.json, grpc.StatusCode.PERMISSION_DENIED, reason)
+        assert "this site's origin http://localhost" in refused.json["message"] or \
+            "header of this site (http://localhost)" in refused.json["message"]
+        assert client.get(photo_path(photo)).status_code == 200  # still there
+        total = client.get(f"{API}/photos").json["totalSize"]
+        forged_upload = client.post(f"{API}/photos", headers=headers, content_type="multipart/form-data",
+                                    data={"file": [(io.BytesIO(b"GIF89a" + b"x" * 64), "forged.gif")]})
+        assert forged_upload.status_code == 403
+        assert client.get(f"{API}/photos").json["totalSize"] == total
+        assert client.post(f"{API}/similar", headers=headers, content_type="multipart/form-data",
+                           data={"file": (io.BytesIO(astronaut_jpeg()), "q.jpg")}).status_code == 403
+        # Signing out from elsewhere is refused too; the session stays.
+        assert client.delete(f"{API}/session", headers=headers).status_code == 403
+        assert client.get(f"{API}/session").status_code == 200
+    finally:
+        assert client.delete(photo_path(photo), headers=SAME_ORIGIN).status_code == 200
+
+
+def test_cookie_writes_from_the_page_pass_by_origin_or_referer(app, key):
+    client = app.test_client()
+    assert sign_in(client, key).status_code == 200
+    for headers in ({"Origin": "http://localhost"}, {"Origin": "http://LOCALHOST:80"},
+                    {"Referer": "http://localhost/#/photos"}):
+        photo = client.post(f"{API}/photos", headers=headers, content_type="multipart/form-data",
+                            data={"file": [(io.BytesIO(astronaut_jpeg()), "ok.jpg")]})
+        assert photo.status_code == 200, (headers, photo.json)
+        assert client.delete(photo_path(photo.json["results"][0]["photo"]), headers=headers).status_code == 200
+    # Reads need no Origin (a GET is not state-changing): <img> and EventSource send none.
+    assert client.get(f"{API}/photos", headers={"Origin": "http://evil.example"}).status_code == 200
+
+
+def test_sign_in_from_another_origin_is_403(app, key):
+    """A form on another site must not sign the browser in (to the attacker's account)."""
+    client = app.test_client()
+    forged = client.post(f"{API}/session", json={"apiKey": key}, headers={"Origin": "http://evil.example"})
+    assert forged.status_code == 403
+    assert_status_json(forged.json, grpc.StatusCode.PERMISSION_DENIED, "CROSS_ORIGIN")
+    assert session_token(client) is None
+    # An API client signs in with its header (no Origin, not a browser form).
+    assert client.post(f"{API}/session", headers=auth(key)).status_code == 200
+    assert session_token(client)
+
+
+def test_sign_in_body_must_be_an_object_with_a_string_key(app):
+    client = app.test_client()
+    for body in ([1, 2], {"apiKey": 42}, "psk_x"):
+        bad = client.post(f"{API}/session", json=body, headers=SAME_ORIGIN)
+        assert bad.status_code == 400, body
+        assert_status_json(bad.json, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    missing = client.post(f"{API}/session", json={}, headers=SAME_ORIGIN)
+    assert missing.status_code == 401
+    assert_status_json(missing.json, grpc.StatusCode.UNAUTHENTICATED, "API_KEY_MISSING")
 
 
 def test_upload_list_download_delete(client, key):
@@ -324,6 +662,23 @@ def test_upload_list_download_delete(client, key):
     assert gone.status_code == 404
     assert_status_json(gone.json, grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
     assert client.get(f"{photo_path(photo)}/thumbnail", headers=auth(key)).status_code == 404
+
+
+def test_security_headers_on_json_downloads_and_event_streams(client, key):
+    photo = upload(client, key, (astronaut_jpeg(), "headers.jpg")).json["results"][0]["photo"]
+    try:
+        for path in (photo_path(photo), f"{photo_path(photo)}/thumbnail", f"{photo_path(photo)}/original",
+                     f"{API}/{'photos/' + '0' * 32}"):
+            assert_security_headers(client.get(path, headers=auth(key)))
+        stream = client.get(f"{API}/events", headers=auth(key), buffered=False)
+        try:
+            assert stream.mimetype == "text/event-stream"
+            assert_security_headers(stream)
+        finally:
+            stream.close()
+        assert_security_headers(client.get(f"{API}/events", headers=auth("psk_wrong")))
+    finally:
+        assert client.delete(photo_path(photo), headers=auth(key)).status_code == 200
 
 
 def test_bad_upload_is_400_with_status_details(client, key):

@@ -1,17 +1,27 @@
-// The gateway's HTTP API. The key lives in sessionStorage (sent as a Bearer header by fetch and
-// XHR) and in the HttpOnly cookie set by POST /api/v1/session (sent by <img> and EventSource).
+// The gateway's HTTP API. The page never keeps the API key: POST /api/v1/session trades it for a
+// server-side session whose token is in an HttpOnly cookie, which fetch, XHR, <img> and
+// EventSource all send (same origin). Writes also carry this page's Origin, which the gateway checks.
 
 export const API = "/api/v1";
-const KEY_STORAGE = "photostore.apiKey";
+// Where earlier versions kept the key; removed on load.
+const LEGACY_KEY_STORAGE = "photostore.apiKey";
 
 // gRPC status codes the page reacts to.
 export const CODE = { NOT_FOUND: 5, FAILED_PRECONDITION: 9, UNAVAILABLE: 14, UNAUTHENTICATED: 16 };
 
 let sessionExpired = () => {};
+let signedIn = false;
 
-export const storedKey = () => sessionStorage.getItem(KEY_STORAGE);
-export const storeKey = (key) => sessionStorage.setItem(KEY_STORAGE, key);
-export const forgetKey = () => sessionStorage.removeItem(KEY_STORAGE);
+export const isSignedIn = () => signedIn;
+/** Whether a 401 means the session ended (and not a sign-in attempt that failed). */
+export const setSignedIn = (value) => { signedIn = value; };
+
+try {
+  sessionStorage.removeItem(LEGACY_KEY_STORAGE);
+  localStorage.removeItem(LEGACY_KEY_STORAGE);
+} catch {
+  // storage disabled: nothing was kept there either
+}
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -31,26 +41,22 @@ export function errorReason(status) {
   return info ? info.reason : "";
 }
 
-function authHeaders(headers = {}) {
-  const key = storedKey();
-  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
-}
-
-/** Called when the server stops accepting the stored key (it was revoked, or the user removed). */
+/** Called when the server stops accepting the session (it expired, was signed out elsewhere, or
+ * its key was revoked). */
 export function setSessionExpiredHandler(handler) {
   sessionExpired = handler;
 }
 
 /** A JSON request; resolves with the body, rejects with an ApiError carrying the Status body. */
 export async function api(path, { method = "GET", json } = {}) {
-  const init = { method, headers: authHeaders() };
+  const init = { method, headers: {}, credentials: "same-origin" };
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(json);
   }
   const response = await fetch(API + path, init);
   const body = await response.json().catch(() => null);
-  if (response.status === 401 && storedKey()) sessionExpired();
+  if (response.status === 401 && signedIn) sessionExpired();
   if (!response.ok) throw new ApiError(response.status, body);
   return body;
 }
@@ -63,7 +69,6 @@ export function uploadFile(file, { onProgress, signal }) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", `${API}/photos`);
-    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.responseType = "json";
     xhr.upload.onprogress = (event) => {
       if (event.lengthComputable) onProgress(event.loaded / event.total);

@@ -1,7 +1,7 @@
 // Entry point: sign-in, the live event stream, hash routing and keyboard shortcuts.
 //   #/photos        timeline            #/search?q=...   search results
 //   #/photos/<id>   viewer over whichever of the two was shown last
-import { API, api, CODE, forgetKey, setSessionExpiredHandler, storedKey, storeKey } from "./api.js";
+import { API, api, CODE, isSignedIn, setSessionExpiredHandler, setSignedIn } from "./api.js";
 import { $, toast } from "./dom.js";
 import { forgetAllPhotos, forgetPhoto, onPhotoChange, rememberPhoto, statusOf } from "./photos.js";
 import { clearSearch, searchHash, searchResultNames, showSearch } from "./search.js";
@@ -45,7 +45,7 @@ function showBase(hash) {
 
 function route() {
   leavingViewer = false;
-  if (!storedKey()) return;
+  if (!isSignedIn()) return;
   const hash = location.hash || "#/photos";
   const photo = hash.match(PHOTO_ROUTE);
   if (photo) {
@@ -172,6 +172,7 @@ function showSignIn(message = "") {
 }
 
 function enterApp() {
+  setSignedIn(true);
   $("sign-in").hidden = true;
   $("app").hidden = false;
   $("key-form").reset();
@@ -183,10 +184,10 @@ function enterApp() {
   route();
 }
 
+/** Trades the key for a session cookie; the key itself is not kept anywhere on the page. */
 async function signIn(key) {
   const button = $("key-form").querySelector("button");
   button.disabled = true;
-  forgetKey(); // kept only once the server accepts it
   try {
     await api("/session", { method: "POST", json: { apiKey: key } });
   } catch (err) {
@@ -197,12 +198,11 @@ async function signIn(key) {
   } finally {
     button.disabled = false;
   }
-  storeKey(key);
   enterApp();
 }
 
 function leaveApp() {
-  forgetKey();
+  setSignedIn(false);
   clearTimeout(reconnectTimer);
   clearTimeout(modelTimer);
   if (events) events.close();
@@ -224,7 +224,7 @@ async function signOut() {
 
 function sessionExpired() {
   leaveApp();
-  showSignIn("Your API key is no longer accepted. Sign in again.");
+  showSignIn("Your session has ended or your API key is no longer accepted. Sign in again.");
 }
 
 // Keyboard: "/" searches, "u" uploads; arrows, Delete and Escape work in the viewer.
@@ -282,9 +282,8 @@ function init() {
     }
   });
   window.addEventListener("hashchange", route);
-  const key = storedKey();
-  if (key) signIn(key);
-  else showSignIn();
+  // A session from before (this tab reloaded, another tab signed in) goes on without the key.
+  api("/session").then(enterApp, () => showSignIn());
 }
 
 init();

@@ -103,7 +103,17 @@ describe("Photostore web page", () => {
     await page.fill("#api-key", config.key);
     await page.press("#api-key", "Enter");
     await page.waitForSelector("#timeline-empty:not([hidden])");
-    assert.equal(await page.evaluate(() => sessionStorage.getItem("photostore.apiKey")), config.key);
+    // The page holds a session token in an HttpOnly cookie, never the key itself.
+    const stored = await page.evaluate(() => [sessionStorage.length, localStorage.length, document.cookie]);
+    assert.deepEqual(stored, [0, 0, ""]);
+    const cookies = await page.context().cookies();
+    assert.deepEqual(cookies.map((c) => [c.name, c.httpOnly, c.sameSite, c.path]),
+      [["photostore_session", true, "Strict", "/"]]);
+    assert.ok(!cookies[0].value.includes(config.key));
+    // A reload goes on with the session, without asking for the key.
+    await page.reload();
+    await page.waitForSelector("#timeline-empty:not([hidden])");
+    assert.ok(await page.isHidden("#sign-in"));
   });
 
   it("says why search cannot answer before the model is ready", STEP, async () => {
@@ -370,11 +380,29 @@ describe("Photostore web page", () => {
     await phone.context().close();
   });
 
-  it("signs out: the key and the cookie are gone", STEP, async () => {
+  it("signs out: the session ends on the server, not just in the browser", STEP, async () => {
+    const [session] = await page.context().cookies();
     await page.click("#sign-out");
     await page.waitForSelector("#sign-in:not([hidden])");
-    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    assert.equal(await page.evaluate(() => sessionStorage.length + localStorage.length), 0);
+    assert.deepEqual(await page.context().cookies(), []);
     assert.equal(await page.evaluate(() => fetch("/api/v1/photos").then((r) => r.status)), 401);
+    // The token the browser held, replayed from elsewhere, is refused too.
+    const replayed = await fetch(`${config.url}/api/v1/photos`, { headers: { Cookie: `${session.name}=${session.value}` } });
+    assert.equal(replayed.status, 401);
+    assert.equal((await replayed.json()).details[0].reason, "SESSION_INVALID");
+  });
+
+  it("refuses a cookie-authenticated write from another origin", STEP, async () => {
+    await signIn(page);
+    const [session] = await page.context().cookies();
+    await page.waitForSelector("#timeline li[data-name]");
+    const name = await page.$eval("#timeline li[data-name]", (li) => li.dataset.name);
+    const forged = await fetch(`${config.url}/api/v1/${name}`, {
+      method: "DELETE", headers: { Cookie: `${session.name}=${session.value}`, Origin: "http://127.0.0.1:1" } });
+    assert.equal(forged.status, 403);
+    assert.equal((await forged.json()).details[0].reason, "CROSS_ORIGIN");
+    assert.equal(await page.evaluate((photo) => fetch(`/api/v1/${photo}`).then((r) => r.status), name), 200);
   });
 
   it("raised no script errors", () => {
