@@ -66,7 +66,7 @@ sys.path.insert(0, str(ROOT))
 
 from photos.v1 import embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2  # noqa: E402
 from photos.v1 import search_pb2, search_pb2_grpc  # noqa: E402
-from photostore.auth import bearer_metadata  # noqa: E402
+from photostore.auth import bearer_metadata, service_api_key  # noqa: E402
 from photostore.backends import open_metadata, open_users, open_vectors  # noqa: E402
 from photostore.backends.base import (  # noqa: E402
     SPACE_CLIP, SPACE_TEXT, STATUS_INDEXED, PhotoRecord, VectorFilter, VectorObject, utcnow)
@@ -655,7 +655,7 @@ class Library:
                 "store": store.describe()}
 
 
-def run_search(args, library: Library, search, embed, meta, text_on: bool, real_ids: list[str],
+def run_search(args, library: Library, search, embed, meta, service_meta, text_on: bool, real_ids: list[str],
                notes: list[str]) -> list[dict]:
     rows = []
     for size in sorted(args.sizes):
@@ -682,8 +682,9 @@ def run_search(args, library: Library, search, embed, meta, text_on: bool, real_
 
         def encode_query(q: str) -> None:
             # As SearchPhotos does: every EmbedText call issued at once, then each awaited.
-            calls = [embed.EmbedText.future(embed_pb2.EmbedTextRequest(texts=[q], encoder=e), metadata=meta,
-                                            timeout=60) for e in encoders]
+            # With the services' key, as the search service calls (EmbedService is internal).
+            calls = [embed.EmbedText.future(embed_pb2.EmbedTextRequest(texts=[q], encoder=e),
+                                            metadata=service_meta, timeout=60) for e in encoders]
             for call in calls:
                 call.result()
 
@@ -915,6 +916,7 @@ def main() -> None:
         env, targets = service_env(settings.data_dir, args.model, checkpoint, cache_dir)
         key = add_user(env)
         meta = bearer_metadata(key)
+        service_meta = bearer_metadata(service_api_key(settings))
         log("starting photostore up")
         services = Services(env, workdir / "services.log")
         for name in ("ingest", "search", "worker"):
@@ -942,13 +944,13 @@ def main() -> None:
         owner = open_users(settings).user_by_name("bench").id
 
         def query_vectors(encoder) -> np.ndarray:
-            r = embed.EmbedText(embed_pb2.EmbedTextRequest(texts=QUERIES, encoder=encoder), metadata=meta,
-                                timeout=120)
+            r = embed.EmbedText(embed_pb2.EmbedTextRequest(texts=QUERIES, encoder=encoder),
+                                metadata=service_meta, timeout=120)
             return l2n(np.array([e.values for e in r.embeddings], np.float32))
         library = Library(settings, owner, clip.model, clip.dimension, sentence.model if sentence else None,
                           sentence.dimension if sentence else 384, query_vectors(embed_pb2.TEXT_ENCODER_CLIP),
                           query_vectors(embed_pb2.TEXT_ENCODER_SENTENCE) if sentence else None, args.keywords)
-        results["search"] = run_search(args, library, search, embed, meta, text_on, real_ids, results["notes"])
+        results["search"] = run_search(args, library, search, embed, meta, service_meta, text_on, real_ids, results["notes"])
 
         log(f"idle {args.idle_seconds:g}s, then one search")
         time.sleep(args.idle_seconds)

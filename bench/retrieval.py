@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from embed_svc.model import ClipModel, decode_image  # noqa: E402
 from embed_svc.signals import ImageAnalyzer  # noqa: E402
 from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2  # noqa: E402
-from photostore.auth import bearer_metadata  # noqa: E402
+from photostore.auth import bearer_metadata, service_api_key  # noqa: E402
 from photostore.backends import open_users, open_vectors  # noqa: E402
 from photostore.backends.base import VectorFilter  # noqa: E402
 from photostore.settings import Settings  # noqa: E402
@@ -110,7 +110,7 @@ def signal_rankings(stack: Stack, key: str, settings: Settings, owner: str, has_
     for query in QUERIES:
         for signal, encoder in encoders.items():
             embedded = stack.embed.EmbedText(embed_pb2.EmbedTextRequest(texts=[query], encoder=encoder),
-                                             metadata=auth)
+                                             metadata=bearer_metadata(service_api_key(settings)))
             rankings[signal][query] = vectors.search(np.asarray(embedded.embeddings[0].values, np.float32),
                                                      embedded.model, VectorFilter(owner=owner), limit=100)
         terms = keyword_terms(query)
@@ -175,11 +175,12 @@ def time_models(settings: Settings, has_clip: bool) -> dict[str, float]:
 def time_rpcs(stack: Stack, key: str, has_clip: bool) -> dict[str, float]:
     """Milliseconds per photo of AnalyzeImages (labels + OCR + sentence) and EmbedImages over gRPC."""
     photos = list({**sample_photos(), TEXT_PHOTO: text_photo()}.values())
+    auth = bearer_metadata(service_api_key(stack.settings()))  # EmbedService is internal
     calls = {"AnalyzeImages": lambda data: stack.embed.AnalyzeImages(
-        embed_pb2.AnalyzeImagesRequest(images=[data]), metadata=bearer_metadata(key), timeout=120)}
+        embed_pb2.AnalyzeImagesRequest(images=[data]), metadata=auth, timeout=120)}
     if has_clip:
         calls["EmbedImages"] = lambda data: stack.embed.EmbedImages(
-            embed_pb2.EmbedImagesRequest(images=[data]), metadata=bearer_metadata(key), timeout=120)
+            embed_pb2.EmbedImagesRequest(images=[data]), metadata=auth, timeout=120)
     timings = {}
     for name, call in calls.items():
         call(photos[0])

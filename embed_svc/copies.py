@@ -2,6 +2,7 @@
 images travel to the EmbedService. No torch here."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
@@ -10,7 +11,8 @@ from typing import Callable
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from photostore.image_scale import scale_down, scale_factor
+from photostore.image_scale import DECODED_FORMATS, reduce_by, scale_down, scale_factor
+from photostore.limits import decode_budget
 
 
 class UndecodableImageError(ValueError):
@@ -24,18 +26,24 @@ def _register_heif() -> None:
 
 def decode(data: bytes, max_pixels: int, draft_scale: Callable[[int, int], float] = lambda w, h: 1.0
            ) -> Image.Image:
-    """The image decoded once to RGB, EXIF orientation applied; a JPEG at the smallest DCT scale
-    (1/2, 1/4, 1/8) still at least draft_scale(width, height) of its size. Raises
-    UndecodableImageError."""
+    """The image decoded once to RGB, EXIF orientation applied, at most about twice
+    draft_scale(width, height) of its size: a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) that
+    keeps that size, any image then reduced by a whole factor. Decodes wait for the process's
+    pixel budget. Raises UndecodableImageError."""
     _register_heif()
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        im = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
+        # The budget is given back (and the heap trimmed) after close() has freed the pixels.
+        with decode_budget().decoding(*im.size), contextlib.closing(im):
             width, height = im.size
             if width * height > max_pixels:
                 raise UndecodableImageError(f"{width}x{height} exceeds the pixel limit")
-            if (scale := draft_scale(width, height)) < 1:
+            scale = draft_scale(width, height)
+            if scale < 1:
                 im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-            return ImageOps.exif_transpose(im).convert("RGB")
+            im.load()
+            image = reduce_by(im, math.floor(im.width / (width * scale)))
+            return ImageOps.exif_transpose(image).convert("RGB")
     except UndecodableImageError:
         raise
     except UnidentifiedImageError:

@@ -11,7 +11,7 @@ from embed_svc.signals import ImageAnalyzer
 from photos.v1 import embed_pb2_grpc
 from photostore.auth import Authenticator
 from photostore.memory import release_memory
-from photostore.server import GrpcService, make_channel, setup_logging, start_server
+from photostore.server import GrpcService, make_channel, setup_process, start_server
 from photostore.settings import Settings, get_settings
 
 
@@ -42,7 +42,7 @@ def serve(settings: Settings, port: int) -> GrpcService:
 
 
 def main() -> None:
-    setup_logging()
+    setup_process()
     settings = get_settings()
     serve(settings, settings.embed_port).wait()
     # Drained and released: leave without running the interpreter's teardown, where torch's and

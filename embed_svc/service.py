@@ -10,6 +10,7 @@ from embed_svc.limits import MAX_IMAGES, MAX_TEXTS
 from embed_svc.model import ClipModel, ImageDecodeError, InferenceModel, ModelNotReadyError
 from embed_svc.signals import SENTENCE, ImageAnalyzer
 from photos.v1 import embed_pb2, embed_pb2_grpc, photo_pb2
+from photostore.auth import require_service_caller
 from photostore.errors import ServiceError, invalid, unavailable
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,9 @@ ROLES = {"labels": embed_pb2.MODEL_ROLE_LABELS, "ocr": embed_pb2.MODEL_ROLE_OCR,
 
 
 class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
+    """Internal: only the services' key may embed or analyse (a user's key would buy seconds of
+    CPU per call); GetModelInfo answers any user."""
+
     def __init__(self, model: ClipModel, analyzer: ImageAnalyzer | None = None):
         """Without an analyzer (signals disabled) only the CLIP calls work."""
         self._model = model
@@ -28,6 +32,7 @@ class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
 
     def EmbedText(self, request: embed_pb2.EmbedTextRequest, context: grpc.ServicerContext):
         try:
+            require_service_caller("EmbedText")
             texts = list(request.texts)
             _check_count(len(texts), MAX_TEXTS, "texts")
             for i, text in enumerate(texts):
@@ -44,6 +49,7 @@ class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
 
     def EmbedImages(self, request: embed_pb2.EmbedImagesRequest, context: grpc.ServicerContext):
         try:
+            require_service_caller("EmbedImages")
             images = _images(request)
             vectors = self._run(self._model.embed_images, images)
             return embed_pb2.EmbedImagesResponse(embeddings=_embeddings(vectors), model=self._model.model_id)
@@ -52,6 +58,7 @@ class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
 
     def AnalyzeImages(self, request: embed_pb2.AnalyzeImagesRequest, context: grpc.ServicerContext):
         try:
+            require_service_caller("AnalyzeImages")
             images = _images(request)
             analyzer = self._require_analyzer()
             analyses = self._run(lambda batch: analyzer.analyze(batch, read_text=not request.skip_text), images)

@@ -49,7 +49,7 @@ from photostore.backends.base import (
 from photostore.convert import from_timestamp, role_name
 from photostore.errors import decode_details, status_details
 from photostore.memory import release_memory
-from photostore.server import MAX_MESSAGE_BYTES, GrpcService, make_channel, setup_logging, start_server
+from photostore.server import MAX_MESSAGE_BYTES, GrpcService, make_channel, setup_process, start_server
 from photostore.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -778,7 +778,7 @@ def main(argv: list[str] | None = None) -> None:
     stages = [name.strip() for name in args.stages.split(",") if name.strip()]
     if not stages or any(name not in STAGES for name in stages):
         parser.error(f"--stages takes {', '.join(STAGES)}")
-    setup_logging()
+    setup_process()
     settings = get_settings()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)

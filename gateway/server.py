@@ -14,7 +14,7 @@ import math
 from gunicorn.app.base import BaseApplication
 from gunicorn.http import wsgi as gunicorn_wsgi
 
-from photostore.server import setup_logging
+from photostore.server import setup_process
 from photostore.settings import Settings, get_settings
 
 log = logging.getLogger("gateway")
@@ -61,7 +61,7 @@ class GatewayServer(BaseApplication):
 
 
 def main() -> None:
-    setup_logging()
+    setup_process()
     settings = get_settings()
     log.info("gateway on http://%s:%d (%d processes x %d threads)", settings.host, settings.gateway_port,
              settings.gateway_workers, settings.gateway_threads)

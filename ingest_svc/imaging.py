@@ -2,6 +2,7 @@
 the copy the image models read, from the one decode."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import io
@@ -14,14 +15,13 @@ import pillow_heif
 from PIL import Image, ImageOps
 
 from photostore.errors import invalid, too_large
-from photostore.image_scale import scale_down
+from photostore.image_scale import DECODED_FORMATS, reduce_by, scale_down
+from photostore.limits import decode_budget
 
 log = logging.getLogger(__name__)
 
 pillow_heif.register_heif_opener()
 
-# The only decoders ever tried on uploaded bytes.
-SNIFFED_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "HEIF"]
 # Pillow format -> stored content type. A JPEG carrying extra frames (many cameras) opens as MPO.
 CONTENT_TYPES = {
     "JPEG": "image/jpeg",
@@ -79,36 +79,44 @@ def configure_pillow(max_pixels: int) -> None:
 def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int, model_copy_px: int) -> ImageInfo:
     """Sniffs, bounds and fully decodes the image at `path`; raises ServiceError when it is unfit."""
     try:
-        img = Image.open(path, formats=SNIFFED_FORMATS)
+        img = Image.open(path, formats=DECODED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _pixel_bomb(str(e)) from e
     except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for non-images
         raise invalid(f"the data is not a {SUPPORTED_NAMES} image", field="chunk",
                       reason="UNSUPPORTED_IMAGE_TYPE") from e
-    with img:
+    # The budget is given back (and the heap trimmed) after close() has freed the pixels.
+    with decode_budget().decoding(*img.size), contextlib.closing(img):
         width, height = img.size
         if width * height > max_pixels:
             raise _pixel_bomb(f"image is {width}x{height} = {width * height} pixels; "
                               f"the limit is {max_pixels}")
-        try:
-            # A JPEG decodes at the smallest DCT scale that still covers the thumbnail and the
-            # model copy: every byte is read and checked all the same, at a fraction of a full
-            # decode's cost.
-            side = max(thumbnail_px, model_copy_px)
-            img.draft("RGB", (side, side))
-            img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise _pixel_bomb(str(e)) from e
-        except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError...
-            raise invalid("image data is truncated or corrupt", field="chunk",
-                          reason="CORRUPT_IMAGE") from e
-        exif = read_exif(img)
-        oriented = _apply_orientation(img)
-        if oriented.size != img.size or _quarter_turned(img):  # the size as shown
-            width, height = height, width
-        return ImageInfo(content_type=CONTENT_TYPES[img.format], width=width, height=height, exif=exif,
-                         thumbnail_jpeg=make_thumbnail(oriented, thumbnail_px),
-                         model_copy_jpeg=make_model_copy(oriented, model_copy_px))
+        return _decode_and_copy(img, width, height, thumbnail_px, model_copy_px)
+
+
+def _decode_and_copy(img: Image.Image, width: int, height: int, thumbnail_px: int,
+                     model_copy_px: int) -> ImageInfo:
+    side = max(thumbnail_px, model_copy_px)
+    try:
+        # A JPEG decodes at the smallest DCT scale that still covers the thumbnail and the
+        # model copy: every byte is read and checked all the same, at a fraction of a full
+        # decode's cost.
+        img.draft("RGB", (side, side))
+        img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _pixel_bomb(str(e)) from e
+    except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError...
+        raise invalid("image data is truncated or corrupt", field="chunk",
+                      reason="CORRUPT_IMAGE") from e
+    exif = read_exif(img)
+    # A large decode is made smaller before it is turned and copied: no full-size copy of it.
+    reduced = reduce_by(img, min(img.size) // side)
+    oriented = _apply_orientation(reduced)
+    if oriented.size != reduced.size or _quarter_turned(img):  # the size as shown
+        width, height = height, width
+    return ImageInfo(content_type=CONTENT_TYPES[img.format], width=width, height=height, exif=exif,
+                     thumbnail_jpeg=make_thumbnail(oriented, thumbnail_px),
+                     model_copy_jpeg=make_model_copy(oriented, model_copy_px))
 
 
 def _quarter_turned(img: Image.Image) -> bool:

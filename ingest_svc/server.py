@@ -15,7 +15,7 @@ from photostore.backends import open_blobs, open_events, open_metadata, open_use
 from photostore.backends.base import TOPIC_PHOTO_CHANGES, TOPIC_PHOTO_STATUS, utcnow
 from photostore.convert import NAME_PREFIX, USER_PREFIX
 from photostore.pagination import PageTokens, token_secret
-from photostore.server import GrpcService, make_channel, setup_logging, start_server
+from photostore.server import GrpcService, make_channel, setup_process, start_server
 from photostore.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def _feed_watchers(changes, hub: WatchHub, stopping: threading.Event) -> None:
 
 
 def main() -> None:
-    setup_logging()
+    setup_process()
     settings = get_settings()
     imaging.configure_pillow(settings.max_image_pixels)
     serve(settings, settings.ingest_port).wait()

@@ -5,7 +5,6 @@ import datetime as dt
 import hashlib
 import logging
 import re
-import tempfile
 import uuid
 from typing import Iterator, Sequence
 
@@ -13,6 +12,7 @@ import grpc
 from prometheus_client import Counter
 
 from ingest_svc import imaging
+from ingest_svc.spool import Spool
 from ingest_svc.watch import WatchHub
 from photos.v1 import embed_pb2, embed_pb2_grpc, events_pb2, ingest_pb2, ingest_pb2_grpc, photo_pb2
 from photostore import events as photo_events
@@ -20,6 +20,7 @@ from photostore.auth import current_user
 from photostore.backends.base import (
     STATUS_INDEXED,
     STATUS_UPLOADED,
+    DISK_FULL_ERRNOS,
     BlobNotFoundError,
     BlobStore,
     BlobUnavailableError,
@@ -28,6 +29,7 @@ from photostore.backends.base import (
     EventProducer,
     MetadataStore,
     PhotoRecord,
+    StorageFullError,
     VectorStore,
     utcnow,
 )
@@ -41,7 +43,7 @@ from photostore.convert import (
     photo_to_proto,
     to_timestamp,
 )
-from photostore.errors import ServiceError, invalid, not_found, too_large, unavailable
+from photostore.errors import ServiceError, invalid, not_found, storage_full, too_large, unavailable
 from photostore.limits import IdleStreams, StreamSlots
 from photostore.pagination import PageTokens, position_time, time_position
 from photostore.settings import Settings
@@ -103,8 +105,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._producer = producer
         self._vectors = vectors
         self._hub = hub
-        self._spool_dir = settings.data_dir / "tmp"
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        self._spool = Spool(settings.data_dir / "tmp")
 
     @property
     def max_streams(self) -> int:
@@ -113,6 +114,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def close(self) -> None:
         self._idle_uploads.close()
+        self._spool.close()
 
     # Upload
 
@@ -121,7 +123,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             owner = current_user().id
             with self._upload_slots.hold(owner):
                 requests = self._idle_uploads.guard(request_iterator, context, "an upload")
-                response = self._upload(owner, requests)
+                try:
+                    response = self._upload(owner, requests)
+                except StorageFullError as e:  # the blob store's or the metadata store's disk
+                    raise storage_full(str(e)) from e
+                except OSError as e:  # the spool's disk
+                    if e.errno not in DISK_FULL_ERRNOS:
+                        raise
+                    raise storage_full(f"cannot spool the upload under {self._spool.dir}") from e
         except ServiceError as e:
             UPLOADS_REJECTED.labels(reason=e.reason).inc()
             e.abort(context)
@@ -146,7 +155,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if existing := self._metadata.photo_by_sha256(owner, sha256):
             return ingest_pb2.UploadPhotoResponse(photo=photo_to_proto(existing), duplicate=True)
 
-        with tempfile.NamedTemporaryFile(dir=self._spool_dir, prefix="upload-", suffix=".part") as spool:
+        with self._spool.file() as spool:
             self._receive(requests, spool, meta.size_bytes, sha256)
             info = imaging.inspect_image(spool.name, max_pixels=self._settings.max_image_pixels,
                                          thumbnail_px=self._settings.thumbnail_px,

@@ -20,8 +20,8 @@ import grpc
 
 from photos.v1 import auth_pb2, auth_pb2_grpc
 
-from photostore.backends.base import BackendUnavailableError, User, UserStore
-from photostore.errors import ServiceError, unavailable
+from photostore.backends.base import BackendUnavailableError, StorageFullError, User, UserStore
+from photostore.errors import ServiceError, storage_full, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
 
 def engine_unavailable(error: BackendUnavailableError) -> ServiceError:
-    """UNAVAILABLE with the engine's own words, for an engine that is down or timed out."""
+    """UNAVAILABLE with the engine's own words, for an engine that is down or timed out;
+    RESOURCE_EXHAUSTED (STORAGE_FULL) for one whose disk is full."""
+    if isinstance(error, StorageFullError):
+        log.error("answering STORAGE_FULL: %s", error)
+        return storage_full(str(error))
     log.warning("answering UNAVAILABLE: %s", error)
     return unavailable(f"a storage engine is unavailable, try again shortly: {error}",
                        reason="ENGINE_UNAVAILABLE")
@@ -190,6 +194,14 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 SERVICE_USER = "_service"
 AUTH_TIMEOUT_S = 10.0
+
+
+def require_service_caller(method: str) -> None:
+    """PERMISSION_DENIED unless the services' own key makes this call (internal methods)."""
+    if current_user().name != SERVICE_USER:
+        raise ServiceError(grpc.StatusCode.PERMISSION_DENIED,
+                           f"{method} is internal to the services; search with SearchService",
+                           reason="INTERNAL_METHOD", metadata={"method": method})
 
 
 def service_api_key(settings) -> str:

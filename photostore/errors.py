@@ -61,6 +61,13 @@ def too_large(message: str, field: str = "", reason: str = "TOO_LARGE",
                         metadata=metadata)
 
 
+def storage_full(detail: str) -> ServiceError:
+    """RESOURCE_EXHAUSTED for a full disk (HTTP 507 at the gateway): nothing was stored."""
+    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"the photo store is out of disk space; nothing was stored. Free space and "
+                        f"try again ({detail})", field="storage", reason="STORAGE_FULL")
+
+
 def unavailable(message: str, reason: str = "UNAVAILABLE") -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAVAILABLE, message, reason=reason)
 

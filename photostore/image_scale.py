@@ -1,8 +1,14 @@
-"""How far an image is scaled down for a model: one rule for ingest's copy and the worker's."""
+"""Which image formats are decoded at all, and how far an image is scaled down for a model: one
+rule for ingest's copy, the worker's and the embed service's."""
 from __future__ import annotations
 
 from PIL import Image
 
+# The only decoders ever tried on photo bytes (uploads, originals, EmbedService inputs).
+DECODED_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "HEIF"]
+
+# Modes Image.reduce works on; others are converted first.
+REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "I", "F"}
 # Before the long side is bounded, a copy keeps at most this aspect ratio's worth of pixels:
 # the image models crop the centre square anyway.
 MAX_ASPECT = 4
@@ -24,3 +30,16 @@ def scale_down(image: Image.Image, *, short_side: int = 0, long_side: int = 0) -
         return image
     size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
     return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def reduce_by(image: Image.Image, factor: int) -> Image.Image:
+    """`image` made `factor` times smaller by averaging, right after its decode, so a large
+    decode's memory is freed at once; its info (EXIF: the orientation) is kept."""
+    if factor < 2:
+        return image
+    if image.mode not in REDUCIBLE_MODES:
+        transparent = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if transparent else "RGB")
+    reduced = image.reduce(factor)
+    reduced.info = dict(image.info)
+    return reduced

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -140,3 +141,10 @@ class PixelBudget:
                 self._cond.notify_all()
             if need >= self._release_above:
                 release_memory()
+
+
+@functools.cache
+def decode_budget() -> PixelBudget:
+    """This process's budget (PHOTOSTORE_DECODE_BUDGET_PIXELS)."""
+    from photostore.settings import get_settings
+    return PixelBudget(get_settings().decode_budget_pixels)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -171,6 +172,9 @@ def _on_own_threads(servicer: object, method: str, *, thread_name: str, threads:
     setattr(servicer, method, run)
 
 
-def setup_logging() -> None:
+def setup_process() -> None:
+    """For every service process: logging, and the files it creates (photos, databases, spool)
+    readable by their owner only."""
+    os.umask(0o077)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,7 +7,7 @@ from photos.v1 import embed_pb2_grpc, ingest_pb2_grpc, search_pb2, search_pb2_gr
 from photostore.auth import Authenticator, bearer_metadata, service_api_key
 from photostore.backends import open_vectors
 from photostore.pagination import PageTokens, token_secret
-from photostore.server import GrpcService, make_channel, setup_logging, start_server
+from photostore.server import GrpcService, make_channel, setup_process, start_server
 from photostore.settings import Settings, get_settings
 from search_svc.service import Fusion, SearchService
 
@@ -19,9 +19,10 @@ def serve(settings: Settings, port: int) -> GrpcService:
     embed_channel = make_channel(settings.target("embed"))
     ingest_channel = make_channel(settings.target("ingest"))
     vectors = open_vectors(settings)
+    service_auth = bearer_metadata(service_api_key(settings))
     service = SearchService(vectors, embed_pb2_grpc.EmbedServiceStub(embed_channel),
                             ingest_pb2_grpc.IngestServiceStub(ingest_channel), Fusion.from_settings(settings),
-                            PageTokens(token_secret(settings)))
+                            PageTokens(token_secret(settings)), service_auth)
     svc = start_server(
         settings=settings, port=port,
         servicers=[(search_pb2_grpc.add_SearchServiceServicer_to_server, service)],
@@ -30,7 +31,7 @@ def serve(settings: Settings, port: int) -> GrpcService:
     if settings.search_keep_warm_seconds > 0:
         stopped = threading.Event()
         threading.Thread(target=service.keep_warm, name="keep-warm", daemon=True, args=(
-            bearer_metadata(service_api_key(settings)), settings.search_keep_warm_seconds, stopped)).start()
+            service_auth, settings.search_keep_warm_seconds, stopped)).start()
         svc.on_stop(stopped.set)
     svc.on_stop(vectors.close, after_drain=True)
     svc.on_stop(embed_channel.close, after_drain=True)
@@ -39,7 +40,7 @@ def serve(settings: Settings, port: int) -> GrpcService:
 
 
 def main() -> None:
-    setup_logging()
+    setup_process()
     settings = get_settings()
     serve(settings, settings.search_port).wait()
 

@@ -158,12 +158,14 @@ def _vector(embedding: embed_pb2.Embedding) -> np.ndarray:
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
-    """Embeds queries through EmbedService and hydrates hits through IngestService, both called
-    with the caller's own key so they see exactly what the caller may see."""
+    """Embeds queries through EmbedService (internal: called with the services' key) and hydrates
+    hits through IngestService with the caller's own key, so it sees exactly what the caller may."""
 
     def __init__(self, vectors: VectorStore, embed: embed_pb2_grpc.EmbedServiceStub,
-                 ingest: ingest_pb2_grpc.IngestServiceStub, fusion: Fusion, page_tokens: PageTokens):
+                 ingest: ingest_pb2_grpc.IngestServiceStub, fusion: Fusion, page_tokens: PageTokens,
+                 service_auth: list[tuple[str, str]]):
         self._vectors = vectors
+        self._service_auth = service_auth
         self._page_tokens = page_tokens
         self._embed = embed
         self._ingest = ingest
@@ -307,7 +309,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     def _embed_query(self, query: str, context) -> dict[str, grpc.Future]:
         """The query's EmbedText calls, one per enabled vector signal, under way (ENCODERS order)."""
         return {signal: self._call_async(self._embed.EmbedText, embed_pb2.EmbedTextRequest(
-                    texts=[query], encoder=encoder), context)
+                    texts=[query], encoder=encoder), context, as_service=True)
                 for signal, encoder in ENCODERS if self._fusion.enabled(signal)}
 
     def _vector_signals(self, embeds: dict[str, grpc.Future], flt: VectorFilter, fetch: int,
@@ -395,7 +397,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         text."""
         try:
             embedded = self._call(self._embed.EmbedImages, embed_pb2.EmbedImagesRequest(images=[image]),
-                                  context)
+                                  context, as_service=True)
             return _vector(embedded.embeddings[0]), embedded.model, CLIP
         except ServiceError as e:
             if e.code != grpc.StatusCode.UNAVAILABLE:
@@ -403,7 +405,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             clip_reason = e.message
         try:
             analysed = self._call(self._embed.AnalyzeImages,
-                                  embed_pb2.AnalyzeImagesRequest(images=[image]), context)
+                                  embed_pb2.AnalyzeImagesRequest(images=[image]), context, as_service=True)
         except ServiceError as e:
             if e.code == grpc.StatusCode.UNAVAILABLE:
                 e.message = f"clip: {clip_reason}; text: {e.message}"
@@ -429,20 +431,20 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     # Calls to other services
 
-    @staticmethod
-    def _call_options(context) -> dict:
-        """The caller's authorization, within the caller's deadline."""
-        metadata = [(k, v) for k, v in context.invocation_metadata() if k == "authorization"]
+    def _call_options(self, context, as_service: bool) -> dict:
+        """The caller's authorization (or the services' own), within the caller's deadline."""
+        metadata = self._service_auth if as_service else [
+            (k, v) for k, v in context.invocation_metadata() if k == "authorization"]
         remaining = context.time_remaining()
         timeout = DOWNSTREAM_TIMEOUT_S if remaining is None else min(remaining, DOWNSTREAM_TIMEOUT_S)
         return {"metadata": metadata, "timeout": timeout}
 
-    def _call_async(self, method, request, context) -> grpc.Future:
-        return method.future(request, **self._call_options(context))
+    def _call_async(self, method, request, context, as_service: bool = False) -> grpc.Future:
+        return method.future(request, **self._call_options(context, as_service))
 
-    def _call(self, method, request, context):
+    def _call(self, method, request, context, as_service: bool = False):
         try:
-            return method(request, **self._call_options(context))
+            return method(request, **self._call_options(context, as_service))
         except grpc.RpcError as e:
             log.warning("%s failed: %s %s", type(request).__name__, e.code(), e.details())
             raise downstream_error(e) from e

@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 
 from photos.v1 import auth_pb2, auth_pb2_grpc, embed_pb2
-from photostore.auth import Authenticator, AuthServicer, hash_key, new_api_key, register_service_key
+from photostore.auth import (Authenticator, AuthServicer, bearer_metadata, hash_key, new_api_key,
+                             register_service_key, service_api_key)
 from photostore.backends import open_users
 from photostore.server import GrpcService, start_server
 from photostore.settings import Settings
@@ -21,6 +22,11 @@ def start_auth_service(settings: Settings) -> tuple[GrpcService, Settings]:
                        servicers=[(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer())],
                        service_names=[AUTH_SERVICE_NAME], authenticator=Authenticator.local(users))
     return svc, settings.model_copy(update={"ingest_target": f"127.0.0.1:{svc.port}"})
+
+
+def service_auth(settings: Settings) -> list[tuple[str, str]]:
+    """Call metadata with the services' own key (EmbedService is internal)."""
+    return bearer_metadata(service_api_key(settings))
 
 
 def add_user(settings: Settings, name: str) -> tuple[str, str]:

@@ -24,7 +24,7 @@ from embed_svc.server import serve
 from embed_svc.service import SERVICE_NAME
 from photos.v1 import embed_pb2, embed_pb2_grpc
 from photostore.auth import bearer_metadata, new_api_key
-from tests.harness import ClipInfo, add_user, clip_info, start_auth_service
+from tests.harness import ClipInfo, add_user, clip_info, service_auth, start_auth_service
 from photostore.server import GrpcService
 from photostore.settings import Settings
 from tests.tinyclip import TINY_EMBED_DIM, ReferenceClip, TinyClip, tiny_settings, write_tiny_checkpoint
@@ -66,8 +66,9 @@ class EmbedServer:
     settings: Settings
     svc: GrpcService
     channel: grpc.Channel
-    auth: list
+    auth: list  # the services' key: EmbedService is internal
     auth_svc: GrpcService
+    user_auth: list  # user alice's key
 
     @property
     def stub(self) -> embed_pb2_grpc.EmbedServiceStub:
@@ -98,8 +99,8 @@ def start_embed_server(settings: Settings) -> EmbedServer:
     auth_svc, settings = start_auth_service(settings)
     _, key = add_user(settings, "alice")
     svc = serve(settings, settings.embed_port)
-    return EmbedServer(settings, svc, grpc.insecure_channel(f"127.0.0.1:{svc.port}"), bearer_metadata(key),
-                       auth_svc)
+    return EmbedServer(settings, svc, grpc.insecure_channel(f"127.0.0.1:{svc.port}"), service_auth(settings),
+                       auth_svc, bearer_metadata(key))
 
 
 def stop_embed_server(server: EmbedServer) -> None:
@@ -270,6 +271,25 @@ def test_request_limits(server, call, request_values, field):
     err = rpc_error(getattr(server, call), request_values)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_field(err) == field
+
+
+def test_formats_uploads_refuse_are_not_decoded_either(server):
+    for fmt in ("TIFF", "BMP", "TGA"):
+        err = rpc_error(server.embed_images, [encode(sample_images()[0], fmt)])
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, fmt
+        assert violated_field(err) == "images[0]"
+
+
+def test_a_users_key_may_read_model_info_but_not_embed(server):
+    """EmbedService is internal: a user's key would buy seconds of CPU per call."""
+    stub, image = server.stub, encode(sample_images()[0], "PNG")
+    for method, request in ((stub.EmbedText, embed_pb2.EmbedTextRequest(texts=["a cat"])),
+                            (stub.EmbedImages, embed_pb2.EmbedImagesRequest(images=[image])),
+                            (stub.AnalyzeImages, embed_pb2.AnalyzeImagesRequest(images=[image]))):
+        err = rpc_error(method, request, metadata=server.user_auth)
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "SearchService" in err.details()
+    assert stub.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=server.user_auth).models
 
 
 def test_embedding_needs_an_api_key(server):

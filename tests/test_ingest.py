@@ -10,6 +10,9 @@ import hashlib
 import io
 import os
 import queue
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -928,7 +931,28 @@ def test_idle_upload_streams_of_one_user_leave_every_other_call_served(tmp_path)
             stalled_until.set()
         # The slots came back and nothing was left in the spool.
         assert ingest.upload(astronaut_jpeg()).photo.filename
-        assert not list((settings.data_dir / "tmp").iterdir())
+        assert not [p for p in (settings.data_dir / "tmp").rglob("*") if p.is_file()]
+
+
+def test_spool_files_of_dead_ingest_processes_are_removed_at_start(tmp_path):
+    settings = make_settings(tmp_path)
+    tmp = settings.data_dir / "tmp"
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    host = socket.gethostname()
+    dead = tmp / f"ingest-{host}-{exited.pid}-x1"  # a crashed process's half-received upload
+    live = tmp / f"ingest-{host}-{os.getpid()}-x2"  # another server's, still running
+    for spool in (dead, live):
+        spool.mkdir(parents=True)
+        (spool / "upload-1.part").write_bytes(b"half an upload")
+    loose = tmp / "upload-2.part"
+    loose.write_bytes(b"older layout")
+    os.utime(loose, (time.time() - 2 * 3600,) * 2)
+    with running_ingest(settings) as ingest:
+        assert not dead.exists() and not loose.exists()
+        assert (live / "upload-1.part").exists()
+        assert ingest.upload(astronaut_jpeg()).photo.filename
+    assert [p.name for p in tmp.iterdir()] == [live.name]  # its own spool went when it stopped
 
 
 def test_uploads_beyond_the_servers_limit_are_refused_for_everyone(tmp_path):

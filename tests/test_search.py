@@ -28,7 +28,7 @@ from photostore.server import GrpcService
 from photostore.settings import Settings
 from search_svc.server import serve as serve_search
 from search_svc.service import keyword_terms
-from tests.harness import add_user
+from tests.harness import add_user, service_auth
 from tests.stack import free_port
 from tests.tinyclip import tiny_settings, write_tiny_checkpoint
 
@@ -191,7 +191,7 @@ def stack(tiny, tmp_path_factory):
     wait_until_ready(embed, keys["alice"])
     queries, models = {}, {}
     for signal, encoder in (("clip", embed_pb2.TEXT_ENCODER_CLIP), ("text", embed_pb2.TEXT_ENCODER_SENTENCE)):
-        queries[signal], models[signal] = query_vector(embed, keys["alice"], encoder)
+        queries[signal], models[signal] = query_vector(embed, service_auth(settings), encoder)
 
     # Vectors of known cosine to the query in each space, some photos with one space only; for bob
     # one equal to the query, so a leak would top alice's list.
@@ -439,7 +439,7 @@ def test_find_similar_by_image_embeds_the_bytes(stack):
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (30, 120, 200)).save(buf, "PNG")
     embedded = stack.embed.EmbedImages(embed_pb2.EmbedImagesRequest(images=[buf.getvalue()]),
-                                       metadata=stack.alice)
+                                       metadata=service_auth(stack.settings))
     vector = np.asarray(embedded.embeddings[0].values, np.float32)
     response = similar(stack, image=buf.getvalue(), min_score=-1, page_size=5)
     assert_same_ranking(ranking(response), cosine_ranking(stack.owned_by(stack.alice_id), "clip", vector, 5))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import abc
 import re
 import dataclasses
+import errno
 import datetime as dt
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -110,6 +111,13 @@ class MetadataUnavailableError(BackendUnavailableError):
     """The metadata or users store could not be reached."""
 
 
+class StorageFullError(BackendUnavailableError):
+    """An engine's disk (or quota) is full: a retry helps only once space is freed."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
 # Blobs
 
 
@@ -123,6 +131,10 @@ class BlobNotFoundError(BlobError, KeyError):
 
 class BlobUnavailableError(BlobError, BackendUnavailableError):
     """The store could not be reached or failed transiently: worth another try later."""
+
+
+class BlobStorageFullError(BlobUnavailableError, StorageFullError):
+    """The blob store's disk is full."""
 
 
 class InvalidBlobKeyError(BlobError, ValueError):

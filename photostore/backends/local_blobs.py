@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from photostore.backends.base import (BlobError, BlobNotFoundError, BlobReader, BlobStore,
-                                      BlobUnavailableError, InvalidBlobKeyError)
+from photostore.backends.base import (DISK_FULL_ERRNOS, BlobError, BlobNotFoundError, BlobReader,
+                                      BlobStorageFullError, BlobStore, BlobUnavailableError,
+                                      InvalidBlobKeyError)
 from photostore.backends.blob_keys import check_blob_key
 
 COPY_CHUNK_BYTES = 1024 * 1024
@@ -78,6 +79,8 @@ class LocalBlobStore(BlobStore):
     def _unavailable(self, what: str, key: str, e: OSError) -> BlobError:
         if e.errno == errno.ENAMETOOLONG:
             return InvalidBlobKeyError(f"blob key too long for {self.root}: {key!r}")
+        if e.errno in DISK_FULL_ERRNOS:
+            return BlobStorageFullError(f"cannot {what} blob {key!r}: the disk of {self.root} is full")
         return BlobUnavailableError(f"cannot {what} blob {key!r} under {self.root}: {e}")
 
     def _write(self, key: str, write: Callable[[BinaryIO], None]) -> None:

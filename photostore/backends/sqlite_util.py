@@ -6,6 +6,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from photostore.backends.base import StorageFullError
+
 
 class SqliteDatabase:
     def __init__(self, path: Path, schema: str):
@@ -29,13 +31,18 @@ class SqliteDatabase:
     def transaction(self):
         """BEGIN IMMEDIATE ... COMMIT: a write transaction, rolled back on error."""
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise StorageFullError(f"the disk of {self.path.parent} is full ({e})") from e
             raise
-        conn.execute("COMMIT")
 
     def query(self, sql: str, params=()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()

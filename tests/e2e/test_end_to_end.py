@@ -25,7 +25,7 @@ from ingest_svc.imaging import inspect_image
 from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
 from photostore.auth import bearer_metadata
 from photostore.settings import Settings
-from tests.harness import clip_info
+from tests.harness import clip_info, service_auth
 from tests.stack import wait_serving
 from tests.photo_samples import jpeg_bytes, sample_photos, upload, upload_requests
 from tests.tinyclip import ReferenceClip
@@ -374,7 +374,8 @@ def test_health_answers_while_workers_are_busy(stack, state):
     def keep_busy():
         photos = list(state["photos"].values())[:8]
         while not stop.is_set():
-            stack.embed.EmbedImages(embed_pb2.EmbedImagesRequest(images=photos), metadata=auth(alice))
+            stack.embed.EmbedImages(embed_pb2.EmbedImagesRequest(images=photos),
+                                    metadata=service_auth(stack.settings()))
 
     threads = [threading.Thread(target=keep_busy) for _ in range(4)]
     for t in threads:
