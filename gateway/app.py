@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import urllib.parse
 import uuid
@@ -43,7 +44,7 @@ API = "/api/v1"
 LEGACY_KEY_COOKIE = "api_key"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
-MAX_FILES_PER_UPLOAD = 20
+MAX_FILES_PER_UPLOAD = openapi.MAX_FILES_PER_UPLOAD
 RPC_TIMEOUT_S = 60.0
 STREAM_TIMEOUT_S = 600.0
 HEALTH_TIMEOUT_S = 2.0
@@ -83,7 +84,7 @@ class Clients:
             if self._pid != os.getpid():
                 self._pid, self._channels = os.getpid(), {}
             if service not in self._channels:
-                self._channels[service] = make_channel(self._settings.target(service))
+                self._channels[service] = make_channel(self._settings.target(service), self._settings)
             return self._channels[service]
 
     @property
@@ -200,36 +201,55 @@ def session_json(session: sessions.Session) -> dict:
             "expireTime": expires.isoformat(timespec="seconds").replace("+00:00", "Z")}
 
 
+INT32_MAX = openapi.INT32_MAX
+INTEGER = re.compile(r"-?[0-9]+")
+NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def query_param(name: str) -> str | None:
+    """A query parameter as sent (None when absent). A typed parameter that is present must be
+    valid: an empty value is refused, as OpenAPI describes it, rather than read as absent."""
+    return request.args.get(name)
+
+
 def int_param(name: str) -> int:
-    raw = request.args.get(name, "").strip()
-    try:
-        return int(raw) if raw else 0
-    except ValueError:
-        raise invalid(f"{name} must be an integer, got '{raw}'", field=name) from None
+    """A count (a page size): an integer from 0 to the largest int32; 0 when absent."""
+    raw = query_param(name)
+    if raw is None:
+        return 0
+    if not INTEGER.fullmatch(raw):
+        raise invalid(f"{name} must be an integer, got '{raw[:100]}'", field=name)
+    if len(raw) > len(str(INT32_MAX)) + 1 or not 0 <= int(raw) <= INT32_MAX:
+        raise invalid(f"{name} must be between 0 and {INT32_MAX}, got {raw[:100]}", field=name)
+    return int(raw)
 
 
 def float_param(name: str) -> float | None:
     """None when the parameter is absent."""
-    raw = request.args.get(name, "").strip()
-    try:
-        return float(raw) if raw else None
-    except ValueError:
-        raise invalid(f"{name} must be a number, got '{raw}'", field=name) from None
+    raw = query_param(name)
+    if raw is None:
+        return None
+    if not NUMBER.fullmatch(raw):
+        raise invalid(f"{name} must be a number, got '{raw[:100]}'", field=name)
+    return float(raw)
 
 
 def time_param(name: str) -> timestamp_pb2.Timestamp | None:
-    """An ISO 8601 date or date-time; without a zone it is taken as UTC."""
-    raw = request.args.get(name, "").strip()
-    if not raw:
+    """An ISO 8601 date or date-time between years 1 and 9999 in UTC; without a zone it is taken
+    as UTC."""
+    raw = query_param(name)
+    if raw is None:
         return None
     try:
         value = dt.datetime.fromisoformat(raw)
-    except ValueError:
-        raise invalid(f"{name} must be an ISO 8601 date-time, got '{raw}'", field=name) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value.astimezone(dt.timezone.utc))
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        ts = timestamp_pb2.Timestamp()
+        ts.FromDatetime(value.astimezone(dt.timezone.utc))
+    except (ValueError, OverflowError):
+        # Not ISO 8601, or a time whose UTC equivalent falls outside years 1..9999.
+        raise invalid(f"{name} must be an ISO 8601 date-time between 0001-01-01 and 9999-12-31 UTC, "
+                      f"got '{raw[:100]}'", field=name) from None
     return ts
 
 
@@ -421,9 +441,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.post(f"{API}/session")
     def create_session():
-        body = request.get_json(silent=True)
-        if body is None:
-            body = {}
+        # No body at all: the Authorization header's key. A body must be a JSON object.
+        body = request.get_json(silent=True) if request.get_data() else {}
         if not isinstance(body, dict) or not isinstance(body.get("apiKey", ""), str):
             raise invalid("the body must be a JSON object with the API key as a string in 'apiKey'",
                           field="apiKey")
@@ -501,12 +520,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get(f"{API}/photos")
     def list_photos():
         metadata = caller_metadata()
-        status = request.args.get("status", "").strip().lower()
-        if status and status not in STATUS_PARAM:
+        status = query_param("status")
+        if status is not None and status not in STATUS_PARAM:
             raise invalid(f"status must be one of {', '.join(STATUS_PARAM)}", field="status")
         response = clients.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(
             page_size=int_param("pageSize"), page_token=request.args.get("pageToken", ""),
-            status=STATUS_PARAM.get(status, photo_pb2.PHOTO_STATUS_UNSPECIFIED),
+            status=STATUS_PARAM.get(status or "", photo_pb2.PHOTO_STATUS_UNSPECIFIED),
             start_time=time_param("startTime"), end_time=time_param("endTime"),
         ), metadata=metadata, timeout=RPC_TIMEOUT_S)
         return jsonify(to_json(response))

@@ -83,7 +83,10 @@ def _query(name: str, schema: dict, description: str) -> dict:
 
 PHOTO_ID = {"name": "photo_id", "in": "path", "required": True, "schema": {"type": "string"},
             "description": "The id in the photo's name photos/{id}"}
-PAGE_SIZE = _query("pageSize", {"type": "integer", "minimum": 0}, "Results per page; 0: the service default")
+INT32_MAX = 2**31 - 1
+MAX_FILES_PER_UPLOAD = 20
+PAGE_SIZE = _query("pageSize", {"type": "integer", "minimum": 0, "maximum": INT32_MAX},
+                   "Results per page; 0: the service default; more than the service's maximum: its maximum")
 PAGE_TOKEN = _query("pageToken", {"type": "string"},
                     "nextPageToken of the page before (with the same other parameters)")
 MIN_SCORE = _query("minScore", {"type": "number", "minimum": -1, "maximum": 1},
@@ -95,11 +98,12 @@ FILTER = [START, END, _query("cameraMake", {"type": "string"}, "Case-insensitive
           _query("cameraModel", {"type": "string"}, "Case-insensitive exact camera model")]
 
 
-def _multipart(description: str, many: bool) -> dict:
-    file = {"type": "string", "format": "binary"}
+def _multipart(description: str, many: int = 0) -> dict:
+    """A form with the image(s) in field `file`: at most `many` of them, or just one."""
+    file = {"type": "string", "format": "binary", "contentMediaType": "image/*"}
+    files = {"type": "array", "items": file, "minItems": 1, "maxItems": many} if many else file
     return {"required": True, "description": description, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
-        "properties": {"file": {"type": "array", "items": file} if many else file}}}}}
+        "type": "object", "required": ["file"], "properties": {"file": files}}}}}
 
 
 def _download(variant: str) -> dict:
@@ -133,8 +137,8 @@ def document() -> dict:
         "description": "Either photo and duplicate, or error"}
     schemas["UploadPhotosResponse"] = {"type": "object", "required": ["results"], "properties": {
         "results": {"type": "array", "items": _ref("UploadResult")}}}
-    schemas["SignIn"] = {"type": "object", "required": ["apiKey"],
-                         "properties": {"apiKey": {"type": "string"}}}
+    schemas["SignIn"] = {"type": "object", "properties": {"apiKey": {
+        "type": "string", "description": "The API key; without it, the Authorization header's"}}}
     schemas["Session"] = {
         "type": "object", "required": ["userId", "displayName", "expireTime"],
         "description": "The signed-in user; the session token itself is only in the HttpOnly cookie",
@@ -165,7 +169,8 @@ def document() -> dict:
                 params=[{"name": "Idempotency-Key", "in": "header", "required": False,
                          "schema": {"type": "string"},
                          "description": "A retry with the same key returns the first results"}],
-                body=_multipart("Images as form fields named file", many=True)),
+                body=_multipart(f"Images as form fields named file (at most {MAX_FILES_PER_UPLOAD})",
+                               many=MAX_FILES_PER_UPLOAD)),
             "get": _op("Lists photos, newest first", _json(_ref("ListPhotosResponse")), params=[
                 PAGE_SIZE, _query("pageToken", {"type": "string"}, "nextPageToken of the page before"),
                 _query("status", {"type": "string", "enum": ["uploaded", "indexed", "failed"]},
@@ -189,12 +194,13 @@ def document() -> dict:
         f"{API}/similar": {
             "post": _op("Photos that look like the posted image", _json(_ref("FindSimilarResponse")),
                         params=[PAGE_SIZE, PAGE_TOKEN, MIN_SCORE, *FILTER],
-                        body=_multipart("One image as the form field file", many=False)),
+                        body=_multipart("One image as the form field file")),
         },
         f"{API}/search": {
             "get": _op("Natural-language search", _json(_ref("SearchPhotosResponse")), params=[
-                {"name": "q", "in": "query", "required": True, "schema": {"type": "string"},
-                 "description": "What to look for"}, PAGE_SIZE, PAGE_TOKEN, MIN_SCORE, *FILTER]),
+                {"name": "q", "in": "query", "required": True,
+                 "schema": {"type": "string", "minLength": 1, "pattern": "\\S"},
+                 "description": "What to look for (not blank)"}, PAGE_SIZE, PAGE_TOKEN, MIN_SCORE, *FILTER]),
         },
         f"{API}/events": {
             "get": _op("Status changes as Server-Sent Events", {

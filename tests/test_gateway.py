@@ -619,10 +619,14 @@ def test_sign_in_from_another_origin_is_403(app, key):
 
 def test_sign_in_body_must_be_an_object_with_a_string_key(app):
     client = app.test_client()
-    for body in ([1, 2], {"apiKey": 42}, "psk_x"):
-        bad = client.post(f"{API}/session", json=body, headers=SAME_ORIGIN)
+    for body in ([1, 2], {"apiKey": 42}, "psk_x", None, "not json"):
+        data = body if body == "not json" else json.dumps(body)
+        bad = client.post(f"{API}/session", data=data, content_type="application/json", headers=SAME_ORIGIN)
         assert bad.status_code == 400, body
         assert_status_json(bad.json, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    not_json = client.post(f"{API}/session", data="apiKey=psk_x", headers=SAME_ORIGIN,
+                           content_type="application/x-www-form-urlencoded")
+    assert not_json.status_code == 400
     missing = client.post(f"{API}/session", json={}, headers=SAME_ORIGIN)
     assert missing.status_code == 401
     assert_status_json(missing.json, grpc.StatusCode.UNAUTHENTICATED, "API_KEY_MISSING")
@@ -679,6 +683,67 @@ def test_security_headers_on_json_downloads_and_event_streams(client, key):
         assert_security_headers(client.get(f"{API}/events", headers=auth("psk_wrong")))
     finally:
         assert client.delete(photo_path(photo), headers=auth(key)).status_code == 200
+
+
+@pytest.mark.parametrize("path, base", [(f"{API}/photos", {}), (f"{API}/search", {"q": "x"})])
+@pytest.mark.parametrize("query, field", [
+    ({"pageSize": str(2**31)}, "pageSize"),  # past int32: was a 500 (protobuf's ValueError)
+    ({"pageSize": str(2**40)}, "pageSize"),
+    ({"pageSize": "9" * 5000}, "pageSize"),  # past Python's int() digit limit
+    ({"pageSize": "-1"}, "pageSize"),
+    ({"pageSize": "+5"}, "pageSize"),
+    ({"pageSize": " 5"}, "pageSize"),
+    ({"pageSize": "5.0"}, "pageSize"),
+    ({"pageSize": ""}, "pageSize"),  # present but empty is not "absent"
+    ({"startTime": "0001-01-01T00:00:00+01:00"}, "startTime"),  # before year 1 in UTC: was a 500
+    ({"endTime": "9999-12-31T23:59:59-01:00"}, "endTime"),  # after 9999 in UTC: was a 500
+    ({"startTime": ""}, "startTime"),
+    ({"startTime": "yesterday"}, "startTime"),
+])
+def test_out_of_range_parameters_are_400_not_500(client, key, path, base, query, field):
+    resp = client.get(path, headers=auth(key), query_string={**base, **query})
+    assert resp.status_code == 400, resp.json
+    assert_status_json(resp.json, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert resp.json["details"][1]["fieldViolations"][0]["field"] == field
+
+
+@pytest.mark.parametrize("query, field", [
+    ({"minScore": ""}, "minScore"), ({"minScore": "nan"}, "minScore"), ({"minScore": "1_0"}, "minScore"),
+])
+def test_scores_must_be_plain_numbers(client, key, query, field):
+    resp = client.get(f"{API}/search", headers=auth(key), query_string={"q": "x", **query})
+    assert resp.status_code == 400
+    assert resp.json["details"][1]["fieldViolations"][0]["field"] == field
+
+
+def test_status_filter_is_one_of_the_documented_values(client, key):
+    for status in ("", "INDEXED", " indexed"):
+        resp = client.get(f"{API}/photos", headers=auth(key), query_string={"status": status})
+        assert resp.status_code == 400, status
+    assert client.get(f"{API}/photos", headers=auth(key), query_string={"status": "indexed"}).status_code == 200
+
+
+def test_in_range_parameters_still_pass(client, key):
+    for query in ({"pageSize": str(2**31 - 1)}, {"pageSize": "0"}, {"startTime": "2024-06-01"},
+                  {"startTime": "0001-01-01T00:00:00Z", "endTime": "9999-12-31T23:59:59Z"},
+                  {"startTime": "2024-06-01T12:00:00+02:00"}):
+        assert client.get(f"{API}/photos", headers=auth(key), query_string=query).status_code == 200, query
+    assert client.get(f"{API}/search", headers=auth(key),
+                      query_string={"q": "x", "minScore": "-1e0", "pageSize": "3"}).status_code == 200
+
+
+def test_openapi_states_the_limits_the_gateway_enforces():
+    doc = openapi.document()
+    photos = doc["paths"][f"{API}/photos"]
+    page_size = next(p for p in photos["get"]["parameters"] if p["name"] == "pageSize")["schema"]
+    assert page_size == {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+    files = photos["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["file"]
+    assert (files["minItems"], files["maxItems"]) == (1, 20)
+    q = next(p for p in doc["paths"][f"{API}/search"]["get"]["parameters"] if p["name"] == "q")["schema"]
+    assert q["minLength"] == 1 and re.search(q["pattern"], " x ") and not re.search(q["pattern"], "  ")
+    # The key may come from the Authorization header instead of the body.
+    assert "required" not in doc["components"]["schemas"]["SignIn"]
+    assert doc["components"]["securitySchemes"]["cookie"]["name"] == sessions.COOKIE
 
 
 def test_bad_upload_is_400_with_status_details(client, key):
