@@ -380,8 +380,9 @@ class Services:
 def service_env(data_dir: Path, model: str, checkpoint: Path, cache_dir: Path | None) -> tuple[dict, dict]:
     ports = {name: free_port() for name in ("ingest", "embed", "search", "gateway", "worker")}
     env = {**os.environ, "PHOTOSTORE_DATA_DIR": str(data_dir), "PHOTOSTORE_MODEL_NAME": model,
-           "PHOTOSTORE_MODEL_PRETRAINED": str(checkpoint), "PHOTOSTORE_METRICS_PORT": "0",
-           **{f"PHOTOSTORE_{k.upper()}_PORT": str(v) for k, v in ports.items()}}
+           "PHOTOSTORE_MODEL_PRETRAINED": str(checkpoint),
+           **{f"PHOTOSTORE_{k.upper()}_PORT": str(v) for k, v in ports.items()},
+           **{f"PHOTOSTORE_{k.upper()}_METRICS_PORT": str(free_port()) for k in ports}}
     for k in ("PHOTOSTORE_INGEST_TARGET", "PHOTOSTORE_EMBED_TARGET", "PHOTOSTORE_SEARCH_TARGET"):
         env.pop(k, None)
     if cache_dir is not None:

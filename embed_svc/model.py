@@ -31,6 +31,8 @@ TEXT = "text"
 
 BATCH_SIZE = Histogram("embed_batch_size", "Items per forward pass", ["kind"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+INFERENCE_SECONDS = Histogram("embed_inference_seconds", "Time of one batch's forward pass, by kind",
+                              ["kind"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
 class ModelNotReadyError(Exception):
@@ -209,7 +211,8 @@ class Batcher:
     def _handle(kind: str, handle: Callable[[list[Any]], Sequence[Any]], jobs: list[_Job]) -> None:
         BATCH_SIZE.labels(kind).observe(len(jobs))
         try:
-            results = handle([j.item for j in jobs])
+            with INFERENCE_SECONDS.labels(kind).time():
+                results = handle([j.item for j in jobs])
         except Exception as e:  # noqa: BLE001 - reported to every caller of this batch
             log.exception("%s inference failed for a batch of %d", kind, len(jobs))
             for job in jobs:

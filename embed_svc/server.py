@@ -11,6 +11,7 @@ from embed_svc.signals import ImageAnalyzer
 from photos.v1 import embed_pb2_grpc
 from photostore.auth import Authenticator
 from photostore.memory import release_memory
+from photostore.metrics import serve_metrics
 from photostore.server import GrpcService, make_channel, setup_process, start_server
 from photostore.settings import Settings, get_settings
 
@@ -21,7 +22,7 @@ def serve(settings: Settings, port: int) -> GrpcService:
     release_memory()  # also caps glibc's arenas before the model threads start
     model = ClipModel(settings)
     analyzer = ImageAnalyzer(settings) if settings.signals_enabled else None
-    ingest_channel = make_channel(settings.target("ingest"))  # checks callers' keys
+    ingest_channel = make_channel(settings.target("ingest"), settings)  # checks callers' keys
     svc = start_server(
         settings=settings, port=port,
         servicers=[(embed_pb2_grpc.add_EmbedServiceServicer_to_server, EmbedService(model, analyzer))],
@@ -44,6 +45,7 @@ def serve(settings: Settings, port: int) -> GrpcService:
 def main() -> None:
     setup_process()
     settings = get_settings()
+    serve_metrics(settings.embed_metrics_port, settings.host)
     serve(settings, settings.embed_port).wait()
     # Drained and released: leave without running the interpreter's teardown, where torch's and
     # gRPC's native threads can abort the process ("terminate called without an active exception").

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import grpc
 import numpy as np
 import tenacity
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 from tqdm import tqdm
 
 from embed_svc.copies import UndecodableImageError, model_copy
@@ -49,6 +49,7 @@ from photostore.backends.base import (
 from photostore.convert import from_timestamp, role_name
 from photostore.errors import decode_details, status_details
 from photostore.memory import release_memory
+from photostore.metrics import serve_metrics
 from photostore.server import MAX_MESSAGE_BYTES, GrpcService, make_channel, setup_process, start_server
 from photostore.settings import Settings, get_settings
 
@@ -780,11 +781,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--stages takes {', '.join(STAGES)}")
     setup_process()
     settings = get_settings()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.host)
+    serve_metrics(settings.worker_metrics_port, settings.host)
     events = open_events(settings)
     producer = events.producer()
-    channel = make_channel(settings.target("embed"))
+    channel = make_channel(settings.target("embed"), settings)
     blobs, vectors = open_blobs(settings), open_vectors(settings)
     workers: list[StageWorker] = []
     consumers: list[EventConsumer] = []

@@ -4,6 +4,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
+
+from prometheus_client import Gauge
 
 from ingest_svc import imaging
 from ingest_svc.service import SERVICE_NAME, IngestServicer, change_message
@@ -15,6 +18,7 @@ from photostore.backends import open_blobs, open_events, open_metadata, open_use
 from photostore.backends.base import TOPIC_PHOTO_CHANGES, TOPIC_PHOTO_STATUS, utcnow
 from photostore.convert import NAME_PREFIX, USER_PREFIX
 from photostore.pagination import PageTokens, token_secret
+from photostore.metrics import serve_metrics
 from photostore.server import GrpcService, make_channel, setup_process, start_server
 from photostore.settings import Settings, get_settings
 
@@ -28,6 +32,8 @@ OUTBOX_MIN_AGE_MARGIN_S = 5.0
 PRUNE_INTERVAL_S = 3600.0
 POLL_S = 0.5
 RETRY_S = 2.0
+BACKLOG_INTERVAL_S = 15.0
+STATUS_BACKLOG = Gauge("status_backlog", "photos.status events the ingest replicas have not applied yet")
 
 
 def serve(settings: Settings, port: int, max_watchers: int | None = None) -> GrpcService:
@@ -39,7 +45,7 @@ def serve(settings: Settings, port: int, max_watchers: int | None = None) -> Grp
     # Every replica hears every change (broadcast), from before it serves its first watcher.
     changes = events.broadcast([TOPIC_PHOTO_CHANGES])
     producer = events.producer()
-    embed_channel = make_channel(settings.target("embed"))  # ReindexPhotos asks for the current models
+    embed_channel = make_channel(settings.target("embed"), settings)  # ReindexPhotos asks for the current models
     servicer = IngestServicer(settings, blobs, metadata, producer, vectors, hub,
                               embed_pb2_grpc.EmbedServiceStub(embed_channel),
                               PageTokens(token_secret(settings)), max_watchers)
@@ -115,9 +121,13 @@ def _consume_status(servicer: IngestServicer, events, stopping: threading.Event)
     only after its writes."""
     consumer = events.consumer(STATUS_GROUP, [TOPIC_PHOTO_STATUS])
     failed = False
+    measured = 0.0
     try:
         while not stopping.is_set():
             try:
+                if time.monotonic() - measured > BACKLOG_INTERVAL_S:
+                    STATUS_BACKLOG.set(sum(events.lag(STATUS_GROUP, [TOPIC_PHOTO_STATUS]).values()))
+                    measured = time.monotonic()
                 if failed:  # redeliver what was polled but not committed
                     consumer.seek_to_committed()
                     failed = False
@@ -158,5 +168,6 @@ def _feed_watchers(changes, hub: WatchHub, stopping: threading.Event) -> None:
 def main() -> None:
     setup_process()
     settings = get_settings()
+    serve_metrics(settings.ingest_metrics_port, settings.host)
     imaging.configure_pillow(settings.max_image_pixels)
     serve(settings, settings.ingest_port).wait()

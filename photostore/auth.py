@@ -22,6 +22,7 @@ from photos.v1 import auth_pb2, auth_pb2_grpc
 
 from photostore.backends.base import BackendUnavailableError, StorageFullError, User, UserStore
 from photostore.errors import ServiceError, storage_full, unavailable
+from photostore.interceptors import around
 
 log = logging.getLogger(__name__)
 
@@ -153,43 +154,27 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return handler
         auth = self._auth
 
-        def authenticate(context) -> bool:
+        def authenticate(context) -> None:
             try:
                 _current_user.set(auth.user_for_key(api_key_from_metadata(context.invocation_metadata())))
-                return True
             except ServiceError as e:
                 e.abort(context)
-                return False
 
-        if handler.response_streaming:
-            behavior = handler.unary_stream or handler.stream_stream
+        def unary(behavior, request, context):
+            authenticate(context)
+            try:
+                return behavior(request, context)
+            except BackendUnavailableError as e:
+                engine_unavailable(e).abort(context)
 
-            def wrapped_stream(request, context):
-                authenticate(context)
-                try:
-                    yield from behavior(request, context)
-                except BackendUnavailableError as e:
-                    engine_unavailable(e).abort(context)
-            wrapped = wrapped_stream
-        else:
-            behavior = handler.unary_unary or handler.stream_unary
+        def stream(behavior, request, context):
+            authenticate(context)
+            try:
+                yield from behavior(request, context)
+            except BackendUnavailableError as e:
+                engine_unavailable(e).abort(context)
 
-            def wrapped_unary(request, context):
-                authenticate(context)
-                try:
-                    return behavior(request, context)
-                except BackendUnavailableError as e:
-                    engine_unavailable(e).abort(context)
-            wrapped = wrapped_unary
-
-        factory = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[(handler.request_streaming, handler.response_streaming)]
-        return factory(wrapped, request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)
+        return around(handler, unary, stream)
 
 
 SERVICE_USER = "_service"

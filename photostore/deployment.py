@@ -114,13 +114,20 @@ def services(settings: Settings, *, replicas: int = 1, ingest_ports: list[int] |
     def numbered(label: str, i: int, sep: str = "") -> str:
         return label if i == 0 else f"{label}{sep}{i + 1}"
 
+    def replica_metrics(name: str, i: int) -> dict[str, str]:
+        """A second replica's metrics port, REPLICA_PORT_STEP above the first's."""
+        port = getattr(settings, f"{name}_metrics_port")
+        return {f"PHOTOSTORE_{name.upper()}_METRICS_PORT": str(port + i * REPLICA_PORT_STEP)} if port and i else {}
+
     processes = [
-        ServiceProcess(numbered("ingest", i), "ingest", {**shared, "PHOTOSTORE_INGEST_PORT": str(port)},
+        ServiceProcess(numbered("ingest", i), "ingest", {**shared, "PHOTOSTORE_INGEST_PORT": str(port),
+                                                         **replica_metrics("ingest", i)},
                        grpc_target=f"{host}:{port}")
         for i, port in enumerate(ingest_ports)]
     processes.append(ServiceProcess("embed", "embed", dict(shared), grpc_target=settings.target("embed")))
     processes += [
-        ServiceProcess(numbered("embed worker", i, " "), "worker", {**shared, "PHOTOSTORE_WORKER_PORT": str(port)},
+        ServiceProcess(numbered("embed worker", i, " "), "worker",
+                       {**shared, "PHOTOSTORE_WORKER_PORT": str(port), **replica_metrics("worker", i)},
                        grpc_target=f"{host}:{port}")
         for i, port in enumerate(worker_ports)]
     processes.append(ServiceProcess("search", "search", dict(shared), grpc_target=settings.target("search")))

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from concurrent import futures
+from pathlib import Path
 from typing import Callable, Iterable
 
 import grpc
@@ -14,7 +15,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from photostore.auth import AuthInterceptor, Authenticator
-from photostore.settings import Settings
+from photostore.metrics import MetricsInterceptor
+from photostore.settings import Settings, TlsSettings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,35 @@ SERVICE_CONFIG = json.dumps({
 })
 
 
-def make_channel(target: str) -> grpc.Channel:
+def client_credentials(tls: TlsSettings) -> grpc.ChannelCredentials | None:
+    """TLS for a client (with this process's certificate where it has one), or None: plaintext."""
+    if not tls.client:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(tls.ca_file),
+        private_key=_read(tls.key_file) if tls.server else None,
+        certificate_chain=_read(tls.cert_file) if tls.server else None)
+
+
+def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
+    """The server's certificate, with client certificates required under client_auth; None: plaintext."""
+    if not tls.server:
+        return None
+    if tls.client_auth and not tls.ca_file:
+        raise ValueError("PHOTOSTORE_TLS__CLIENT_AUTH needs PHOTOSTORE_TLS__CA_FILE to verify clients with")
+    return grpc.ssl_server_credentials([(_read(tls.key_file), _read(tls.cert_file))],
+                                       root_certificates=_read(tls.ca_file),
+                                       require_client_auth=tls.client_auth)
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path else None
+
+
+def make_channel(target: str, settings: Settings | None = None) -> grpc.Channel:
     """A channel to another service's replicas (client-side round robin, retries of idempotent
-    calls). Create it after any fork."""
-    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS + [
+    calls), over TLS where `settings` (default: this process's) say so. Create it after any fork."""
+    options = CHANNEL_OPTIONS + [
         # A peer that is still starting is tried again within a fraction of a second, not after
         # gRPC's default backoff (1 s, then growing), which held searches back for 10 s at start.
         ("grpc.initial_reconnect_backoff_ms", 100),
@@ -61,7 +88,11 @@ def make_channel(target: str) -> grpc.Channel:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.enable_retries", 1),
         ("grpc.service_config", SERVICE_CONFIG),
-    ])
+    ]
+    credentials = client_credentials((settings or get_settings()).tls)
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 class GrpcService:
@@ -130,7 +161,7 @@ def start_server(
 
     Health answers from its own thread pool, so it stays responsive while workers are busy.
     """
-    interceptors = [AuthInterceptor(authenticator)] if authenticator else []
+    interceptors = [MetricsInterceptor(), *([AuthInterceptor(authenticator)] if authenticator else [])]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers or settings.grpc_max_workers,
                                    thread_name_prefix="rpc"),
@@ -149,14 +180,18 @@ def start_server(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME])
     _on_own_threads(reflection_servicer, "ServerReflectionInfo", thread_name="reflection")
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, server)
-    bound = server.add_insecure_port(f"{settings.host}:{port}")
+    address = f"{settings.host}:{port}"
+    credentials = server_credentials(settings.tls)
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if not bound:
         raise RuntimeError(f"cannot listen on {settings.host}:{port}")
     server.start()
     health_servicer.set("", SERVING)
     for name in service_names:
         health_servicer.set(name, SERVING)
-    log.info("serving %s on %s:%d", ", ".join(service_names) or health.SERVICE_NAME, settings.host, bound)
+    log.info("serving %s on %s:%d%s", ", ".join(service_names) or health.SERVICE_NAME, settings.host, bound,
+             " (TLS, client certificates required)" if settings.tls.client_auth and credentials
+             else " (TLS)" if credentials else "")
     return GrpcService(server, health_servicer, service_names, bound, settings.shutdown_grace_seconds)
 
 

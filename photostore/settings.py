@@ -69,6 +69,27 @@ class VectorsSettings(BaseModel):
     weaviate_collection: str = "Photo"
 
 
+class TlsSettings(BaseModel):
+    """PHOTOSTORE_TLS__*: TLS on every gRPC server and client of the services (off: plaintext)."""
+    # This process's certificate chain and key (PEM): its gRPC servers present them, and so do its
+    # clients to servers that require client certificates. Without them the servers are plaintext.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # CA bundle (PEM) clients verify servers with (and servers verify clients with, below); a
+    # client uses TLS once this or cert_file is set; empty: the system's roots.
+    ca_file: Path | None = None
+    # Mutual TLS: servers accept only clients with a certificate signed by ca_file.
+    client_auth: bool = False
+
+    @property
+    def server(self) -> bool:
+        return bool(self.cert_file and self.key_file)
+
+    @property
+    def client(self) -> bool:
+        return bool(self.ca_file or self.cert_file)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PHOTOSTORE_", env_file=".env", extra="ignore",
                                       env_nested_delimiter="__")
@@ -79,6 +100,7 @@ class Settings(BaseSettings):
     metadata: MetadataSettings = MetadataSettings()
     events: EventsSettings = EventsSettings()
     vectors: VectorsSettings = VectorsSettings()
+    tls: TlsSettings = TlsSettings()
 
     host: str = "127.0.0.1"
     ingest_port: int = 7061
@@ -87,8 +109,13 @@ class Settings(BaseSettings):
     gateway_port: int = 8000
     # The embed worker's grpc.health.v1 port (0: none): NOT_SERVING when its loop is stuck.
     worker_port: int = 7064
-    # Prometheus metrics of the embed worker on this port (0: none).
-    metrics_port: int = 0
+    # Each process serves Prometheus /metrics on its own port (0: none); in containers, where
+    # each process has the pod's network to itself, they may all be one port (9100).
+    ingest_metrics_port: int = 7161
+    embed_metrics_port: int = 7162
+    search_metrics_port: int = 7163
+    worker_metrics_port: int = 7164
+    gateway_metrics_port: int = 7165
     # Gateway processes (gunicorn) and threads in each; a live-status stream holds a thread, so
     # each process takes at most gateway_max_event_streams of them and answers 503 beyond. One
     # process on one machine (each costs ~50 MB idle); compose and the chart run two.

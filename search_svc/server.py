@@ -7,6 +7,7 @@ from photos.v1 import embed_pb2_grpc, ingest_pb2_grpc, search_pb2, search_pb2_gr
 from photostore.auth import Authenticator, bearer_metadata, service_api_key
 from photostore.backends import open_vectors
 from photostore.pagination import PageTokens, token_secret
+from photostore.metrics import serve_metrics
 from photostore.server import GrpcService, make_channel, setup_process, start_server
 from photostore.settings import Settings, get_settings
 from search_svc.service import Fusion, SearchService
@@ -16,8 +17,8 @@ SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 
 def serve(settings: Settings, port: int) -> GrpcService:
     """Starts the server with channels to the embed and ingest services; stop() closes them."""
-    embed_channel = make_channel(settings.target("embed"))
-    ingest_channel = make_channel(settings.target("ingest"))
+    embed_channel = make_channel(settings.target("embed"), settings)
+    ingest_channel = make_channel(settings.target("ingest"), settings)
     vectors = open_vectors(settings)
     service_auth = bearer_metadata(service_api_key(settings))
     service = SearchService(vectors, embed_pb2_grpc.EmbedServiceStub(embed_channel),
@@ -42,6 +43,7 @@ def serve(settings: Settings, port: int) -> GrpcService:
 def main() -> None:
     setup_process()
     settings = get_settings()
+    serve_metrics(settings.search_metrics_port, settings.host)
     serve(settings, settings.search_port).wait()
 
 

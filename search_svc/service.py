@@ -20,7 +20,7 @@ from typing import Iterable
 import grpc
 import numpy as np
 from google.rpc import error_details_pb2
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
                        search_pb2_grpc)
@@ -50,6 +50,10 @@ CLIP, TEXT, KEYWORD = "clip", "text", "keyword"  # SignalScores field names
 # sooner, so its space is searched while CLIP encodes.
 ENCODERS = ((TEXT, embed_pb2.TEXT_ENCODER_SENTENCE), (CLIP, embed_pb2.TEXT_ENCODER_CLIP))
 KEEP_WARM_QUERY = "a photo kept warm"
+STAGE_SECONDS = Histogram(
+    "search_stage_seconds", "Time of each part of a search: keyword lookup, each signal's query "
+    "encoding (from the search's start) and vector lookup, and hydrating the page", ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 KEPT_WARM = Counter("search_kept_warm_total", "Internal queries run while no search came, to keep the path warm")
 # Words too common to count as keyword matches. Words are split as the index splits them (WORD).
 STOPWORDS = frozenset("""
@@ -241,6 +245,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
         candidates: dict[str, Candidate] = {}
         # The encoders run while the keywords are looked up.
+        started = time.perf_counter()
         embeds = self._embed_query(query, context)
         available, missing = [], {}
         terms = keyword_terms(query)
@@ -248,7 +253,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             missing[KEYWORD] = "switched off (PHOTOSTORE_SEARCH_WEIGHT_KEYWORD=0)"
         elif terms:
             available.append(KEYWORD)
-            for photo_id, matched in self._vectors.keyword_search(flt, terms, fetch):
+            with STAGE_SECONDS.labels("keyword").time():
+                found = self._vectors.keyword_search(flt, terms, fetch)
+            for photo_id, matched in found:
                 share = len(matched) / len(terms)
                 if share >= self._fusion.cutoffs[KEYWORD]:
                     candidate = candidates.setdefault(photo_id, Candidate())
@@ -256,7 +263,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                     candidate.matched_terms = matched
         else:
             missing[KEYWORD] = "the query has no words to match besides stopwords"
-        models = self._vector_signals(embeds, flt, fetch, candidates, available, missing)
+        models = self._vector_signals(embeds, started, flt, fetch, candidates, available, missing)
         missing = {signal: missing[signal] for signal in (CLIP, TEXT, KEYWORD) if signal in missing}
         if not available:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE,
@@ -273,7 +280,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         while len(hits) < page_size and position < len(ranked):
             chunk = ranked[position:position + page_size - len(hits)]
             position += len(chunk)
-            photos = {p.name: p for p in self._hydrate([photo_id for _, photo_id in chunk], context)}
+            with STAGE_SECONDS.labels("hydrate").time():
+                photos = {p.name: p for p in self._hydrate([photo_id for _, photo_id in chunk], context)}
             for score, photo_id in chunk:
                 photo = photos.get(photo_name(photo_id))
                 if photo is None or not _passes_filter(photo, flt):
@@ -312,7 +320,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                     texts=[query], encoder=encoder), context, as_service=True)
                 for signal, encoder in ENCODERS if self._fusion.enabled(signal)}
 
-    def _vector_signals(self, embeds: dict[str, grpc.Future], flt: VectorFilter, fetch: int,
+    def _vector_signals(self, embeds: dict[str, grpc.Future], started: float, flt: VectorFilter, fetch: int,
                         candidates: dict[str, Candidate], available: list[str], missing: dict[str, str]
                         ) -> list[str]:
         """Adds the CLIP and text hits at or above their cut-offs to `candidates`, and each signal
@@ -337,8 +345,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 missing[signal] = e.details() or e.code().name
                 continue
             models[signal] = embedded.model
-            for photo_id, score in self._vectors.search(_vector(embedded.embeddings[0]), embedded.model,
-                                                        flt, fetch, self._fusion.cutoffs[signal]):
+            STAGE_SECONDS.labels(f"{signal}_encode").observe(time.perf_counter() - started)
+            with STAGE_SECONDS.labels(f"{signal}_vectors").time():
+                found = self._vectors.search(_vector(embedded.embeddings[0]), embedded.model,
+                                             flt, fetch, self._fusion.cutoffs[signal])
+            for photo_id, score in found:
                 candidates.setdefault(photo_id, Candidate()).signals[signal] = score
         available += [signal for signal in (CLIP, TEXT) if signal in models]
         return [models[signal] for signal in (CLIP, TEXT) if signal in models]

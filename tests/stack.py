@@ -25,6 +25,10 @@ SHORT_NAMES = {"ingest": "ingest", "ingest2": "ingest2", "embed": "embed", "embe
                "embed worker 2": "worker2", "search": "search", "gateway": "gateway"}
 
 
+# Process -> the name of its metrics port in Stack.ports.
+METRICS_PORTS = {name: f"{name}-metrics" for name in SHORT_NAMES.values()}
+
+
 def wait_serving(target: str, service: str = "", timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(target) as channel:
@@ -68,7 +72,7 @@ class Stack:
         # a data dir and a cache dir of its own (the chart's emptyDirs).
         self.read_only_root = read_only_root
         ports = {name: free_port() for name in ("ingest", "ingest2", "embed", "worker", "worker2", "search",
-                                                "gateway", "metrics", "metrics2")}
+                                                "gateway", *METRICS_PORTS.values())}
         self.ports = ports
         self.env = {
             **os.environ,
@@ -95,10 +99,11 @@ class Stack:
         self.processes = {SHORT_NAMES[p.label]: p for p in deployment.services(
             settings, replicas=replicas, ingest_ports=[ports["ingest"], ports["ingest2"]][:replicas],
             worker_ports=[ports["worker"], ports["worker2"]][:replicas])}
-        # Prometheus metrics of each worker, as the chart turns them on (PHOTOSTORE_METRICS_PORT).
-        for worker, metrics in (("worker", "metrics"), ("worker2", "metrics2")):
-            if worker in self.processes:
-                self.processes[worker].env["PHOTOSTORE_METRICS_PORT"] = str(ports[metrics])
+        # Prometheus metrics of each process on a port of its own (see METRICS_PORTS).
+        for name, metrics in METRICS_PORTS.items():
+            if name in self.processes:
+                component = self.processes[name].component
+                self.processes[name].env[f"PHOTOSTORE_{component.upper()}_METRICS_PORT"] = str(ports[metrics])
         self.procs: dict[str, subprocess.Popen] = {}
         self.channels: dict[str, grpc.Channel] = {}
 

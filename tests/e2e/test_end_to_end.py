@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from PIL import Image
@@ -26,7 +27,7 @@ from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
 from photostore.auth import bearer_metadata
 from photostore.settings import Settings
 from tests.harness import clip_info, service_auth
-from tests.stack import wait_serving
+from tests.stack import METRICS_PORTS, wait_serving
 from tests.photo_samples import jpeg_bytes, sample_photos, upload, upload_requests
 from tests.tinyclip import ReferenceClip
 
@@ -394,10 +395,10 @@ def test_health_answers_while_workers_are_busy(stack, state):
             t.join()
 
 
-def test_container_health_checks_and_worker_metrics(stack, state):
+def test_container_health_checks_and_metrics_of_every_process(stack, state):
     """What deploy/ probes: `photostore probe` (the compose health checks) against each gRPC
-    process's own health port and the gateway's /livez and /readyz; the workers' Prometheus
-    metrics count what they indexed."""
+    process's own health port and the gateway's /livez and /readyz; each process's Prometheus
+    metrics: RPCs by method and code, and what the workers indexed."""
     photostore = str(Path(sys.executable).parent / "photostore")
     for name, process in stack.processes.items():
         if process.grpc_target:
@@ -408,14 +409,33 @@ def test_container_health_checks_and_worker_metrics(stack, state):
         assert done.returncode == 0, (name, done.stderr)
     gateway = stack.processes["gateway"].http_url
     assert requests.get(f"{gateway}/livez", timeout=30).status_code == 200
-    indexed = 0.0
-    for metrics in ("metrics", "metrics2"):
-        if metrics == "metrics2" and "worker2" not in stack.processes:
-            continue
-        text = requests.get(f"http://127.0.0.1:{stack.ports[metrics]}/metrics", timeout=30).text
-        assert "embed_backlog" in text
-        indexed += sum(float(line.split()[-1]) for line in text.splitlines()
-                       if line.startswith("photos_indexed_total "))
+
+    def samples(process: str, name: str) -> list:
+        text = requests.get(f"http://127.0.0.1:{stack.ports[METRICS_PORTS[process]]}/metrics", timeout=30).text
+        return [sample for family in text_string_to_metric_families(text) for sample in family.samples
+                if sample.name == name]
+
+    def handled(process: str, method: str, code: str = "OK") -> float:
+        service = {"ingest": "IngestService", "search": "SearchService", "embed": "EmbedService"}[process]
+        wanted = {"service": f"photos.v1.{service}", "method": method, "code": code}
+        return sum(s.value for s in samples(process, "photostore_grpc_server_handled_total") if s.labels == wanted)
+
+    # (Counters start at 0 in a restarted process: earlier tests kill some.)
+    alice = auth(state["alice"])
+    calls = {("ingest", "ListPhotos"): lambda: stack.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(), metadata=alice),
+             ("embed", "GetModelInfo"): lambda: stack.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=alice),
+             ("search", "SearchPhotos"): lambda: stack.search.SearchPhotos(
+                 search_pb2.SearchPhotosRequest(query="a cat"), metadata=alice)}
+    for (process, method), call in calls.items():
+        before = handled(process, method)
+        call()
+        assert handled(process, method) == before + 1, (process, method)
+    refused = handled("search", "SearchPhotos", "UNAUTHENTICATED")
+    with pytest.raises(grpc.RpcError):
+        stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query="a cat"), metadata=auth("psk_wrong"))
+    assert handled("search", "SearchPhotos", "UNAUTHENTICATED") == refused + 1
+    indexed = sum(s.value for worker in ("worker", "worker2") if worker in stack.processes
+                  for s in samples(worker, "photos_indexed_total"))
     assert indexed >= 1  # the photos of the tests before this one (a restarted worker starts at 0)
 
 
