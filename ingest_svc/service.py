@@ -65,11 +65,15 @@ EMBED_TIMEOUT_S = 30.0
 VECTOR_MODEL_ROLES = (embed_pb2.MODEL_ROLE_CLIP, embed_pb2.MODEL_ROLE_SENTENCE)
 # Events per durable write when ReindexPhotos queues photos or the outbox relays them.
 SEND_BATCH = 500
+# A photo ReindexPhotos queued is not queued again by later calls for this long (it is waiting in
+# the event log, or done); `all` after that queues it again.
+REINDEX_IN_FLIGHT_S = 3600.0
 
 UPLOADS_ACCEPTED = Counter("photostore_uploads_accepted_total",
                            "Uploads answered with a photo", ["duplicate"])
 UPLOADS_REJECTED = Counter("photostore_uploads_rejected_total",
                            "Uploads rejected, by reason", ["reason"])
+UPLOADED_BYTES = Counter("photostore_uploaded_bytes_total", "Bytes of the photos stored by uploads")
 
 
 def change_message(message: events_pb2.PhotoEvent) -> ingest_pb2.WatchPhotosResponse:
@@ -162,6 +166,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                                          model_copy_px=self._settings.model_copy_px)
             record, created = self._store(owner, meta, sha256, spool.name, info)
         if created:
+            UPLOADED_BYTES.inc(record.size_bytes)
             self._publish_uploaded(record)
         return ingest_pb2.UploadPhotoResponse(photo=photo_to_proto(record), duplicate=not created)
 
@@ -427,15 +432,23 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         try:
             models = self._current_models(context)
             owner = current_user().id
+            now = utcnow()
+            in_flight = now - dt.timedelta(seconds=REINDEX_IN_FLIGHT_S)
             queued: list[PhotoRecord] = []
             for record in self._all_photos(owner):
                 # A photo still waiting for its first indexing is queued already, unless its event
-                # was lost (an event log restored from backup): `all` queues it again too.
+                # was lost (an event log restored from backup): `all` queues it again too. One an
+                # earlier call queued for these models is left alone a while: repeats add no work.
                 stale = request.all or not set(models) <= set(record.embedding_models)
+                if (record.reindex_queued_at is not None and record.reindex_queued_at > in_flight
+                        and set(models) <= set(record.reindex_queued_for)):
+                    continue
                 if stale and (request.all or record.status != STATUS_UPLOADED):
                     queued.append(record)
             for start in range(0, len(queued), SEND_BATCH):
-                self._send([photo_events.reindex_record(r) for r in queued[start:start + SEND_BATCH]])
+                batch = queued[start:start + SEND_BATCH]
+                self._send([photo_events.reindex_record(r) for r in batch])
+                self._metadata.mark_reindex_queued([r.id for r in batch], now, models)
             log.info("reindex: queued %d photos of %s for %s", len(queued), owner, ", ".join(models))
             return ingest_pb2.ReindexPhotosResponse(names=[photo_name(r.id) for r in queued],
                                                     models=models)

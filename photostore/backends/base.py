@@ -80,6 +80,10 @@ class PhotoRecord:
     text_state_reason: str = ""
     # Outbox flag: the upload event has been written to the event log.
     published: bool = False
+    # When ReindexPhotos last queued it, and for which models: later calls for those models
+    # leave it queued once for a while (ingest_svc.service.REINDEX_IN_FLIGHT_S).
+    reindex_queued_at: dt.datetime | None = None
+    reindex_queued_for: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def model_copy_key(self) -> str:
@@ -292,6 +296,10 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     def mark_published(self, photo_ids: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    def mark_reindex_queued(self, photo_ids: Sequence[str], at: dt.datetime, models: Sequence[str]) -> None:
+        """Sets reindex_queued_at and reindex_queued_for of these photos."""
 
     @abc.abstractmethod
     def unpublished_photos(self, limit: int = 100) -> list[PhotoRecord]:

@@ -76,6 +76,7 @@ def _document(record: PhotoRecord, request_id: str = "") -> dict[str, Any]:
     doc.update((name, getattr(record, name)) for name in _FIELDS)
     doc["labels"] = [[label, score] for label, score in record.labels]
     doc["embedding_models"] = list(record.embedding_models)
+    doc["reindex_queued_for"] = list(record.reindex_queued_for)
     doc["sort_time"] = record.sort_time
     # Left out, not empty, when there is none: the unique index is partial on its presence.
     if request_id:
@@ -236,6 +237,12 @@ class MongoMetadataStore(MetadataStore):
     def mark_published(self, photo_ids: Sequence[str]) -> None:
         if photo_ids:
             self._photos.update_many({"_id": {"$in": list(photo_ids)}}, {"$set": {"published": True}})
+
+    @_surface_outages
+    def mark_reindex_queued(self, photo_ids: Sequence[str], at: dt.datetime, models: Sequence[str]) -> None:
+        if photo_ids:
+            self._photos.update_many({"_id": {"$in": list(photo_ids)}},
+                                     {"$set": {"reindex_queued_at": at, "reindex_queued_for": list(models)}})
 
     @_surface_outages
     def unpublished_photos(self, limit: int = 100) -> list[PhotoRecord]:

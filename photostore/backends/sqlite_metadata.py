@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS photos (
   index_attempts INTEGER NOT NULL,
   labels TEXT NOT NULL, ocr_text TEXT NOT NULL, embedding_models TEXT NOT NULL,
   text_state TEXT NOT NULL DEFAULT '', text_state_reason TEXT NOT NULL DEFAULT '',
-  published INTEGER NOT NULL,
+  published INTEGER NOT NULL, reindex_queued_at REAL, reindex_queued_for TEXT NOT NULL DEFAULT '[]',
   UNIQUE (owner, sha256));
 CREATE INDEX IF NOT EXISTS photos_by_time ON photos (owner, sort_time DESC, id DESC);
 DROP INDEX IF EXISTS photos_unpublished;
@@ -34,8 +34,8 @@ CREATE TABLE IF NOT EXISTS upload_requests (
 CREATE INDEX IF NOT EXISTS upload_requests_by_photo ON upload_requests (photo_id);
 """
 
-_TIME_FIELDS = ("created_at", "updated_at", "taken_at")
-_JSON_FIELDS = ("labels", "embedding_models")
+_TIME_FIELDS = ("created_at", "updated_at", "taken_at", "reindex_queued_at")
+_JSON_FIELDS = ("labels", "embedding_models", "reindex_queued_for")
 _FIELDS = [f.name for f in dataclasses.fields(PhotoRecord)]
 
 
@@ -53,6 +53,7 @@ def _record(row: sqlite3.Row) -> PhotoRecord:
         values[name] = _datetime(values[name])
     values["labels"] = [(name, score) for name, score in json.loads(values["labels"])]
     values["embedding_models"] = json.loads(values["embedding_models"])
+    values["reindex_queued_for"] = json.loads(values["reindex_queued_for"])
     values["published"] = bool(values["published"])
     return PhotoRecord(**values)
 
@@ -79,16 +80,19 @@ _INSERT_PHOTO = (f"INSERT INTO photos ({', '.join(_FIELDS)}, sort_time)"
 class SqliteMetadataStore(MetadataStore):
     def __init__(self, path: Path):
         self.db = SqliteDatabase(path, SCHEMA)
-        self._add_text_state()
+        self._upgrade()
 
-    def _add_text_state(self) -> None:
-        """Databases from before the text stage: photos indexed then had their text read too."""
+    def _upgrade(self) -> None:
+        """Adds the columns of later versions to a database made by an earlier one."""
         with self.db.transaction() as conn:
             columns = {row["name"] for row in conn.execute("PRAGMA table_info(photos)")}
-            if "text_state" not in columns:
+            if "text_state" not in columns:  # before the text stage: indexed photos had their text read
                 conn.execute("ALTER TABLE photos ADD COLUMN text_state TEXT NOT NULL DEFAULT ''")
                 conn.execute("ALTER TABLE photos ADD COLUMN text_state_reason TEXT NOT NULL DEFAULT ''")
                 conn.execute("UPDATE photos SET text_state = ? WHERE status = ?", (TEXT_DONE, STATUS_INDEXED))
+            if "reindex_queued_at" not in columns:  # before ReindexPhotos remembered what it queued
+                conn.execute("ALTER TABLE photos ADD COLUMN reindex_queued_at REAL")
+                conn.execute("ALTER TABLE photos ADD COLUMN reindex_queued_for TEXT NOT NULL DEFAULT '[]'")
 
     def describe(self) -> str:
         return f"sqlite at {self.db.path}"
@@ -207,6 +211,15 @@ class SqliteMetadataStore(MetadataStore):
                 part = ids[start:start + 500]
                 conn.execute(f"UPDATE photos SET published = 1 WHERE id IN ({', '.join('?' * len(part))})",
                              part)
+
+    def mark_reindex_queued(self, photo_ids: Sequence[str], at: dt.datetime, models: Sequence[str]) -> None:
+        ids = list(photo_ids)
+        with self.db.transaction() as conn:
+            for start in range(0, len(ids), 500):
+                part = ids[start:start + 500]
+                conn.execute("UPDATE photos SET reindex_queued_at = ?, reindex_queued_for = ?"
+                             f" WHERE id IN ({', '.join('?' * len(part))})",
+                             [at.timestamp(), json.dumps(list(models)), *part])
 
     def unpublished_photos(self, limit: int = 100) -> list[PhotoRecord]:
         return [_record(r) for r in self.db.query(

@@ -1,6 +1,7 @@
 """The MetadataStore contract, on the embedded twin (SQLite) and on MongoDB (SecantusDB)."""
 import dataclasses
 import datetime as dt
+import sqlite3
 import threading
 import time
 
@@ -9,6 +10,7 @@ import pytest
 from tests.contract.mongodb import fresh_database
 from photostore.backends.base import (STATUS_FAILED, STATUS_INDEXED, STATUS_UPLOADED, MetadataUnavailableError,
                                       PhotoRecord, utcnow)
+from photostore.backends.sqlite_metadata import SqliteMetadataStore
 from photostore.settings import MetadataSettings
 from tests import engines
 from tests.engines import free_port
@@ -22,7 +24,6 @@ BASE = dt.datetime(2024, 1, 1, tzinfo=UTC)
 def store(request, tmp_path):
     """A store on a fresh database (MongoDB: a new database name, dropped after the test)."""
     if request.param == "embedded":
-        from photostore.backends.sqlite_metadata import SqliteMetadataStore
         opened = SqliteMetadataStore(tmp_path / "metadata.sqlite3")
         yield opened
         opened.close()
@@ -157,6 +158,20 @@ def test_outbox_unpublished_oldest_first_and_mark_published_many(store):
     assert store.get_photo("p0").published and not store.get_photo("p2").published
 
 
+def test_mark_reindex_queued_many(store):
+    for i in range(3):
+        store.insert_photo(record(f"p{i}"), f"r{i}")
+    at = BASE + dt.timedelta(minutes=5)
+    store.mark_reindex_queued(["p0", "p2", "gone"], at, ["clip-1"])
+    store.mark_reindex_queued([], at, ["clip-1"])
+    assert [(p.reindex_queued_at, p.reindex_queued_for) for p in map(store.get_photo, ("p0", "p1", "p2"))] == [
+        (at, ["clip-1"]), (None, []), (at, ["clip-1"])]
+    later = at + dt.timedelta(minutes=1)
+    store.mark_reindex_queued(["p0"], later, ["clip-2", "text-1"])
+    assert (store.get_photo("p0").reindex_queued_at, store.get_photo("p0").reindex_queued_for) == (
+        later, ["clip-2", "text-1"])
+
+
 def test_delete_removes_the_document_and_its_request_ids(store):
     store.insert_photo(record("p1", sha="s1"), "r1")
     store.insert_photo(record("p2", sha="s1"), "r2")  # same bytes: r2 also points at p1
@@ -191,7 +206,8 @@ def test_all_fields_round_trip(store):
     full = dataclasses.replace(record("p1", taken=BASE - dt.timedelta(days=400)), camera_make="Canon",
                                camera_model="EOS R5", latitude=48.8584, longitude=2.2945, altitude=35.5,
                                status=STATUS_FAILED, status_reason="r", embedding_model="m", index_attempts=2,
-                               labels=[("dog", 0.9)], ocr_text="hi", embedding_models=["clip"], published=True)
+                               labels=[("dog", 0.9)], ocr_text="hi", embedding_models=["clip"], published=True,
+                               reindex_queued_at=BASE + dt.timedelta(hours=1), reindex_queued_for=["m", "t"])
     stored, created = store.insert_photo(full, "req")
     assert created and stored == full
     assert store.get_photo("p1") == full
@@ -308,3 +324,15 @@ def test_mongodb_outage_raises_metadata_unavailable_and_recovers(tmp_path):
         store.close()
     finally:
         engine.stop()
+
+
+def test_sqlite_store_upgrades_a_database_from_before_reindex_queued_at(tmp_path):
+    path = tmp_path / "metadata.sqlite3"
+    SqliteMetadataStore(path).insert_photo(record("p1"), "r1")
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE photos DROP COLUMN reindex_queued_at")
+        conn.execute("ALTER TABLE photos DROP COLUMN reindex_queued_for")
+    upgraded = SqliteMetadataStore(path)
+    assert (upgraded.get_photo("p1").reindex_queued_at, upgraded.get_photo("p1").reindex_queued_for) == (None, [])
+    upgraded.mark_reindex_queued(["p1"], BASE, ["m"])
+    assert upgraded.get_photo("p1").reindex_queued_for == ["m"]
