@@ -421,7 +421,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             if e.code == grpc.StatusCode.UNAVAILABLE:
                 e.message = f"clip: {clip_reason}; text: {e.message}"
             raise
-        return _vector(analysed.analyses[0].text_embedding), analysed.model, TEXT
+        vector = _vector(analysed.analyses[0].text_embedding)
+        if not vector.size:  # nothing recognised in it: no labels above their cut-off, no text
+            raise ServiceError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"nothing to search by in this image until CLIP is loaded "
+                               f"(clip: {clip_reason}): it has no labels or text",
+                               reason="IMAGE_HAS_NO_SIGNAL")
+        return vector, analysed.model, TEXT
 
     def _ranked_photos(self, vector: np.ndarray, model: str, signal: str, flt: VectorFilter, limit: int,
                        min_score: float, context) -> list[search_pb2.SearchHit]:
