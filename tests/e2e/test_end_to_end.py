@@ -395,6 +395,39 @@ def test_health_answers_while_workers_are_busy(stack, state):
             t.join()
 
 
+def test_one_users_stalled_uploads_leave_everyone_else_served(stack, state):
+    """100 uploads of one user that send their metadata and then nothing: the rest of the stack
+    answers the other users and every health check meanwhile, each call within a deadline."""
+    stalled_until = threading.Event()
+    unseen = b"bytes no photo has" * 100
+
+    def stalled_upload():
+        yield next(upload_requests(unseen, "stalled.jpg"))
+        stalled_until.wait(120)
+
+    alice, bob = auth(state["alice"]), auth(state["bob"])
+    calls = [stack.ingest.UploadPhoto.future(stalled_upload(), metadata=alice, timeout=120) for _ in range(100)]
+    try:
+        deadline = time.monotonic() + 60
+        # Beyond alice's own limit (8 per ingest replica): refused at once.
+        while sum(c.done() for c in calls) < 80:
+            assert time.monotonic() < deadline, f"{sum(c.done() for c in calls)} of 100 answered"
+            time.sleep(0.1)
+        assert {c.exception().code() for c in calls if c.done()} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        stack.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(), metadata=bob, timeout=5)
+        stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query="a photo"), metadata=bob, timeout=5)
+        for process in stack.processes.values():
+            if process.grpc_target:
+                with grpc.insecure_channel(process.grpc_target) as channel:
+                    assert health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        stalled_until.set()
+    for call in calls:  # the held ones end once their client stops short of the declared size
+        with pytest.raises(grpc.RpcError):
+            call.result(timeout=60)
+
+
 def test_container_health_checks_and_metrics_of_every_process(stack, state):
     """What deploy/ probes: `photostore probe` (the compose health checks) against each gRPC
     process's own health port and the gateway's /livez and /readyz; each process's Prometheus
