@@ -43,7 +43,7 @@ def serve(settings: Settings, port: int) -> GrpcService:
 
 
 def main() -> None:
-    setup_process()
+    setup_process("embed")
     settings = get_settings()
     serve_metrics(settings.embed_metrics_port, settings.host)
     serve(settings, settings.embed_port).wait()

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from embed_svc.copies import UndecodableImageError, model_copy
 from embed_svc.limits import MAX_IMAGES
 from photos.v1 import embed_pb2, embed_pb2_grpc, events_pb2, photo_pb2
-from photostore import events as photo_events
+from photostore import events as photo_events, telemetry
 from photostore.auth import bearer_metadata, service_api_key
 from photostore.backends import open_blobs, open_events, open_vectors
 from photostore.backends.base import (
@@ -312,7 +312,9 @@ class StageWorker(abc.ABC):
             self._working_with, self._waiting_reason = self._models_in_use(ready), ""
             log.info("%s working with %s", self.group, ", ".join(
                 f"{what} {model or '(not ready)'}" for what, model in self._working_with))
-        return self.process_batch(events, ready)
+        # Each batch is one request: its logs and calls carry an id of its own (and one trace).
+        with telemetry.batch_scope(f"{self.group} batch", **{"photostore.batch_size": len(events)}):
+            return self.process_batch(events, ready)
 
     def ready_models(self) -> ReadyModels:
         """Asks GetModelInfo what is ready; nothing when the service is unreachable."""
@@ -779,7 +781,7 @@ def main(argv: list[str] | None = None) -> None:
     stages = [name.strip() for name in args.stages.split(",") if name.strip()]
     if not stages or any(name not in STAGES for name in stages):
         parser.error(f"--stages takes {', '.join(STAGES)}")
-    setup_process()
+    setup_process("worker")
     settings = get_settings()
     serve_metrics(settings.worker_metrics_port, settings.host)
     events = open_events(settings)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import math
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.http import wsgi as gunicorn_wsgi
 
+from photostore import telemetry
 from photostore.server import setup_process
 from photostore.settings import Settings, get_settings
 
@@ -52,6 +54,11 @@ class GatewayServer(BaseApplication):
             "errorlog": "-",
             "control_socket_disable": True,  # one per user's home: two gateways on a machine would clash
             "forwarded_allow_ips": "*",  # behind an ingress: its X-Forwarded-Proto decides https
+            "logger_class": GunicornLogger,
+            # Traces are set up in each worker after the fork (the export thread would not survive
+            # it), before the worker loads the app, and flushed when it exits.
+            "post_fork": lambda server, worker: telemetry.configure_tracing("gateway", s),
+            "worker_exit": lambda server, worker: telemetry.disable_tracing(),
         }.items():
             self.cfg.set(name, value)
 
@@ -60,8 +67,19 @@ class GatewayServer(BaseApplication):
         return create_app(self.settings)
 
 
+class GunicornLogger(glogging.Logger):
+    """gunicorn's own messages go through the process's handler (setup_process: JSON or text)."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for handler in list(self.error_log.handlers):
+            if getattr(handler, "_gunicorn", False):
+                self.error_log.removeHandler(handler)
+        self.error_log.propagate = True
+
+
 def main() -> None:
-    setup_process()
+    setup_process("gateway", tracing=False)
     settings = get_settings()
     log.info("gateway on http://%s:%d (%d processes x %d threads)", settings.host, settings.gateway_port,
              settings.gateway_workers, settings.gateway_threads)

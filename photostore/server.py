@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from photostore import telemetry
 from photostore.auth import AuthInterceptor, Authenticator
 from photostore.metrics import MetricsInterceptor
 from photostore.settings import Settings, TlsSettings, get_settings
@@ -91,8 +92,8 @@ def make_channel(target: str, settings: Settings | None = None) -> grpc.Channel:
     ]
     credentials = client_credentials((settings or get_settings()).tls)
     if credentials is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, credentials, options=options)
+        return telemetry.instrument_channel(grpc.insecure_channel(target, options=options))
+    return telemetry.instrument_channel(grpc.secure_channel(target, credentials, options=options))
 
 
 class GrpcService:
@@ -161,7 +162,8 @@ def start_server(
 
     Health answers from its own thread pool, so it stays responsive while workers are busy.
     """
-    interceptors = [MetricsInterceptor(), *([AuthInterceptor(authenticator)] if authenticator else [])]
+    interceptors = [*telemetry.server_interceptors(), MetricsInterceptor(),
+                    *([AuthInterceptor(authenticator)] if authenticator else [])]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers or settings.grpc_max_workers,
                                    thread_name_prefix="rpc"),
@@ -207,9 +209,13 @@ def _on_own_threads(servicer: object, method: str, *, thread_name: str, threads:
     setattr(servicer, method, run)
 
 
-def setup_process() -> None:
-    """For every service process: logging, and the files it creates (photos, databases, spool)
-    readable by their owner only."""
+def setup_process(component: str, *, tracing: bool = True) -> None:
+    """For every service process (`component`: a deployment.SERVICE_MODULES key): logs in
+    PHOTOSTORE_LOG_FORMAT, traces when an OTLP endpoint is set (unless `tracing` is False: the
+    gunicorn master, whose workers start it after the fork), and the files it creates (photos,
+    databases, spool) readable by their owner only."""
     os.umask(0o077)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    telemetry.configure_logging(settings.log_format, f"photostore-{component}")
+    if tracing:
+        telemetry.configure_tracing(component, settings)

@@ -41,7 +41,7 @@ def serve(settings: Settings, port: int) -> GrpcService:
 
 
 def main() -> None:
-    setup_process()
+    setup_process("search")
     settings = get_settings()
     serve_metrics(settings.search_metrics_port, settings.host)
     serve(settings, settings.search_port).wait()
