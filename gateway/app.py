@@ -30,7 +30,7 @@ from werkzeug.exceptions import HTTPException, ServiceUnavailable
 from gateway import errors, openapi, sessions
 from photos.v1 import (auth_pb2, auth_pb2_grpc, embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc,
                        photo_pb2, search_pb2, search_pb2_grpc)
-from photostore import uploads
+from photostore import telemetry, uploads
 from photostore.auth import api_key_from_metadata, bearer_metadata
 from photostore.convert import photo_id_from_name, photo_name
 from photostore.errors import ServiceError, invalid, too_large
@@ -656,4 +656,5 @@ def create_app(settings: Settings | None = None) -> Flask:
                                               metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
         return jsonify(to_json(response))
 
+    telemetry.instrument_flask(app)  # X-Request-Id in, out and on to the services; spans when tracing
     return app

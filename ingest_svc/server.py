@@ -166,7 +166,7 @@ def _feed_watchers(changes, hub: WatchHub, stopping: threading.Event) -> None:
 
 
 def main() -> None:
-    setup_process()
+    setup_process("ingest")
     settings = get_settings()
     serve_metrics(settings.ingest_metrics_port, settings.host)
     imaging.configure_pillow(settings.max_image_pixels)

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     search_metrics_port: int = 7163
     worker_metrics_port: int = 7164
     gateway_metrics_port: int = 7165
+    # Logs on stderr: json (one object per line), text, or auto (text at a terminal, else json).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    # OTLP/HTTP collector for traces (http://collector:4318); empty: OTEL_EXPORTER_OTLP_ENDPOINT, else none.
+    otlp_endpoint: str = ""
     # Gateway processes (gunicorn) and threads in each; a live-status stream holds a thread, so
     # each process takes at most gateway_max_event_streams of them and answers 503 beyond. One
     # process on one machine (each costs ~50 MB idle); compose and the chart run two.
