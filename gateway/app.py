@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from gateway import errors, openapi, sessions
+from gateway import errors, metrics, openapi, sessions
 from photos.v1 import (auth_pb2, auth_pb2_grpc, embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc,
                        photo_pb2, search_pb2, search_pb2_grpc)
 from photostore import telemetry, uploads
@@ -657,4 +657,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify(to_json(response))
 
     telemetry.instrument_flask(app)  # X-Request-Id in, out and on to the services; spans when tracing
+    metrics.instrument(app)
     return app

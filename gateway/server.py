@@ -15,6 +15,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.http import wsgi as gunicorn_wsgi
 
+from gateway import metrics
 from photostore import telemetry
 from photostore.server import setup_process
 from photostore.settings import Settings, get_settings
@@ -59,6 +60,9 @@ class GatewayServer(BaseApplication):
             # it), before the worker loads the app, and flushed when it exits.
             "post_fork": lambda server, worker: telemetry.configure_tracing("gateway", s),
             "worker_exit": lambda server, worker: telemetry.disable_tracing(),
+            # The workers' metrics, summed, served by the master (gateway/metrics.py).
+            "when_ready": lambda server: metrics.serve(s),
+            "child_exit": lambda server, worker: metrics.worker_exited(worker.pid),
         }.items():
             self.cfg.set(name, value)
 
@@ -79,8 +83,9 @@ class GunicornLogger(glogging.Logger):
 
 
 def main() -> None:
-    setup_process("gateway", tracing=False)
     settings = get_settings()
+    metrics.with_multiprocess_dir(settings)  # may start the process over, before anything else
+    setup_process("gateway", tracing=False)
     log.info("gateway on http://%s:%d (%d processes x %d threads)", settings.host, settings.gateway_port,
              settings.gateway_workers, settings.gateway_threads)
     GatewayServer(settings).run()

@@ -31,7 +31,7 @@ def serve_metrics(port: int, host: str) -> None:
         log.info("metrics on http://%s:%d/metrics", host, port)
 
 
-def _code_of(context: grpc.ServicerContext, error: BaseException | None) -> str:
+def status_code_name(context: grpc.ServicerContext, error: BaseException | None) -> str:
     """The status the call ends with: the one set or aborted with, else OK, or UNKNOWN for an
     exception that carried none; CANCELLED when the client went away mid-stream."""
     if isinstance(error, GeneratorExit):
@@ -84,4 +84,4 @@ def _started(labels: tuple[str, str]) -> float:
 def _finished(labels: tuple[str, str], context, started: float, error: BaseException | None) -> None:
     RPC_IN_FLIGHT.labels(*labels).dec()
     RPC_SECONDS.labels(*labels).observe(time.perf_counter() - started)
-    RPC_HANDLED.labels(*labels, _code_of(context, error)).inc()
+    RPC_HANDLED.labels(*labels, status_code_name(context, error)).inc()

@@ -36,7 +36,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from photostore.auth import OPEN_SERVICES
 from photostore.interceptors import around
-from photostore.metrics import _code_of
+from photostore.metrics import status_code_name
 
 log = logging.getLogger(__name__)
 # One line per RPC served and per gateway request, with the request id.
@@ -235,7 +235,7 @@ def _begin(incoming: str | None) -> contextvars.Token:
 def _end(token: contextvars.Token, method: str, context, started: float, error: BaseException | None) -> None:
     try:
         ms = (time.perf_counter() - started) * 1000
-        code = _code_of(context, error)
+        code = status_code_name(context, error)
         access_log.info("%s %s %.1f ms", method, code, ms,
                         extra={"rpc_method": method, "grpc_code": code, "duration_ms": round(ms, 1)})
     finally:

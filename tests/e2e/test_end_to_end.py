@@ -467,6 +467,13 @@ def test_container_health_checks_and_metrics_of_every_process(stack, state):
     with pytest.raises(grpc.RpcError):
         stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query="a cat"), metadata=auth("psk_wrong"))
     assert handled("search", "SearchPhotos", "UNAUTHENTICATED") == refused + 1
+    # The gateway's workers' requests, summed by its master.
+    answered = lambda: sum(s.value for s in samples("gateway", "photostore_http_requests_total")  # noqa: E731
+                           if s.labels["route"] == "/api/v1/photos" and s.labels["status"] == "200")
+    before = answered()
+    assert requests.get(f"{gateway}/api/v1/photos", headers={"Authorization": f"Bearer {state['alice']}"},
+                        timeout=30).status_code == 200
+    assert answered() == before + 1
     indexed = sum(s.value for worker in ("worker", "worker2") if worker in stack.processes
                   for s in samples(worker, "photos_indexed_total"))
     assert indexed >= 1  # the photos of the tests before this one (a restarted worker starts at 0)
