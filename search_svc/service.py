@@ -28,6 +28,7 @@ from photostore.auth import current_user
 from photostore.backends.base import WORD, SPACE_CLIP, SPACE_TEXT, VectorFilter, VectorStore
 from photostore.convert import from_timestamp, photo_id_from_name, photo_name
 from photostore.errors import ServiceError, invalid, status_details
+from photostore.limits import StreamSlots
 from photostore.pagination import PageTokens
 from photostore.settings import Settings
 
@@ -50,6 +51,9 @@ CLIP, TEXT, KEYWORD = "clip", "text", "keyword"  # SignalScores field names
 # sooner, so its space is searched while CLIP encodes.
 ENCODERS = ((TEXT, embed_pb2.TEXT_ENCODER_SENTENCE), (CLIP, embed_pb2.TEXT_ENCODER_CLIP))
 KEEP_WARM_QUERY = "a photo kept warm"
+# FindSimilar by image at once: per user, and in all (per search process).
+IMAGE_QUERIES_PER_USER = 2
+IMAGE_QUERIES_TOTAL = 8
 STAGE_SECONDS = Histogram(
     "search_stage_seconds", "Time of each part of a search: keyword lookup, each signal's query "
     "encoding (from the search's start) and vector lookup, and hydrating the page", ["stage"],
@@ -170,6 +174,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                  service_auth: list[tuple[str, str]]):
         self._vectors = vectors
         self._service_auth = service_auth
+        # An image query costs the embed service a decode and a forward pass: bounded per user.
+        self._image_queries = StreamSlots("image query", per_user=IMAGE_QUERIES_PER_USER,
+                                          total=IMAGE_QUERIES_TOTAL, reason="TOO_MANY_IMAGE_QUERIES")
         self._page_tokens = page_tokens
         self._embed = embed
         self._ingest = ingest
@@ -374,7 +381,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if source == "name":
             vector, model, signal = self._vector_of_photo(request.name, context)
         elif source == "image" and request.image:
-            vector, model, signal = self._vector_of_image(request.image, context)
+            with self._image_queries.hold(current_user().id):
+                vector, model, signal = self._vector_of_image(request.image, context)
         else:
             raise invalid("set either name or image", field="source")
         fields = {"source": request.name if source == "name" else
