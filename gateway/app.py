@@ -1,9 +1,9 @@
 """HTTP/JSON and Server-Sent Events in front of the gRPC services, plus a plain web page.
 
 JSON bodies are the services' messages rendered by protobuf's json_format (camelCase), errors a
-JSON google.rpc.Status with the HTTP status grpc-gateway would give. The caller's API key goes on
-as gRPC metadata: from an `Authorization: Bearer` header, or, for the page, from the server-side
-session whose opaque token is in the HttpOnly cookie set by POST /api/v1/session (gateway/sessions.py).
+JSON google.rpc.Status with the HTTP status grpc-gateway would give. The caller's credential goes
+on as gRPC metadata: the `Authorization: Bearer` header's, or, for the page, the session token in the
+HttpOnly cookie set by POST /api/v1/session (a session of the ingest service: gateway/sessions.py).
 A state-changing request that rides on that cookie must come from the gateway's own origin
 (Origin, else Referer); a header-authenticated one is not ambient and needs no such check.
 """
@@ -21,7 +21,7 @@ import uuid
 from typing import Iterator
 
 import grpc
-from flask import Flask, Response, current_app, jsonify, redirect, request
+from flask import Flask, Response, jsonify, redirect, request
 from google.protobuf import json_format, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from werkzeug.datastructures import FileStorage
@@ -31,7 +31,7 @@ from gateway import errors, metrics, openapi, sessions
 from photos.v1 import (auth_pb2, auth_pb2_grpc, embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc,
                        photo_pb2, search_pb2, search_pb2_grpc)
 from photostore import telemetry, uploads
-from photostore.auth import api_key_from_metadata, bearer_metadata
+from photostore.auth import api_key_from_metadata, bearer_metadata, is_session_token
 from photostore.convert import photo_id_from_name, photo_name
 from photostore.errors import ServiceError, invalid, too_large
 from photostore.server import MAX_MESSAGE_BYTES, make_channel
@@ -163,42 +163,28 @@ def check_same_origin() -> None:
                            metadata={"expected": own, "got": origin[:200]})
 
 
-def session_store() -> sessions.SessionStore:
-    return current_app.extensions["photostore_sessions"]
-
-
 def header_key() -> str | None:
     return api_key_from_metadata([("authorization", request.headers.get("Authorization", ""))])
 
 
-def cookie_session() -> sessions.Session:
-    """The live session of the request's cookie (after the origin check of a write)."""
-    token = request.cookies.get(sessions.COOKIE, "")
+def cookie_token() -> str:
+    """The session token of the request's cookie (after the origin check of a write). The services
+    check it: an ended session is their UNAUTHENTICATED (SESSION_INVALID)."""
     check_same_origin()
-    session = session_store().get(token)
-    if session is None:
-        raise ServiceError(grpc.StatusCode.UNAUTHENTICATED,
-                           f"the session has expired or was signed out: sign in again with POST {API}/session",
-                           reason="SESSION_INVALID")
-    return session
+    return sessions.cookie_token(request.cookies)
 
 
 def caller_metadata() -> list[tuple[str, str]]:
-    """The caller's key as gRPC metadata: the Authorization header's, else the cookie session's."""
+    """The caller's credential as gRPC metadata: the Authorization header's, else the cookie's
+    session token."""
     key = header_key()
     if key:
         return bearer_metadata(key)
     if request.cookies.get(sessions.COOKIE):
-        return bearer_metadata(cookie_session().api_key)
+        return bearer_metadata(cookie_token())
     raise ServiceError(grpc.StatusCode.UNAUTHENTICATED,
                        "missing API key: send 'Authorization: Bearer <key>' or sign in "
                        f"with POST {API}/session", reason="API_KEY_MISSING")
-
-
-def session_json(session: sessions.Session) -> dict:
-    expires = dt.datetime.fromtimestamp(session.expires, dt.timezone.utc)
-    return {"userId": session.user_id, "displayName": session.display_name,
-            "expireTime": expires.isoformat(timespec="seconds").replace("+00:00", "Z")}
 
 
 INT32_MAX = openapi.INT32_MAX
@@ -375,7 +361,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     clients = Clients(settings)
     app.extensions["photostore_clients"] = clients
-    app.extensions["photostore_sessions"] = sessions.SessionStore(settings.data_dir / sessions.FILENAME)
     # A live-status stream holds a server thread as long as the page is open; the rest of the
     # threads stay free for requests.
     event_streams = threading.BoundedSemaphore(settings.gateway_max_event_streams)
@@ -429,7 +414,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify({SERVICE_NAMES["ingest"]: state}), 200 if state == "SERVING" else 503
 
     # The page's session: an opaque token in an HttpOnly cookie (also what <img> and EventSource,
-    # which cannot send headers, authenticate with). The API key stays on the server.
+    # which cannot send headers, authenticate with). The ingest service keeps the session; the API
+    # key is used once, to make it.
 
     def no_store(response: Response) -> Response:
         response.headers["Cache-Control"] = "no-store"
@@ -455,12 +441,14 @@ def create_app(settings: Settings | None = None) -> Flask:
             raise ServiceError(grpc.StatusCode.UNAUTHENTICATED,
                                "send the API key as 'apiKey' in a JSON body (or 'Authorization: Bearer <key>')",
                                reason="API_KEY_MISSING")
-        caller = check_key(bearer_metadata(key))
-        token = session_store().create(key, caller.user_id, caller.display_name,
-                                       replaces=request.cookies.get(sessions.COOKIE, ""))
-        response = no_store(jsonify(session_json(session_store().get(token))))
+        old = request.cookies.get(sessions.COOKIE, "")
+        if is_session_token(old):  # signing in again rotates the session
+            sessions.end(clients.auth, old, RPC_TIMEOUT_S)
+        session = sessions.create(clients.auth, key, RPC_TIMEOUT_S)
+        response = no_store(jsonify(sessions.as_json(session.user_id, session.display_name,
+                                                     session.expire_time)))
         forget_legacy_cookie(response)
-        response.set_cookie(sessions.COOKIE, token, httponly=True, samesite="Strict",
+        response.set_cookie(sessions.COOKIE, session.token, httponly=True, samesite="Strict",
                             secure=request.is_secure, path="/")
         return response
 
@@ -469,7 +457,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         if not request.cookies.get(sessions.COOKIE):
             raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, f"not signed in: POST {API}/session",
                                reason="SESSION_MISSING")
-        return no_store(jsonify(session_json(cookie_session())))
+        caller = sessions.resolve(clients.auth, cookie_token(), RPC_TIMEOUT_S)
+        return no_store(jsonify(sessions.as_json(caller.user_id, caller.display_name,
+                                                 caller.session_expire_time)))
 
     @app.delete(f"{API}/session")
     def delete_session():
@@ -477,7 +467,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         if token:
             if not header_key():
                 check_same_origin()
-            session_store().delete(token)
+            if is_session_token(token):
+                sessions.end(clients.auth, token, RPC_TIMEOUT_S)
         response = no_store(jsonify({}))
         forget_legacy_cookie(response)
         response.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="Strict",

@@ -52,7 +52,7 @@ def serve(settings: Settings, port: int, max_watchers: int | None = None) -> Grp
     svc = start_server(
         settings=settings, port=port,
         servicers=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer),
-                   (auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer())],
+                   (auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(users))],
         service_names=[SERVICE_NAME, AUTH_SERVICE_NAME],
         authenticator=Authenticator.local(users, settings.auth_cache_seconds),
         # Upload and watch streams each hold a thread: they get theirs on top of the usual ones.

@@ -1,8 +1,10 @@
 """API keys: `authorization: Bearer <key>` on every RPC but health and reflection.
 
-The ingest service owns users and keys (the UserStore) and checks keys itself; search and embed ask
-it through photos.v1.AuthService/GetCaller and cache the answer for auth_cache_seconds, so no other
-service holds database credentials (docs/ARCHITECTURE.md, "Authentication").
+The ingest service owns users, keys and browser sessions (the UserStore) and checks them itself;
+search and embed ask it through photos.v1.AuthService/GetCaller and cache the answer for
+auth_cache_seconds, so no other service holds database credentials (docs/ARCHITECTURE.md,
+"Authentication"). A session token (SESSION_PREFIX, from AuthService/CreateSession) is a bearer
+credential of its user like a key; the ingest service checks it on every call, uncached.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from photostore.interceptors import around
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "psk_"
+SESSION_PREFIX = "pss_"
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 _current_user: contextvars.ContextVar[User | None] = contextvars.ContextVar("user", default=None)
@@ -36,7 +39,16 @@ def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(24)
 
 
+def new_session_token() -> str:
+    return SESSION_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_session_token(credential: str | None) -> bool:
+    return bool(credential) and credential.startswith(SESSION_PREFIX)
+
+
 def hash_key(key: str) -> str:
+    """sha256 of a key or session token: what the UserStore keeps."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -68,19 +80,28 @@ CACHE_LIMIT = 10_000
 
 
 class Authenticator:
-    """Finds the user of a key through `lookup` (its hash -> user, or None), caching answers:
-    hits for ttl_s, misses for NEGATIVE_CACHE_S."""
+    """Finds the user of a key through `lookup` (key -> user, or None), caching answers: hits for
+    ttl_s, misses for NEGATIVE_CACHE_S; session tokens too unless cache_sessions is False."""
 
-    def __init__(self, lookup: KeyLookup, ttl_s: float = 30.0):
+    def __init__(self, lookup: KeyLookup, ttl_s: float = 30.0, *, cache_sessions: bool = True):
         self._lookup = lookup
         self._ttl = ttl_s
+        self._cache_sessions = cache_sessions
         self._cache: dict[str, tuple[float, User | None]] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def local(cls, users: UserStore, ttl_s: float = 30.0) -> Authenticator:
-        """Checks keys against the users store (the ingest service)."""
-        return cls(lambda key: users.user_by_key_hash(hash_key(key)), ttl_s)
+        """Checks keys and session tokens against the users store (the ingest service). Sessions
+        are looked up on every call: sign-out and expiry hold at once on every ingest replica."""
+
+        def lookup(key: str) -> User | None:
+            if is_session_token(key):
+                session = users.session_by_token_hash(hash_key(key))
+                return session.user if session else None
+            return users.user_by_key_hash(hash_key(key))
+
+        return cls(lookup, ttl_s, cache_sessions=False)
 
     @classmethod
     def remote(cls, channel: grpc.Channel, ttl_s: float = 30.0) -> Authenticator:
@@ -105,30 +126,77 @@ class Authenticator:
             raise ServiceError(grpc.StatusCode.UNAUTHENTICATED,
                                "missing API key: send metadata 'authorization: Bearer <key>'",
                                reason="API_KEY_MISSING")
-        digest = hash_key(key)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            user = hit[1]
-        else:
+        session = is_session_token(key)
+        if session and not self._cache_sessions:
             user = self._lookup(key)
-            with self._lock:
-                if len(self._cache) >= CACHE_LIMIT:
-                    self._cache.clear()
-                self._cache[digest] = (now + (self._ttl if user else NEGATIVE_CACHE_S), user)
+        else:
+            user = self._cached_lookup(key)
+        if user is None and session:
+            raise ServiceError(grpc.StatusCode.UNAUTHENTICATED,
+                               "the session has expired or was signed out: sign in again",
+                               reason="SESSION_INVALID")
         if user is None:
             raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, "API key is not valid",
                                reason="API_KEY_INVALID")
         return user
 
+    def _cached_lookup(self, key: str) -> User | None:
+        digest = hash_key(key)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        user = self._lookup(key)
+        with self._lock:
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[digest] = (now + (self._ttl if user else NEGATIVE_CACHE_S), user)
+        return user
+
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    """photos.v1.AuthService on the ingest service: the interceptor has checked the key already."""
+    """photos.v1.AuthService on the ingest service: the interceptor has checked the credential
+    already. Sessions are kept in `users` as the sha256 of their token."""
+
+    def __init__(self, users: UserStore):
+        self._users = users
 
     def GetCaller(self, request, context):
         user = current_user()
-        return auth_pb2.GetCallerResponse(user_id=user.id, display_name=user.name)
+        response = auth_pb2.GetCallerResponse(user_id=user.id, display_name=user.name)
+        credential = api_key_from_metadata(context.invocation_metadata())
+        if is_session_token(credential):
+            session = self._users.session_by_token_hash(hash_key(credential))
+            if session is None:  # it ended since the interceptor looked
+                ServiceError(grpc.StatusCode.UNAUTHENTICATED, "the session has expired or was signed out",
+                             reason="SESSION_INVALID").abort(context)
+            response.session_expire_time.FromDatetime(session.expire_time)
+        return response
+
+    def CreateSession(self, request, context):
+        user = current_user()
+        if is_session_token(api_key_from_metadata(context.invocation_metadata())):
+            ServiceError(grpc.StatusCode.PERMISSION_DENIED,
+                         "a session is made with an API key, not with another session",
+                         reason="API_KEY_REQUIRED").abort(context)
+        if user.name == SERVICE_USER:
+            ServiceError(grpc.StatusCode.PERMISSION_DENIED, "the services' own key has no sessions",
+                         reason="INTERNAL_CALLER").abort(context)
+        token = new_session_token()
+        session = self._users.create_session(user.id, hash_key(token))
+        response = auth_pb2.CreateSessionResponse(token=token, user_id=user.id, display_name=user.name)
+        response.expire_time.FromDatetime(session.expire_time)
+        return response
+
+    def DeleteSession(self, request, context):
+        credential = api_key_from_metadata(context.invocation_metadata())
+        if not is_session_token(credential):
+            ServiceError(grpc.StatusCode.INVALID_ARGUMENT,
+                         "DeleteSession ends the session whose token is the call's bearer credential; "
+                         "this call was made with an API key", reason="SESSION_TOKEN_REQUIRED").abort(context)
+        self._users.delete_session(hash_key(credential))
+        return auth_pb2.DeleteSessionResponse()
 
 
 def engine_unavailable(error: BackendUnavailableError) -> ServiceError:

@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     token_secret: str | None = None
     # How long search and embed trust an answer of the ingest service's key check.
     auth_cache_seconds: float = 30.0
+    # A browser session ends after this long unused (its last use is recorded at most once a minute).
+    session_idle_seconds: float = 12 * 3600
+    # ... and this long after sign-in in any case.
+    session_max_age_seconds: float = 7 * 24 * 3600
     shutdown_grace_seconds: float = 10.0
     # A server asks each client connection to reconnect after this long (in-flight calls and
     # streams finish first), so clients re-resolve dns:/// targets and reach new replicas.

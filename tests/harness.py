@@ -19,7 +19,7 @@ def start_auth_service(settings: Settings) -> tuple[GrpcService, Settings]:
     users = open_users(settings)
     register_service_key(settings, users)
     svc = start_server(settings=settings, port=0,
-                       servicers=[(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer())],
+                       servicers=[(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(users))],
                        service_names=[AUTH_SERVICE_NAME], authenticator=Authenticator.local(users))
     return svc, settings.model_copy(update={"ingest_target": f"127.0.0.1:{svc.port}"})
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,8 +19,8 @@ from embed_svc.worker import EmbedWorker, group_backlog
 import gateway
 from gateway import create_app, errors, openapi, sessions
 from ingest_svc.server import serve as serve_ingest
-from photos.v1 import embed_pb2, embed_pb2_grpc, search_pb2
-from photostore.auth import service_api_key
+from photos.v1 import auth_pb2, auth_pb2_grpc, embed_pb2, embed_pb2_grpc, search_pb2
+from photostore.auth import SESSION_PREFIX, bearer_metadata, hash_key, service_api_key
 from photostore.backends import open_blobs, open_events, open_vectors
 from photostore.backends.base import TOPIC_PHOTO_UPLOADED
 from photostore.errors import ServiceError
@@ -198,68 +196,10 @@ def test_flask_errors_have_the_status_shape():
     assert_status_json(too_big.json, grpc.StatusCode.RESOURCE_EXHAUSTED, "REQUEST_ENTITY_TOO_LARGE")
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_sessions_expire_when_idle_and_at_their_maximum_age(tmp_path):
-    clock = FakeClock()
-    store = sessions.SessionStore(tmp_path / sessions.FILENAME, idle_seconds=600, max_age_seconds=3600,
-                                  clock=clock)
-    token = store.create("psk_secret", "u1", "alice")
-    assert store.get(token).api_key == "psk_secret"
-    # Used every 9 minutes, it lives on past the idle time, up to its maximum age.
-    for _ in range(6):
-        clock.now += 540
-        assert store.get(token) is not None
-    clock.now += 540  # 63 minutes after sign-in
-    assert store.get(token) is None
-
-    idle = store.create("psk_secret", "u1", "alice")
-    clock.now += 599
-    assert store.get(idle).expires == pytest.approx(clock.now + 600)
-    clock.now += 600
-    assert store.get(idle) is None
-    assert store.get("not-a-token") is None and store.get("") is None
-
-
-def test_default_session_lifetime_is_12_hours_idle():
-    assert sessions.IDLE_SECONDS == 12 * 3600
-    assert sessions.MAX_AGE_SECONDS >= sessions.IDLE_SECONDS
-
-
-SESSION_IN_ANOTHER_PROCESS = """
-import sys
-from gateway.sessions import SessionStore
-store = SessionStore(sys.argv[1])
-if sys.argv[2] == "create":
-    print(store.create("psk_from_another_process", "u2", "bob"))
-else:
-    session = store.get(sys.argv[3])
-    print(session.api_key if session else "none")
-"""
-
-
-def test_sessions_are_shared_by_gateway_processes(tmp_path):
-    """gunicorn runs several worker processes: a session made in one works, and ends, in all."""
-    path = str(tmp_path / sessions.FILENAME)
-
-    def other_process(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-c", SESSION_IN_ANOTHER_PROCESS, path, *args],
-                              capture_output=True, text=True, timeout=60, check=True)
-        return done.stdout.strip()
-
-    store = sessions.SessionStore(path)
-    token = other_process("create")
-    assert store.get(token).api_key == "psk_from_another_process"
-    mine = store.create("psk_mine", "u1", "alice")
-    assert other_process("get", mine) == "psk_mine"
-    assert store.delete(mine)
-    assert other_process("get", mine) == "none"
+def test_default_session_lifetime_is_12_hours_idle_and_7_days_at_most():
+    defaults = Settings()
+    assert defaults.session_idle_seconds == 12 * 3600
+    assert defaults.session_max_age_seconds == 7 * 24 * 3600
 
 
 def synthetic_rpc_error(err: ServiceError) -> grpc.RpcError:
@@ -465,8 +405,9 @@ def with_token(app, token: str):
     return other
 
 
-def session_file_bytes(stack) -> bytes:
-    return b"".join(p.read_bytes() for p in stack.data_dir.glob(sessions.FILENAME + "*"))
+def users_store_bytes(stack) -> bytes:
+    """The ingest service's users store (SQLite here), WAL included: where sessions live."""
+    return b"".join(p.read_bytes() for p in stack.users_path.parent.glob(stack.users_path.name + "*"))
 
 
 def test_sign_in_keeps_the_key_on_the_server_and_an_opaque_token_in_the_cookie(app, stack, key):
@@ -489,9 +430,11 @@ def test_sign_in_keeps_the_key_on_the_server_and_an_opaque_token_in_the_cookie(a
     token = session_token(client)
     assert token and key not in token and len(token) >= 40
     assert client.get_cookie("api_key", path=API) is None  # the key itself is never a cookie
-    # Neither the token nor the key is in the session file in the clear.
-    stored = session_file_bytes(stack)
-    assert stored and key.encode() not in stored and token.encode() not in stored
+    # The session lives in the ingest service's users store, as the token's sha256: neither the
+    # token nor the key is there in the clear.
+    stored = users_store_bytes(stack)
+    assert hash_key(token).encode() in stored
+    assert key.encode() not in stored and token.encode() not in stored
 
     # The cookie alone authenticates reads, the page's own origin writes.
     assert client.get(f"{API}/photos").status_code == 200
@@ -543,6 +486,79 @@ def test_sign_out_ends_the_session_on_the_server(app, key):
     assert replayed.get(f"{API}/events").status_code == 401
     assert client.get(f"{API}/photos").status_code == 401
     assert_status_json(client.get(f"{API}/session").json, grpc.StatusCode.UNAUTHENTICATED, "SESSION_MISSING")
+
+
+def test_a_session_made_on_one_gateway_works_and_ends_on_another(stack, key, model_ready, tmp_path):
+    """Gateway replicas (the chart's, in separate pods) share no data dir: the session lives in the
+    ingest service, so either replica serves a signed-in browser, and signing out on one ends it."""
+    gateways = [create_app(stack.model_copy(update={"data_dir": tmp_path / name})) for name in ("one", "two")]
+    one, two = gateways
+    try:
+        browser = one.test_client()
+        signed_in = sign_in(browser, key)
+        assert signed_in.status_code == 200, signed_in.json
+        token = session_token(browser)
+        assert token.startswith(SESSION_PREFIX)
+        elsewhere = with_token(two, token)
+        session = elsewhere.get(f"{API}/session")
+        assert session.status_code == 200, session.json
+        assert (session.json["userId"], session.json["displayName"]) == \
+            (signed_in.json["userId"], "alice")
+        assert session.json["expireTime"] >= signed_in.json["expireTime"]
+        # Every service takes the token: ingest, search (through GetCaller) and embed.
+        photo = elsewhere.post(f"{API}/photos", headers=SAME_ORIGIN, content_type="multipart/form-data",
+                               data={"file": [(io.BytesIO(astronaut_jpeg()), "on-two.jpg")]})
+        assert photo.status_code == 200, photo.json
+        name = photo.json["results"][0]["photo"]
+        assert browser.get(photo_path(name)).status_code == 200
+        assert elsewhere.get(f"{API}/search", query_string={"q": "an astronaut"}).status_code == 200
+        assert browser.get(f"{API}/model").status_code == 200
+        assert elsewhere.delete(photo_path(name), headers=SAME_ORIGIN).status_code == 200
+
+        signed_out = elsewhere.delete(f"{API}/session", headers=SAME_ORIGIN)
+        assert signed_out.status_code == 200
+        for gone in (browser.get(f"{API}/photos"), browser.get(f"{API}/session")):
+            assert gone.status_code == 401
+            assert_status_json(gone.json, grpc.StatusCode.UNAUTHENTICATED, "SESSION_INVALID")
+        # Signing in on one again works; the gateways keep nothing about sessions themselves.
+        assert sign_in(browser, key).status_code == 200
+        assert with_token(two, session_token(browser)).get(f"{API}/photos").status_code == 200
+        assert not [p for p in tmp_path.rglob("*") if "session" in p.name]
+    finally:
+        for gateway_app in gateways:
+            gateway_app.extensions["photostore_clients"].close()
+
+
+def test_auth_service_sessions(stack, key):
+    """CreateSession takes an API key, DeleteSession the session's own token; the token is a
+    bearer credential of its user in between."""
+    channel = make_channel(stack.target("ingest"))
+    try:
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        made = stub.CreateSession(auth_pb2.CreateSessionRequest(), metadata=bearer_metadata(key), timeout=30)
+        assert made.token.startswith(SESSION_PREFIX) and made.display_name == "alice"
+        caller = stub.GetCaller(auth_pb2.GetCallerRequest(), metadata=bearer_metadata(made.token), timeout=30)
+        assert (caller.user_id, caller.display_name) == (made.user_id, "alice")
+        assert caller.session_expire_time.ToDatetime() >= made.expire_time.ToDatetime()
+        keyed = stub.GetCaller(auth_pb2.GetCallerRequest(), metadata=bearer_metadata(key), timeout=30)
+        assert not keyed.HasField("session_expire_time")
+
+        with pytest.raises(grpc.RpcError) as refused:  # a session does not make sessions
+            stub.CreateSession(auth_pb2.CreateSessionRequest(), metadata=bearer_metadata(made.token), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as refused:  # nor does a key sign out
+            stub.DeleteSession(auth_pb2.DeleteSessionRequest(), metadata=bearer_metadata(key), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        stub.DeleteSession(auth_pb2.DeleteSessionRequest(), metadata=bearer_metadata(made.token), timeout=30)
+        for call, request in ((stub.GetCaller, auth_pb2.GetCallerRequest()),
+                              (stub.DeleteSession, auth_pb2.DeleteSessionRequest())):
+            with pytest.raises(grpc.RpcError) as ended:
+                call(request, metadata=bearer_metadata(made.token), timeout=30)
+            assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert stub.GetCaller(auth_pb2.GetCallerRequest(), metadata=bearer_metadata(key), timeout=30).user_id
+    finally:
+        channel.close()
 
 
 def test_header_clients_are_unchanged_and_need_no_origin(client, key):

@@ -28,9 +28,12 @@ def open_users(settings: Settings) -> UserStore:
     """Users live beside the photo metadata, in the same engine."""
     if settings.metadata.backend == "mongodb":
         from photostore.backends.mongo_metadata import MongoUserStore
-        return MongoUserStore(settings.metadata)
+        return MongoUserStore(settings.metadata, session_idle_s=settings.session_idle_seconds,
+                              session_max_age_s=settings.session_max_age_seconds)
     from photostore.backends.sqlite_users import SqliteUserStore
-    return SqliteUserStore(settings.users_path, legacy_metadata_path=settings.metadata_path)
+    return SqliteUserStore(settings.users_path, legacy_metadata_path=settings.metadata_path,
+                           session_idle_s=settings.session_idle_seconds,
+                           session_max_age_s=settings.session_max_age_seconds)
 
 
 def open_events(settings: Settings) -> EventLog:

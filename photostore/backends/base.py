@@ -48,6 +48,23 @@ class User:
 
 
 @dataclasses.dataclass
+class SessionRecord:
+    """A live browser session (its token is never stored, only its sha256)."""
+    user: User
+    created_at: dt.datetime
+    last_seen: dt.datetime
+    # When it ends unless used before: min(last_seen + idle, created_at + max age).
+    expire_time: dt.datetime
+
+
+# Session lifetimes (the defaults of settings.session_idle_seconds / session_max_age_seconds), and
+# how often a session's last_seen is written at most (not on every request).
+SESSION_IDLE_SECONDS = 12 * 3600
+SESSION_MAX_AGE_SECONDS = 7 * 24 * 3600
+SESSION_TOUCH_SECONDS = 60
+
+
+@dataclasses.dataclass
 class PhotoRecord:
     id: str
     owner: str
@@ -223,6 +240,30 @@ class UserStore(abc.ABC):
 
     @abc.abstractmethod
     def user_by_name(self, name: str) -> User | None: ...
+
+    # Browser sessions: a session token is a bearer credential of its user (not of the key it was
+    # made with). The implementations' constructors take the lifetimes.
+    session_idle_s: float = SESSION_IDLE_SECONDS
+    session_max_age_s: float = SESSION_MAX_AGE_SECONDS
+
+    def session_expiry(self, created_at: dt.datetime, last_seen: dt.datetime) -> dt.datetime:
+        return min(last_seen + dt.timedelta(seconds=self.session_idle_s),
+                   created_at + dt.timedelta(seconds=self.session_max_age_s))
+
+    @abc.abstractmethod
+    def create_session(self, user_id: str, token_hash: str, *,
+                       now: dt.datetime | None = None) -> SessionRecord:
+        """A new session of the user under the token's hash; expired sessions are pruned."""
+
+    @abc.abstractmethod
+    def session_by_token_hash(self, token_hash: str, *,
+                              now: dt.datetime | None = None) -> SessionRecord | None:
+        """The live session (its last_seen written when SESSION_TOUCH_SECONDS old), or None; an
+        expired one is deleted."""
+
+    @abc.abstractmethod
+    def delete_session(self, token_hash: str) -> bool:
+        """Ends a session; False when there was none."""
 
     def describe(self) -> str:
         """Backend and address, for status output."""

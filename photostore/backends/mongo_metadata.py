@@ -1,5 +1,5 @@
-"""Photo documents, users and API key hashes in MongoDB (any server of the wire protocol; tested
-against SecantusDB, see deploy/local/mongodb.sh), through pymongo.
+"""Photo documents, users, API key and session token hashes in MongoDB (any server of the wire
+protocol; tested against SecantusDB, see deploy/local/mongodb.sh), through pymongo.
 
 Why the upload request ids live inside the photo document (`request_ids`, an array) rather than in
 a collection of their own: MongoDB makes every single-document write atomic, and checks unique
@@ -31,13 +31,15 @@ import bson
 import pymongo
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
-from photostore.backends.base import (MetadataStore, MetadataUnavailableError, Page, PhotoRecord, User,
-                                      UserStore, utcnow)
+from photostore.backends.base import (SESSION_IDLE_SECONDS, SESSION_MAX_AGE_SECONDS, SESSION_TOUCH_SECONDS,
+                                      MetadataStore, MetadataUnavailableError, Page, PhotoRecord,
+                                      SessionRecord, User, UserStore, utcnow)
 from photostore.settings import MetadataSettings
 
 SERVER_SELECTION_TIMEOUT_MS = 5000
 PHOTOS = "photos"
 USERS = "users"
+SESSIONS = "sessions"
 _FIELDS = [f.name for f in dataclasses.fields(PhotoRecord) if f.name != "id"]
 _NEWEST_FIRST = [("sort_time", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
 _OLDEST_FIRST = [("created_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)]
@@ -51,6 +53,11 @@ def _client(settings: MetadataSettings) -> pymongo.MongoClient:
                 if name.lower() not in uri.lower()}
     return pymongo.MongoClient(uri, tz_aware=True, tzinfo=dt.timezone.utc, appname="photostore",
                                **timeouts)
+
+
+def _ms(time: dt.datetime) -> dt.datetime:
+    """A datetime as BSON keeps it: to the millisecond."""
+    return time.replace(microsecond=time.microsecond // 1000 * 1000)
 
 
 def _address(settings: MetadataSettings) -> str:
@@ -257,18 +264,24 @@ class MongoMetadataStore(MetadataStore):
 
 class MongoUserStore(UserStore):
     """users: {_id, name (unique), created_at, key_hashes: [...] (unique, multikey)}: a user and
-    its keys are one document, so create_user is one atomic insert."""
+    its keys are one document, so create_user is one atomic insert.
+    sessions: {_id: token hash, user_id, created_at, last_seen}."""
 
-    def __init__(self, settings: MetadataSettings):
+    def __init__(self, settings: MetadataSettings, *, session_idle_s: float = SESSION_IDLE_SECONDS,
+                 session_max_age_s: float = SESSION_MAX_AGE_SECONDS):
+        self.session_idle_s, self.session_max_age_s = session_idle_s, session_max_age_s
         self._settings = settings
         self._client = _client(settings)
         self._users = self._client[settings.mongodb_database][USERS]
+        self._sessions = self._client[settings.mongodb_database][SESSIONS]
         self._create_indexes()
 
     @_surface_outages
     def _create_indexes(self) -> None:
         self._users.create_index([("name", 1)], unique=True, name="name")
         self._users.create_index([("key_hashes", 1)], unique=True, name="key_hashes")
+        self._sessions.create_index([("last_seen", 1)], name="last_seen")
+        self._sessions.create_index([("created_at", 1)], name="created_at")
 
     def describe(self) -> str:
         return _address(self._settings)
@@ -309,3 +322,44 @@ class MongoUserStore(UserStore):
     @_surface_outages
     def user_by_name(self, name: str) -> User | None:
         return self._user(self._users.find_one({"name": name}, {"key_hashes": 0}))
+
+    @_surface_outages
+    def create_session(self, user_id: str, token_hash: str, *,
+                       now: dt.datetime | None = None) -> SessionRecord:
+        now = _ms(now or utcnow())
+        user = self._user(self._users.find_one({"_id": user_id}, {"key_hashes": 0}))
+        if user is None:
+            raise ValueError(f"no user {user_id!r}")
+        # Expired sessions go whenever a new one comes (and each on its own lookup).
+        self._sessions.delete_many({"$or": [
+            {"last_seen": {"$lte": now - dt.timedelta(seconds=self.session_idle_s)}},
+            {"created_at": {"$lte": now - dt.timedelta(seconds=self.session_max_age_s)}}]})
+        self._sessions.insert_one({"_id": token_hash, "user_id": user_id, "created_at": now,
+                                   "last_seen": now})
+        return SessionRecord(user=user, created_at=now, last_seen=now,
+                             expire_time=self.session_expiry(now, now))
+
+    @_surface_outages
+    def session_by_token_hash(self, token_hash: str, *,
+                              now: dt.datetime | None = None) -> SessionRecord | None:
+        doc = self._sessions.find_one({"_id": token_hash})
+        if doc is None:
+            return None
+        now = _ms(now or utcnow())
+        created, last_seen = doc["created_at"], doc["last_seen"]
+        if now >= self.session_expiry(created, last_seen):
+            self._sessions.delete_one({"_id": token_hash})
+            return None
+        user = self._user(self._users.find_one({"_id": doc["user_id"]}, {"key_hashes": 0}))
+        if user is None:
+            return None
+        if (now - last_seen).total_seconds() >= SESSION_TOUCH_SECONDS:
+            self._sessions.update_one({"_id": token_hash, "last_seen": {"$lt": now}},
+                                      {"$set": {"last_seen": now}})
+            last_seen = now
+        return SessionRecord(user=user, created_at=created, last_seen=last_seen,
+                             expire_time=self.session_expiry(created, last_seen))
+
+    @_surface_outages
+    def delete_session(self, token_hash: str) -> bool:
+        return self._sessions.delete_one({"_id": token_hash}).deleted_count > 0

@@ -1,31 +1,46 @@
-"""Users and their API key hashes in SQLite: the embedded twin of MongoUserStore."""
+"""Users, their API key hashes and session token hashes in SQLite: the embedded twin of MongoUserStore."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sqlite3
 import uuid
 from pathlib import Path
 
-from photostore.backends.base import User, UserStore, utcnow
+from photostore.backends.base import (SESSION_IDLE_SECONDS, SESSION_MAX_AGE_SECONDS, SESSION_TOUCH_SECONDS,
+                                      SessionRecord, User, UserStore, utcnow)
 from photostore.backends.sqlite_util import SqliteDatabase
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
   id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
   key_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id));
+CREATE TABLE IF NOT EXISTS sessions (
+  token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
+  created_at REAL NOT NULL, last_seen REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_last_seen ON sessions (last_seen);
+CREATE INDEX IF NOT EXISTS sessions_created_at ON sessions (created_at);
 """
+
+
+def _time(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
 def _user(row: sqlite3.Row | None) -> User | None:
     if row is None:
         return None
-    return User(id=row["id"], name=row["name"],
-                created_at=dt.datetime.fromtimestamp(row["created_at"], dt.timezone.utc))
+    return User(id=row["id"], name=row["name"], created_at=_time(row["created_at"]))
 
 
 class SqliteUserStore(UserStore):
-    def __init__(self, path: Path, legacy_metadata_path: Path | None = None):
+    def __init__(self, path: Path, legacy_metadata_path: Path | None = None, *,
+                 session_idle_s: float = SESSION_IDLE_SECONDS,
+                 session_max_age_s: float = SESSION_MAX_AGE_SECONDS):
+        self.session_idle_s, self.session_max_age_s = session_idle_s, session_max_age_s
         self.db = SqliteDatabase(path, SCHEMA)
         if legacy_metadata_path is not None:
             self._adopt_legacy_users(Path(legacy_metadata_path))
@@ -77,3 +92,47 @@ class SqliteUserStore(UserStore):
     def user_by_name(self, name: str) -> User | None:
         return _user(self.db.connection().execute(
             "SELECT * FROM users WHERE name = ?", (name,)).fetchone())
+
+    def create_session(self, user_id: str, token_hash: str, *,
+                       now: dt.datetime | None = None) -> SessionRecord:
+        now = now or utcnow()
+        t = now.timestamp()
+        with self.db.transaction() as conn:
+            user = _user(conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
+            if user is None:
+                raise ValueError(f"no user {user_id!r}")
+            # Expired sessions go whenever a new one comes (and each on its own lookup).
+            conn.execute("DELETE FROM sessions WHERE last_seen <= ? OR created_at <= ?",
+                         (t - self.session_idle_s, t - self.session_max_age_s))
+            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (token_hash, user_id, t, t))
+        created = _time(t)
+        return SessionRecord(user=user, created_at=created, last_seen=created,
+                             expire_time=self.session_expiry(created, created))
+
+    def session_by_token_hash(self, token_hash: str, *,
+                              now: dt.datetime | None = None) -> SessionRecord | None:
+        conn = self.db.connection()
+        row = conn.execute(
+            "SELECT users.*, sessions.created_at AS session_created, sessions.last_seen"
+            " FROM sessions JOIN users ON users.id = sessions.user_id WHERE token_hash = ?",
+            (token_hash,)).fetchone()
+        if row is None:
+            return None
+        now = now or utcnow()
+        created, last_seen = _time(row["session_created"]), _time(row["last_seen"])
+        if now >= self.session_expiry(created, last_seen):
+            conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+            return None
+        if (now - last_seen).total_seconds() >= SESSION_TOUCH_SECONDS:
+            try:
+                conn.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ? AND last_seen < ?",
+                             (now.timestamp(), token_hash, now.timestamp()))
+                last_seen = now
+            except sqlite3.OperationalError as e:  # a full disk or a long lock: the session stays valid
+                log.warning("could not record the use of a session: %s", e)
+        return SessionRecord(user=_user(row), created_at=created, last_seen=last_seen,
+                             expire_time=self.session_expiry(created, last_seen))
+
+    def delete_session(self, token_hash: str) -> bool:
+        return self.db.connection().execute(
+            "DELETE FROM sessions WHERE token_hash = ?", (token_hash,)).rowcount > 0

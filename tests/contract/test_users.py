@@ -8,18 +8,25 @@ from tests.contract.mongodb import fresh_database
 from photostore.backends.base import utcnow
 
 
+# Session lifetimes of the stores under test (the defaults are 12 h and 7 days).
+IDLE_S = 600
+MAX_AGE_S = 3600
+T0 = dt.datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=dt.timezone.utc)  # to the ms, as BSON keeps it
+
+
 @pytest.fixture(params=["embedded", "mongodb"])
 def users(request, tmp_path):
     """A store on a fresh database (MongoDB: a new database name, dropped after the test)."""
+    lifetimes = {"session_idle_s": IDLE_S, "session_max_age_s": MAX_AGE_S}
     if request.param == "embedded":
         from photostore.backends.sqlite_users import SqliteUserStore
-        opened = SqliteUserStore(tmp_path / "users.sqlite3")
+        opened = SqliteUserStore(tmp_path / "users.sqlite3", **lifetimes)
         yield opened
         opened.close()
         return
     from photostore.backends.mongo_metadata import MongoUserStore
     with fresh_database(request, "test_users") as settings:
-        opened = MongoUserStore(settings)
+        opened = MongoUserStore(settings, **lifetimes)
         try:
             yield opened
         finally:
@@ -83,6 +90,84 @@ def test_concurrent_creates_of_one_name_make_one_user(users):
     (winner_index, winner), = created.items()
     assert users.user_by_name("carol") == winner
     assert [i for i in range(n) if users.user_by_key_hash(f"key-{i}") is not None] == [winner_index]
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def test_a_session_resolves_to_its_user_until_deleted(users):
+    alice, bob = users.create_user("alice", "k1"), users.create_user("bob", "k2")
+    made = users.create_session(alice.id, "s1", now=T0)
+    assert made.user == alice and made.created_at == made.last_seen == T0
+    assert made.expire_time == at(IDLE_S)
+    users.create_session(alice.id, "s2", now=T0)  # a user may hold several
+    users.create_session(bob.id, "s3", now=T0)
+    found = users.session_by_token_hash("s1", now=at(10))
+    assert found.user == alice and found.created_at == T0 and found.expire_time == at(IDLE_S)
+    assert users.session_by_token_hash("s3", now=at(10)).user == bob
+    # Sessions and keys are separate credentials: a token's hash is no key's, and back.
+    assert users.user_by_key_hash("s1") is None and users.session_by_token_hash("k1", now=at(10)) is None
+    assert users.session_by_token_hash("unknown", now=at(10)) is None
+
+    assert users.delete_session("s1") is True
+    assert users.delete_session("s1") is False and users.delete_session("unknown") is False
+    assert users.session_by_token_hash("s1", now=at(20)) is None
+    assert users.session_by_token_hash("s2", now=at(20)).user == alice  # the others stay
+    assert users.user_by_key_hash("k1") == alice
+
+
+def test_a_session_of_no_user_is_refused(users):
+    with pytest.raises(ValueError):
+        users.create_session("no-such-user", "s1", now=T0)
+    assert users.session_by_token_hash("s1", now=T0) is None
+
+
+def test_last_seen_is_written_at_most_once_a_minute(users):
+    alice = users.create_user("alice", "k1")
+    users.create_session(alice.id, "s1", now=T0)
+    assert users.session_by_token_hash("s1", now=at(30)).last_seen == T0
+    assert users.session_by_token_hash("s1", now=at(59)).last_seen == T0
+    touched = users.session_by_token_hash("s1", now=at(60))
+    assert touched.last_seen == at(60) and touched.expire_time == at(60 + IDLE_S)
+    # Read back from the store: written once, not again 30 s later.
+    again = users.session_by_token_hash("s1", now=at(90))
+    assert again.last_seen == at(60) and again.expire_time == at(60 + IDLE_S)
+
+
+def test_a_session_ends_after_its_idle_time(users):
+    alice = users.create_user("alice", "k1")
+    users.create_session(alice.id, "s1", now=T0)
+    assert users.session_by_token_hash("s1", now=at(IDLE_S - 1)) is not None  # used: idle starts again
+    assert users.session_by_token_hash("s1", now=at(2 * IDLE_S - 2)) is not None
+    assert users.session_by_token_hash("s1", now=at(3 * IDLE_S - 2)) is None  # unused for IDLE_S
+    # Deleted on that lookup, not merely refused: an earlier clock does not bring it back.
+    assert users.session_by_token_hash("s1", now=at(2 * IDLE_S)) is None
+    assert users.delete_session("s1") is False
+
+
+def test_a_session_ends_at_its_maximum_age_however_often_used(users):
+    alice = users.create_user("alice", "k1")
+    users.create_session(alice.id, "s1", now=T0)
+    t = 0
+    while t + 540 < MAX_AGE_S:  # used every 9 minutes, it outlives its idle time...
+        t += 540
+        session = users.session_by_token_hash("s1", now=at(t))
+        assert session is not None and session.expire_time == min(at(t + IDLE_S), at(MAX_AGE_S))
+    assert t > IDLE_S
+    assert users.session_by_token_hash("s1", now=at(MAX_AGE_S - 1)) is not None
+    assert users.session_by_token_hash("s1", now=at(MAX_AGE_S)) is None  # ...up to its maximum age
+
+
+def test_expired_sessions_are_pruned_when_a_session_is_made(users):
+    alice = users.create_user("alice", "k1")
+    users.create_session(alice.id, "old", now=T0)
+    users.create_session(alice.id, "recent", now=at(MAX_AGE_S - 60))
+    users.session_by_token_hash("recent", now=at(MAX_AGE_S + IDLE_S - 120))
+    users.create_session(alice.id, "new", now=at(MAX_AGE_S + IDLE_S - 60))
+    # "old" was never looked up after it expired: the new session's creation removed it.
+    assert users.delete_session("old") is False
+    assert users.delete_session("recent") is True and users.delete_session("new") is True
 
 
 def test_users_of_an_older_data_dir_move_to_the_users_store(tmp_path):

@@ -22,19 +22,28 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14photos/v1/auth.proto\x12\tphotos.v1\"\x12\n\x10GetCallerRequest\":\n\x11GetCallerResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t2U\n\x0b\x41uthService\x12\x46\n\tGetCaller\x12\x1b.photos.v1.GetCallerRequest\x1a\x1c.photos.v1.GetCallerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14photos/v1/auth.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetCallerRequest\"s\n\x11GetCallerResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x37\n\x13session_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x16\n\x14\x43reateSessionRequest\"~\n\x15\x43reateSessionResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\"\x16\n\x14\x44\x65leteSessionRequest\"\x17\n\x15\x44\x65leteSessionResponse2\xfd\x01\n\x0b\x41uthService\x12\x46\n\tGetCaller\x12\x1b.photos.v1.GetCallerRequest\x1a\x1c.photos.v1.GetCallerResponse\x12R\n\rCreateSession\x12\x1f.photos.v1.CreateSessionRequest\x1a .photos.v1.CreateSessionResponse\x12R\n\rDeleteSession\x12\x1f.photos.v1.DeleteSessionRequest\x1a .photos.v1.DeleteSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'photos.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETCALLERREQUEST']._serialized_start=35
-  _globals['_GETCALLERREQUEST']._serialized_end=53
-  _globals['_GETCALLERRESPONSE']._serialized_start=55
-  _globals['_GETCALLERRESPONSE']._serialized_end=113
-  _globals['_AUTHSERVICE']._serialized_start=115
-  _globals['_AUTHSERVICE']._serialized_end=200
+  _globals['_GETCALLERREQUEST']._serialized_start=68
+  _globals['_GETCALLERREQUEST']._serialized_end=86
+  _globals['_GETCALLERRESPONSE']._serialized_start=88
+  _globals['_GETCALLERRESPONSE']._serialized_end=203
+  _globals['_CREATESESSIONREQUEST']._serialized_start=205
+  _globals['_CREATESESSIONREQUEST']._serialized_end=227
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=229
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=355
+  _globals['_DELETESESSIONREQUEST']._serialized_start=357
+  _globals['_DELETESESSIONREQUEST']._serialized_end=379
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=381
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=404
+  _globals['_AUTHSERVICE']._serialized_start=407
+  _globals['_AUTHSERVICE']._serialized_end=660
 # @@protoc_insertion_point(module_scope)

@@ -26,9 +26,13 @@ if _version_not_supported:
 
 
 class AuthServiceStub(object):
-    """Checks API keys for the other services, so that only the ingest service (which owns the users)
-    reads the users and their keys. Search and embed call it with the caller's key and cache the
-    answer briefly (docs/ARCHITECTURE.md, "Authentication").
+    """Checks API keys and browser sessions for the other services, so that only the ingest service
+    (which owns the users) reads the users, their keys and their sessions. Search and embed call it
+    with the caller's credential and cache the answer briefly (docs/ARCHITECTURE.md,
+    "Authentication").
+
+    A session token (from CreateSession) is a bearer credential like an API key: every service
+    accepts `authorization: Bearer <token>` as its user until the session ends.
     """
 
     def __init__(self, channel):
@@ -42,17 +46,49 @@ class AuthServiceStub(object):
                 request_serializer=photos_dot_v1_dot_auth__pb2.GetCallerRequest.SerializeToString,
                 response_deserializer=photos_dot_v1_dot_auth__pb2.GetCallerResponse.FromString,
                 _registered_method=True)
+        self.CreateSession = channel.unary_unary(
+                '/photos.v1.AuthService/CreateSession',
+                request_serializer=photos_dot_v1_dot_auth__pb2.CreateSessionRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_auth__pb2.CreateSessionResponse.FromString,
+                _registered_method=True)
+        self.DeleteSession = channel.unary_unary(
+                '/photos.v1.AuthService/DeleteSession',
+                request_serializer=photos_dot_v1_dot_auth__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_auth__pb2.DeleteSessionResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer(object):
-    """Checks API keys for the other services, so that only the ingest service (which owns the users)
-    reads the users and their keys. Search and embed call it with the caller's key and cache the
-    answer briefly (docs/ARCHITECTURE.md, "Authentication").
+    """Checks API keys and browser sessions for the other services, so that only the ingest service
+    (which owns the users) reads the users, their keys and their sessions. Search and embed call it
+    with the caller's credential and cache the answer briefly (docs/ARCHITECTURE.md,
+    "Authentication").
+
+    A session token (from CreateSession) is a bearer credential like an API key: every service
+    accepts `authorization: Bearer <token>` as its user until the session ends.
     """
 
     def GetCaller(self, request, context):
-        """Who holds the key sent in the call's `authorization: Bearer <key>` metadata;
-        UNAUTHENTICATED when nobody does.
+        """Who holds the credential (API key or session token) sent in the call's
+        `authorization: Bearer <credential>` metadata; UNAUTHENTICATED when nobody does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSession(self, request, context):
+        """Starts a session for the caller, who must call with a user's API key (a session token, or
+        the services' own key, is PERMISSION_DENIED). The session belongs to the user, not to the key
+        that made it. It ends after a time unused, a fixed time after it was made, or at
+        DeleteSession.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSession(self, request, context):
+        """Ends the session whose token is the call's bearer credential (sign-out): the token is
+        refused from then on. INVALID_ARGUMENT when the call is made with an API key instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -66,6 +102,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=photos_dot_v1_dot_auth__pb2.GetCallerRequest.FromString,
                     response_serializer=photos_dot_v1_dot_auth__pb2.GetCallerResponse.SerializeToString,
             ),
+            'CreateSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSession,
+                    request_deserializer=photos_dot_v1_dot_auth__pb2.CreateSessionRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_auth__pb2.CreateSessionResponse.SerializeToString,
+            ),
+            'DeleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSession,
+                    request_deserializer=photos_dot_v1_dot_auth__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_auth__pb2.DeleteSessionResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'photos.v1.AuthService', rpc_method_handlers)
@@ -75,9 +121,13 @@ def add_AuthServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuthService(object):
-    """Checks API keys for the other services, so that only the ingest service (which owns the users)
-    reads the users and their keys. Search and embed call it with the caller's key and cache the
-    answer briefly (docs/ARCHITECTURE.md, "Authentication").
+    """Checks API keys and browser sessions for the other services, so that only the ingest service
+    (which owns the users) reads the users, their keys and their sessions. Search and embed call it
+    with the caller's credential and cache the answer briefly (docs/ARCHITECTURE.md,
+    "Authentication").
+
+    A session token (from CreateSession) is a bearer credential like an API key: every service
+    accepts `authorization: Bearer <token>` as its user until the session ends.
     """
 
     @staticmethod
@@ -97,6 +147,60 @@ class AuthService(object):
             '/photos.v1.AuthService/GetCaller',
             photos_dot_v1_dot_auth__pb2.GetCallerRequest.SerializeToString,
             photos_dot_v1_dot_auth__pb2.GetCallerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.AuthService/CreateSession',
+            photos_dot_v1_dot_auth__pb2.CreateSessionRequest.SerializeToString,
+            photos_dot_v1_dot_auth__pb2.CreateSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.AuthService/DeleteSession',
+            photos_dot_v1_dot_auth__pb2.DeleteSessionRequest.SerializeToString,
+            photos_dot_v1_dot_auth__pb2.DeleteSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
