@@ -37,7 +37,7 @@ IDEMPOTENT_METHODS = {
                                 "GetPhotoDownloadUrl", "DeletePhoto", "ReindexPhotos"],
     "photos.v1.SearchService": ["SearchPhotos", "FindSimilar"],
     "photos.v1.EmbedService": ["EmbedText", "EmbedImages", "GetModelInfo", "AnalyzeImages"],
-    "photos.v1.AuthService": ["GetCaller"],
+    "photos.v1.AuthService": ["GetCaller", "DeleteSession"],
 }
 SERVICE_CONFIG = json.dumps({
     # Spread calls over every address the target resolves to (the replicas): "ipv4:a:p1,b:p2"
