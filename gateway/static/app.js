@@ -133,27 +133,33 @@ async function refreshIndexing() {
   }
 }
 
+// What each model gives search, in the words the page uses.
+const MODEL_USES = {
+  MODEL_ROLE_CLIP: "what photos show (image model)",
+  MODEL_ROLE_LABELS: "labels",
+  MODEL_ROLE_OCR: "text in photos",
+  MODEL_ROLE_SENTENCE: "descriptions of labels and text",
+};
+
 async function showModelState() {
   clearTimeout(modelTimer);
   const box = $("model-state");
   try {
     const info = await api("/model");
-    const clip = info.models.find((m) => m.role === "MODEL_ROLE_CLIP");
-    const others = info.models.filter((m) => m.role !== "MODEL_ROLE_CLIP");
-    const othersReady = others.length > 0 && others.every((m) => m.ready);
-    box.dataset.state = clip && clip.ready ? "ready" : "loading";
-    if (clip && clip.ready) {
-      box.textContent = `Search model ${clip.model} is ready.`;
-      box.title = `${clip.dimension} dimensions on ${info.device}`;
-      return;
-    }
-    box.textContent = othersReady
-      ? "Searching by labels and text read from photos; the image model is not ready yet."
-      : "Search model is not ready yet.";
-    box.title = clip ? clip.reason : "";
+    const uses = (models) => models.map((m) => MODEL_USES[m.role] || m.model);
+    const ready = info.models.filter((m) => m.ready);
+    const waiting = info.models.filter((m) => !m.ready);
+    // File names (and labels and text once read) are always matched as keywords.
+    const using = [...uses(ready), "file names"];
+    box.textContent = `Search uses ${using.join(", ")}.` +
+      (waiting.length ? ` Not ready yet: ${uses(waiting).join(", ")}.` : "");
+    box.title = waiting.map((m) => `${m.model}: ${m.reason || "loading"}`).join("\n") ||
+      ready.map((m) => m.model).join(", ") + ` on ${info.device}`;
+    box.dataset.state = waiting.length ? "loading" : "ready";
+    if (!waiting.length) return;
   } catch (err) {
     box.dataset.state = "loading";
-    box.textContent = `Search model unavailable: ${err.message}`;
+    box.textContent = `Search models unavailable: ${err.message}`;
   }
   modelTimer = setTimeout(showModelState, MODEL_POLL_MS);
 }

@@ -169,6 +169,8 @@ describe("Photostore web page", () => {
         /^astronaut-again\.pngAlready stored as astronaut\.png$/);
       assert.ok(await page.isHidden("#drop-overlay"));
 
+      // The sidebar says what search can use now: not the image model, which has no weights yet.
+      assert.match(await text(page, "#model-state"), /^Search uses .*file names\. Not ready yet: what photos show \(image model\)/);
       console.log(config.installWeights); // the weights arrive; the photos get indexed
       await page.waitForFunction(() => document.querySelectorAll(".upload-item[data-state=indexed]").length === 4,
         null, INDEXING);
@@ -176,6 +178,8 @@ describe("Photostore web page", () => {
         .every((tile) => tile.dataset.status === "indexed"));
       assert.ok(await page.evaluate(() => window.notReloaded), "no reload");
       assert.equal(await text(page, "#upload-summary"), "4 searchable · 1 already stored · 1 not stored");
+      await page.waitForFunction(() => document.getElementById("model-state").textContent
+        .startsWith("Search uses what photos show (image model)"));
     });
 
   it("groups the timeline by day taken, newest first, with thumbnails only", STEP, async () => {
