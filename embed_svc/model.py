@@ -127,11 +127,21 @@ class InferenceModel(abc.ABC):
                     logged = self.reason
                 self._closed.wait(self._retry_seconds)
                 continue
+            if self._closed.is_set():  # closed while it loaded: close what the load started
+                self._close_batcher()
+                return
             on_ready()
             return
 
     def close(self) -> None:
+        """Stops inference; a load under way (in native code: it cannot be interrupted) finishes
+        in its thread and then closes what it started."""
         self._closed.set()
+        self._close_batcher()
+
+    def _close_batcher(self) -> None:
+        # Called by close() and by a load that ends after it: either sees the other's write (or
+        # both close it, which is harmless).
         if self._batcher is not None:
             self._batcher.close()
 
