@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import datetime as dt
+import errno
+import fcntl
 import importlib
 import mimetypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,13 +23,13 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import grpc
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tenacity import (retry, retry_if_exception, retry_if_not_exception_type, retry_if_result,
-                      stop_after_attempt, stop_after_delay, wait_exponential, wait_fixed)
+from tenacity import (retry, retry_if_exception, retry_if_result, stop_after_attempt, stop_after_delay,
+                      stop_when_event_set, wait_exponential, wait_fixed)
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
@@ -49,6 +53,14 @@ DONE_STATUSES = {photo_pb2.PHOTO_STATUS_INDEXED, photo_pb2.PHOTO_STATUS_FAILED}
 STARTUP_TIMEOUT_S = 120.0
 # How long `up` lets the model load before it reports the model's state.
 MODEL_WAIT_S = 15.0
+# A service that exits under `up` is started again after this delay, doubled at each exit up to
+# the maximum, and back to the first once it stayed up RESTART_STABLE_S.
+RESTART_BACKOFF_S = 1.0
+RESTART_BACKOFF_MAX_S = 30.0
+RESTART_STABLE_S = 60.0
+# In the data dir: flock'ed by the `up` that runs on it.
+UP_LOCK_FILE = "up.lock"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Columns of `search`, as SignalScores names them.
 SEARCH_SIGNALS = ("clip", "text", "keyword")
 STATUS_LABELS = {
@@ -446,18 +458,194 @@ class _StartupInterrupted(Exception):
     """A child exited, or we were asked to stop, before every service answered."""
 
 
-def _wait_until(probe, children: Sequence[tuple[str, subprocess.Popen]], stop: threading.Event) -> None:
+def _wait_until(probe, children: Sequence[tuple[str, subprocess.Popen]], stop: threading.Event,
+                timeout_s: float = STARTUP_TIMEOUT_S) -> None:
     """Retries `probe` until it passes; gives up at once if a child exits or a signal came."""
-    @retry(retry=retry_if_not_exception_type(_StartupInterrupted), stop=stop_after_delay(STARTUP_TIMEOUT_S),
-           wait=wait_fixed(0.25), reraise=True)
-    def attempt() -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
         if stop.is_set():
             raise _StartupInterrupted("stopped by signal")
         for label, proc in children:
             if proc.poll() is not None:
                 raise _StartupInterrupted(f"{label} exited with status {proc.returncode}")
-        probe()
-    attempt()
+        try:
+            probe()
+            return
+        except Exception:  # noqa: BLE001 - not yet; the last failure is reported at the deadline
+            if time.monotonic() > deadline:
+                raise
+        stop.wait(0.25)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A Popen preexec_fn (Linux) that has the kernel send the child SIGTERM when `up` ends, even
+    by SIGKILL (PR_SET_PDEATHSIG; kept across the exec into the service, which stops gracefully
+    on it). The "parent" is the thread that forked: `up` starts every child from its main thread."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent, sigterm = os.getpid(), int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
+        if os.getppid() != parent:  # up ended before the line above took effect
+            os.kill(os.getpid(), sigterm)
+    return preexec
+
+
+@dataclasses.dataclass
+class _Supervised:
+    label: str
+    argv: list[str]
+    env: dict[str, str]
+    probe: Callable[[], None] | None  # passes once the process serves
+    backoff_s: float  # the delay before its next restart
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    restart_at: float | None = None  # exited; started again at this time.monotonic()
+    recovering: bool = False  # started again, its probe not passed yet
+
+
+class Supervisor:
+    """Runs the service processes and keeps them running: `check` (called every half second or
+    so) starts again a process that exited, after a delay that doubles from backoff_s up to
+    max_backoff_s with each exit and starts over once the process stayed up stable_s. Every
+    child is in a process group of its own (a terminal's Ctrl-C reaches only `up`, which stops
+    them) and gets SIGTERM from the kernel when `up` ends, however it ends."""
+
+    def __init__(self, *, backoff_s: float = RESTART_BACKOFF_S, max_backoff_s: float = RESTART_BACKOFF_MAX_S,
+                 stable_s: float = RESTART_STABLE_S, say: Callable[[str], None] | None = None):
+        self.backoff_s, self.max_backoff_s, self.stable_s = backoff_s, max_backoff_s, stable_s
+        self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._preexec = _die_with_parent()
+        self.children: list[_Supervised] = []
+
+    def start(self, label: str, argv: list[str], env: dict[str, str],
+              probe: Callable[[], None] | None = None) -> subprocess.Popen:
+        child = _Supervised(label, argv, env, probe, self.backoff_s)
+        self.children.append(child)
+        self._spawn(child)
+        return child.proc
+
+    def _spawn(self, child: _Supervised) -> None:
+        child.proc = subprocess.Popen(child.argv, env=child.env, process_group=0, preexec_fn=self._preexec)
+        child.started = time.monotonic()
+
+    @property
+    def running(self) -> list[tuple[str, subprocess.Popen]]:
+        return [(c.label, c.proc) for c in self.children if c.proc is not None]
+
+    def check(self) -> None:
+        """Notices exits (and says when each process starts again), starts those whose delay is
+        over, and says when a restarted one serves again."""
+        for child in self.children:
+            now = time.monotonic()
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.restart_at = None
+                    self._spawn(child)
+                    child.recovering = child.probe is not None
+                    self._say(f"{child.label} started again (pid {child.proc.pid})")
+                continue
+            code = child.proc.poll()
+            if code is None:
+                if child.recovering:
+                    try:
+                        child.probe()
+                    except Exception:  # noqa: BLE001 - still starting: asked again next time
+                        continue
+                    child.recovering = False
+                    self._say(f"{child.label} is serving again")
+                continue
+            if now - child.started >= self.stable_s:
+                child.backoff_s = self.backoff_s
+            delay, child.backoff_s = child.backoff_s, min(child.backoff_s * 2, self.max_backoff_s)
+            child.restart_at, child.recovering = now + delay, False
+            self._say(f"{child.label} exited with code {code}; restarting in {delay:g} s")
+
+    def stop(self, grace_s: float) -> None:
+        """SIGTERM to every running child at once; those still running after grace_s are killed."""
+        children = [(c.label, c.proc) for c in self.children if c.proc is not None]
+        for child in self.children:
+            child.restart_at = None
+        _stop_children(children, grace_s)
+
+
+def _up_lock(data_dir: Path) -> int:
+    """Takes DATA_DIR/up.lock (flock) for as long as this process lives, which the kernel ends
+    however the process ends; raises CliError naming the `up` that holds it. Returns the fd."""
+    path = data_dir / UP_LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise CliError(f"another `photostore up` (pid {holder}) runs on the data dir {data_dir}; "
+                       "stop it first, or give this one another PHOTOSTORE_DATA_DIR") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on host:port (a bind without SO_REUSEPORT fails, also beside
+    the gRPC servers, which set it)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # the service itself says what is wrong with the host
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def _port_holder(port: int) -> str:
+    """"pid N (command line)" of the process listening on `port`, where /proc shows it; else ""."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    sockets.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir() if sockets else ():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in sockets for fd in (proc / "fd").iterdir()):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                return f"pid {proc.name} ({command.strip()[:200]})"
+    return ""
+
+
+def _check_ports(processes: Sequence[deployment.ServiceProcess], settings: Settings) -> None:
+    """Raises CliError, before anything starts, when a port a process would listen on is taken
+    (or given twice), naming the port, its setting and the process that holds it."""
+    problems, given = [], {}
+    for process in processes:
+        for name, port in process.ports(settings).items():
+            base = getattr(settings, name.removeprefix("PHOTOSTORE_").lower())
+            setting = name if port == base else f"{name} + {port - base}"
+            what = f"port {port} of {process.label} ({setting})"
+            if port in given:
+                problems.append(f"{what} is also {given[port]}")
+                continue
+            given[port] = what
+            if _port_in_use(settings.host, port):
+                holder = _port_holder(port)
+                problems.append(f"{what} is in use on {settings.host}" + (f" by {holder}" if holder else ""))
+    if problems:
+        raise CliError("; ".join(problems) + ": stop what holds it, or set another port")
 
 
 def _grpc_health_probe(target: str, service: str = "", timeout_s: float = 2.0):
@@ -545,10 +733,24 @@ def _stop_engines(engines_dir: Path) -> None:
 
 
 def cmd_up(args, settings: Settings) -> int:
+    """Refuses to start beside another `up` on the data dir or on a taken port; else runs the
+    services (restarting any that exits) until SIGTERM or SIGINT, then stops them."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        lock = _up_lock(settings.data_dir)
+        try:
+            _check_ports(deployment.services(settings, replicas=2 if args.scale_out else 1), settings)
+            return _run_up(args, settings, stop)
+        finally:
+            os.close(lock)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _run_up(args, settings: Settings, stop: threading.Event) -> int:
     env_file = settings.data_dir / SCALE_OUT_ENV_FILE
     engines_dir = settings.data_dir / "engines"
     env_file.unlink(missing_ok=True)
@@ -564,26 +766,20 @@ def cmd_up(args, settings: Settings) -> int:
         # Later commands in other terminals (users add, status, ...) read the same settings.
         env_file.write_text("".join(f"{k}={v}\n" for k, v in backends.items()))
         env_file.chmod(0o600)
-    env = os.environ.copy()
     processes = deployment.services(settings, replicas=2 if args.scale_out else 1)
-    children: list[tuple[str, subprocess.Popen]] = []
+    env = os.environ.copy()
+    supervisor = Supervisor()
     try:
         for process in processes:
-            # Own process group: a terminal's Ctrl-C reaches only us, and we stop the children.
-            children.append((process.label, subprocess.Popen(process.argv(sys.executable),
-                                                             env={**env, **process.env}, process_group=0)))
+            probe = (_grpc_health_probe(process.grpc_target, timeout_s=1.0) if process.grpc_target
+                     else _http_health_probe(process.http_url + "/readyz", timeout_s=1.0) if process.http_url
+                     else None)
+            supervisor.start(process.label, process.argv(sys.executable), {**env, **process.env}, probe)
         for process in processes:
             if process.grpc_target:
-                _wait_until(_grpc_health_probe(process.grpc_target), children, stop)
+                _wait_until(_grpc_health_probe(process.grpc_target), supervisor.running, stop)
             elif process.http_url:
-                _wait_until(_http_health_probe(process.http_url + "/readyz"), children, stop)
-    except _StartupInterrupted as e:
-        print(f"{e} during start-up; stopping the others", file=sys.stderr)
-        exit_code = 0 if stop.is_set() else 1
-    except Exception as e:  # noqa: BLE001 - a probe that never passed
-        print(f"error: services did not come up in {STARTUP_TIMEOUT_S:g}s: {e}", file=sys.stderr)
-        exit_code = 1
-    else:
+                _wait_until(_http_health_probe(process.http_url + "/readyz"), supervisor.running, stop)
         for process in processes:
             where = process.grpc_target or process.http_url or "(no port: consumes events)"
             print(f"{process.label:<14} {where}")
@@ -591,38 +787,45 @@ def cmd_up(args, settings: Settings) -> int:
             for line in _backend_lines(settings):
                 print(line)
             print(f"settings for other terminals are in {env_file} (read by this CLI)")
-        print(_model_status(settings))
-        print(f"data in {settings.data_dir}")
-        print("create a user with: photostore users add NAME")
         sys.stdout.flush()
+    except _StartupInterrupted as e:
+        print(f"{e} during start-up; stopping the others", file=sys.stderr)
+        exit_code = 0 if stop.is_set() else 1
+    except Exception as e:  # noqa: BLE001 - a probe that never passed
+        print(f"error: services did not come up in {STARTUP_TIMEOUT_S:g}s: {e}", file=sys.stderr)
+        exit_code = 1
+    else:
         exit_code = 0
+        model_line = _model_status(settings, stop)
+        if stop.is_set():
+            print("stopped by signal during start-up; stopping the others", file=sys.stderr)
+        else:
+            print(model_line)
+            print(f"data in {settings.data_dir}")
+            print("create a user with: photostore users add NAME")
+            sys.stdout.flush()
+        # Started: from now on a service that exits is started again (before, it ended `up`).
         while not stop.wait(0.5):
-            dead = [(label, proc.returncode) for label, proc in children if proc.poll() is not None]
-            if dead:
-                for label, code in dead:
-                    print(f"error: {label} exited unexpectedly with status {code}; stopping the others",
-                          file=sys.stderr)
-                exit_code = 1
-                break
-    _stop_children(children, settings.shutdown_grace_seconds + 5)
+            supervisor.check()
+    supervisor.stop(settings.shutdown_grace_seconds + 5)
     if args.scale_out:
         _stop_engines(engines_dir)
         env_file.unlink(missing_ok=True)
     return exit_code
 
 
-def _model_status(settings: Settings) -> str:
-    """The model's state, after giving it MODEL_WAIT_S to finish loading."""
+def _model_status(settings: Settings, stop: threading.Event) -> str:
+    """The model's state, after giving it MODEL_WAIT_S to finish loading (less when `stop` is set)."""
     key = service_api_key(settings)
     with make_channel(settings.target("embed")) as channel:
         stub = embed_pb2_grpc.EmbedServiceStub(channel)
 
         @retry(retry=retry_if_result(lambda info: not all(m.ready for m in info.models)),
-               stop=stop_after_delay(MODEL_WAIT_S),
+               stop=stop_after_delay(MODEL_WAIT_S) | stop_when_event_set(stop), sleep=stop.wait,
                wait=wait_fixed(0.5), retry_error_callback=lambda state: state.outcome.result())
         def model_info() -> embed_pb2.GetModelInfoResponse:
             return stub.GetModelInfo(embed_pb2.GetModelInfoRequest(), metadata=bearer_metadata(key),
-                                     timeout=30)
+                                     timeout=5)
 
         try:
             return _model_line(model_info())

@@ -62,6 +62,17 @@ class ServiceProcess:
         script = Path(python).parent / "photostore"
         return [str(script), *self.command] if script.exists() else [python, "-m", "photostore", *self.command]
 
+    def ports(self, settings: Settings) -> dict[str, int]:
+        """The ports it listens on, by the setting that gives each: PHOTOSTORE_<COMPONENT>_PORT and
+        PHOTOSTORE_<COMPONENT>_METRICS_PORT, from its env (a replica's) or else `settings`; 0 is none."""
+        ports = {}
+        for field in (f"{self.component}_port", f"{self.component}_metrics_port"):
+            if field in Settings.model_fields:
+                name = f"PHOTOSTORE_{field.upper()}"
+                if port := int(self.env.get(name) or getattr(settings, field)):
+                    ports[name] = port
+        return ports
+
 
 def setting_names(settings_class: type = Settings) -> set[str]:
     """Every PHOTOSTORE_* environment variable the code reads."""

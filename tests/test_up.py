@@ -202,6 +202,160 @@ class Up:
         return self.proc.returncode
 
 
+def run_up(env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([PHOTOSTORE, "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+@pytest.fixture(scope="module")
+def running(tiny_clip, tmp_path_factory):
+    """The `up` of the module, started when a test first needs it and again after one ended it."""
+    ups: list[Up] = []
+
+    def get() -> Up:
+        if not ups or ups[-1].proc.poll() is not None:
+            ups.append(Up(up_env(tmp_path_factory.mktemp("up"), tiny_clip)))
+            ups[-1].wait_started()
+        return ups[-1]
+
+    yield get
+    for up in ups:
+        up.stop()
+
+
+# Supervision
+
+def test_a_service_killed_under_up_is_started_again_with_growing_delays(running):
+    up = running()
+    killed = up.services()["search"]
+    os.kill(killed, signal.SIGKILL)
+    up.wait_for_line(r"^search exited with code -9; restarting in 1 s$", 60)
+    up.wait_for_line(r"^search is serving again$")
+    assert up.services()["search"] != killed
+    # A search works: through search, embed (the query) and ingest (the key, the photos).
+    user = subprocess.run([PHOTOSTORE, "users", "add", "alice"], cwd=ROOT, env=up.env, capture_output=True,
+                          text=True, timeout=120)
+    key = re.search(r"psk_[\w-]+", user.stdout).group(0)
+    search = subprocess.run([PHOTOSTORE, "search", "a cat", "--key", key], cwd=ROOT, env=up.env,
+                            capture_output=True, text=True, timeout=120)
+    assert (search.returncode, search.stdout.strip()) == (0, "no matches"), search.stderr
+
+    # Dying again soon after: the delay doubles.
+    os.kill(up.services()["search"], signal.SIGKILL)
+    up.wait_for_line(r"^search exited with code -9; restarting in 2 s$", 60)
+    up.wait_for_line(r"^search is serving again$", nth=2)
+    assert serving(up.target("search"))
+    assert up.proc.poll() is None
+
+
+def test_a_process_that_keeps_exiting_is_retried_with_a_capped_delay():
+    said: list[str] = []
+    supervisor = cli.Supervisor(backoff_s=0.05, max_backoff_s=0.2, stable_s=60, say=said.append)
+    supervisor.start("crasher", [sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ))
+    try:
+        wait_for(lambda: supervisor.check() or len([s for s in said if "exited" in s]) >= 6, 120, "six exits")
+    finally:
+        supervisor.stop(5)
+    exits = [s for s in said if "exited" in s]
+    assert exits[:6] == [f"crasher exited with code 3; restarting in {d:g} s" for d in (0.05, 0.1, 0.2, 0.2, 0.2, 0.2)]
+    assert len([s for s in said if s.startswith("crasher started again (pid ")]) >= 5
+
+
+def test_the_delay_starts_over_once_a_process_stayed_up():
+    said: list[str] = []
+    supervisor = cli.Supervisor(backoff_s=0.05, max_backoff_s=10, stable_s=0.3, say=said.append)
+    supervisor.start("sleeper", [sys.executable, "-c", "import time; time.sleep(0.5)"], dict(os.environ))
+    try:
+        wait_for(lambda: supervisor.check() or len([s for s in said if "exited" in s]) >= 3, 120, "three exits")
+    finally:
+        supervisor.stop(5)
+    assert [s for s in said if "exited" in s][:3] == ["sleeper exited with code 0; restarting in 0.05 s"] * 3
+
+
+# Refusals
+
+def test_a_second_up_on_the_same_data_dir_is_refused(running, tmp_path, tiny_clip):
+    up = running()
+    second = run_up({**up_env(tmp_path, tiny_clip), "PHOTOSTORE_DATA_DIR": up.env["PHOTOSTORE_DATA_DIR"]})
+    assert second.returncode == 1
+    assert (f"error: another `photostore up` (pid {up.proc.pid}) runs on the data dir "
+            f"{up.env['PHOTOSTORE_DATA_DIR']}") in second.stderr
+    assert up.proc.poll() is None and serving(up.target("ingest"))
+
+
+def test_up_refuses_ports_in_use_naming_the_setting_and_the_process(running, tmp_path, tiny_clip):
+    up = running()
+    ingest = up.services()["ingest"]
+    second = run_up({**up_env(tmp_path, tiny_clip), **{name: up.env[name] for name in PORT_SETTINGS}})
+    assert second.returncode == 1
+    port = up.port("PHOTOSTORE_INGEST_PORT")
+    assert re.search(rf"port {port} of ingest \(PHOTOSTORE_INGEST_PORT\) is in use on 127\.0\.0\.1 "
+                     rf"by pid {ingest} \([^)]*photostore serve ingest\)", second.stderr), second.stderr
+    assert "another `photostore up`" not in second.stderr  # a data dir of its own
+    assert not (tmp_path / "data" / cli.SCALE_OUT_ENV_FILE).exists()
+
+
+def test_up_checks_every_port_before_it_starts_anything(tmp_path, tiny_clip):
+    env = up_env(tmp_path, tiny_clip)
+    env["PHOTOSTORE_EMBED_METRICS_PORT"] = env["PHOTOSTORE_INGEST_METRICS_PORT"]
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", int(env["PHOTOSTORE_GATEWAY_PORT"])))
+        held.listen()
+        done = run_up(env)
+    assert done.returncode == 1
+    ingest_metrics = env["PHOTOSTORE_INGEST_METRICS_PORT"]
+    assert (f"port {ingest_metrics} of embed (PHOTOSTORE_EMBED_METRICS_PORT) is also port {ingest_metrics} "
+            f"of ingest (PHOTOSTORE_INGEST_METRICS_PORT)") in done.stderr
+    assert (f"port {env['PHOTOSTORE_GATEWAY_PORT']} of gateway (PHOTOSTORE_GATEWAY_PORT) is in use on "
+            f"127.0.0.1 by pid {os.getpid()} (") in done.stderr
+    assert done.stdout == ""  # nothing started, nothing listed
+
+
+# Stopping
+
+def test_killing_up_with_sigkill_takes_every_process_it_started_down(running, tmp_path, tiny_clip):
+    up = running()
+    assert set(up.services()) == {"ingest", "embed", "worker", "search", "gateway"}
+    started = up.remember()  # with the gateway's worker processes
+    os.kill(up.proc.pid, signal.SIGKILL)
+    wait_for(lambda: not [pid for pid in started if alive(pid)], STOP_TIMEOUT_S,
+             f"every process of up gone: {[(pid, cmdline(pid)) for pid in started if alive(pid)]}")
+    # Its lock went with it: the next `up` on the data dir gets as far as the ports (one held here).
+    env = {**up_env(tmp_path, tiny_clip), "PHOTOSTORE_DATA_DIR": up.env["PHOTOSTORE_DATA_DIR"]}
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", int(env["PHOTOSTORE_SEARCH_PORT"])))
+        held.listen()
+        done = run_up(env)
+    assert "another `photostore up`" not in done.stderr
+    assert f"of search (PHOTOSTORE_SEARCH_PORT) is in use" in done.stderr
+
+
+@pytest.mark.parametrize("waiting_for", ["health", "model"])
+def test_ctrl_c_during_start_up_stops_everything_at_once(waiting_for, tmp_path, tiny_clip):
+    """Start-up waits for the search service's health at an address nothing answers, or for a
+    model whose weights are not there (up waits cli.MODEL_WAIT_S for it to load)."""
+    never = free_ports(1)[0]
+    extra = ({"PHOTOSTORE_SEARCH_TARGET": f"127.0.0.1:{never}"} if waiting_for == "health"
+             else {"PHOTOSTORE_MODEL_PRETRAINED": str(tmp_path / "not-there-yet.pt")})
+    up = Up(up_env(tmp_path, tiny_clip, **extra))
+    try:
+        if waiting_for == "health":
+            wait_for(lambda: len(up.services()) == 5 and serving(up.target("ingest")), START_TIMEOUT_S,
+                     "every service started, ingest serving")
+        else:
+            up.wait_for_line(r"^gateway\s+http://")  # every service answered; the model is next
+        started = up.remember()
+        asked = time.monotonic()
+        up.proc.send_signal(signal.SIGINT)
+        assert up.proc.wait(STOP_TIMEOUT_S) == 0
+        took = time.monotonic() - asked
+        wait_for(lambda: not [pid for pid in started if alive(pid)], STOP_TIMEOUT_S, "every process gone")
+        up.wait_for_line(r"^stopped by signal during start-up; stopping the others$", 10)
+        assert not up.matches(r"^data in ")
+        assert took < cli.MODEL_WAIT_S, up.output_tail()
+    finally:
+        up.stop()
+
+
 # The embed service, stopped while its models load
 
 EMBED_SERVICE = "photos.v1.EmbedService"
