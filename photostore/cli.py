@@ -650,7 +650,7 @@ def _check_ports(processes: Sequence[deployment.ServiceProcess], settings: Setti
 
 def _grpc_health_probe(target: str, service: str = "", timeout_s: float = 2.0):
     def probe():
-        with grpc.insecure_channel(target) as channel:
+        with make_channel(target) as channel:  # TLS where the settings say so
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
         if response.status != health_pb2.HealthCheckResponse.SERVING:
@@ -934,6 +934,7 @@ def load_running_stack_settings() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # what it writes (users, keys, the stack's settings) is its owner's alone
     args = build_parser().parse_args(argv)
     if args.command not in ("serve", "probe"):  # a service reads only its environment
         load_running_stack_settings()

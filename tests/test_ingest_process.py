@@ -139,10 +139,10 @@ def test_data_files_are_readable_by_their_owner_only(ingest_process, tmp_path):
     small = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 20, 30)).save(small, "JPEG")
     upload(stub, auth, small.getvalue(), "small.jpg")
-    made_by_ingest = [p for p in (tmp_path / "data").rglob("*")
-                      if p.is_file() and not p.name.startswith("users.sqlite")]  # users: the CLI's
-    assert any(p.name.startswith("metadata.sqlite") for p in made_by_ingest)
-    assert any("originals" in p.parts for p in made_by_ingest)
+    data_files = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+    for made in ("metadata.sqlite3", "users.sqlite3"):  # by ingest, and by `photostore users add`
+        assert made in {p.name for p in data_files}
+    assert any("originals" in p.parts for p in data_files)
     opened_to_others = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777)
-                        for p in made_by_ingest if p.stat().st_mode & 0o077}
+                        for p in data_files if p.stat().st_mode & 0o077}
     assert not opened_to_others

@@ -3,6 +3,9 @@ certificates the test makes (trustme)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -99,6 +102,18 @@ def test_mutual_tls_admits_only_clients_with_a_certificate_of_the_ca(tmp_path, p
                     == grpc.StatusCode.UNAUTHENTICATED
         finally:
             search.stop()
+
+
+def test_the_health_probe_speaks_tls_with_the_ca_setting(tmp_path, pki):
+    """`photostore probe` (the containers' health check, and `up`'s) reaches a TLS server."""
+    with ingest_over_tls(tmp_path, tls(pki)) as (_, target, _auth):
+        photostore = [str(Path(sys.executable).parent / "photostore"), "probe", "--grpc", target, "--timeout", "10"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSTORE_TLS__")}
+        trusting = subprocess.run(photostore, env={**env, "PHOTOSTORE_TLS__CA_FILE": str(pki["ca"])},
+                                  capture_output=True, text=True, timeout=60)
+        assert trusting.returncode == 0, trusting.stderr
+        plaintext = subprocess.run(photostore, env=env, capture_output=True, text=True, timeout=60)
+        assert plaintext.returncode == 1 and "not ready" in plaintext.stderr
 
 
 def test_client_auth_without_a_ca_is_refused_at_start(tmp_path, pki):
