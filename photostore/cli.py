@@ -767,7 +767,8 @@ def _run_up(args, settings: Settings, stop: threading.Event) -> int:
         env_file.write_text("".join(f"{k}={v}\n" for k, v in backends.items()))
         env_file.chmod(0o600)
     processes = deployment.services(settings, replicas=2 if args.scale_out else 1)
-    env = os.environ.copy()
+    # A person reads this terminal: no line per request, unless asked for.
+    env = {"PHOTOSTORE_ACCESS_LOG": "false", **os.environ}
     supervisor = Supervisor()
     try:
         for process in processes:

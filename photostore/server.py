@@ -216,6 +216,6 @@ def setup_process(component: str, *, tracing: bool = True) -> None:
     databases, spool) readable by their owner only."""
     os.umask(0o077)
     settings = get_settings()
-    telemetry.configure_logging(settings.log_format, f"photostore-{component}")
+    telemetry.configure_logging(settings.log_format, f"photostore-{component}", settings.access_log)
     if tracing:
         telemetry.configure_tracing(component, settings)

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     gateway_metrics_port: int = 7165
     # Logs on stderr: json (one object per line), text, or auto (text at a terminal, else json).
     log_format: Literal["auto", "json", "text"] = "auto"
+    # One log line per RPC and HTTP request, with its request id; `photostore up` turns it off
+    # (a person reads that terminal) unless it is set.
+    access_log: bool = True
     # OTLP/HTTP collector for traces (http://collector:4318); empty: OTEL_EXPORTER_OTLP_ENDPOINT, else none.
     otlp_endpoint: str = ""
     # Gateway processes (gunicorn) and threads in each; a live-status stream holds a thread, so

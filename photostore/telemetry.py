@@ -172,11 +172,13 @@ def log_handler(log_format: str, service: str = "", stream=None) -> logging.Hand
     return handler
 
 
-def configure_logging(log_format: str, service: str = "") -> None:
-    """This process's logs: the root logger at INFO through one handler on stderr; warnings and
-    uncaught exceptions go through it too, so JSON logs stay one object per line."""
+def configure_logging(log_format: str, service: str = "", access: bool = True) -> None:
+    """This process's logs: the root logger at INFO through one handler on stderr (the access
+    lines only with `access`); warnings and uncaught exceptions go through it too, so JSON logs
+    stay one object per line."""
     handler = log_handler(log_format, service)
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    access_log.setLevel(logging.INFO if access else logging.WARNING)
     logging.captureWarnings(True)
     if isinstance(handler.formatter, JsonLogFormatter):
         uncaught = logging.getLogger("photostore.uncaught")
