@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ SHORT_NAMES = {"ingest": "ingest", "ingest2": "ingest2", "embed": "embed", "embe
                "embed worker 2": "worker2", "search": "search", "gateway": "gateway"}
 
 
+_ENVIRON_SWAP = threading.Lock()
 # Process -> the name of its metrics port in Stack.ports.
 METRICS_PORTS = {name: f"{name}-metrics" for name in SHORT_NAMES.values()}
 
@@ -177,15 +179,18 @@ class Stack:
         return embed_pb2_grpc.EmbedServiceStub(self.channel("embed"))
 
     def settings(self) -> Settings:
-        """The settings the services read (to open the same backends from a test)."""
-        saved = dict(os.environ)
-        try:
-            os.environ.clear()
-            os.environ.update(self.env)
-            return Settings(_env_file=None)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        """The settings the services read (to open the same backends from a test). Settings read
+        os.environ, which is swapped for the services' environment meanwhile: one thread at a
+        time, or one thread's swap would become another's 'saved' environment for good."""
+        with _ENVIRON_SWAP:
+            saved = dict(os.environ)
+            try:
+                os.environ.clear()
+                os.environ.update(self.env)
+                return Settings(_env_file=None)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
 
     def add_user(self, name: str) -> str:
         out = subprocess.run([str(Path(sys.executable).parent / "photostore"), "users", "add", name],

@@ -369,14 +369,13 @@ def test_grpcurl_through_reflection(stack, state):
 
 
 def test_health_answers_while_workers_are_busy(stack, state):
-    alice = state["alice"]
     stop = threading.Event()
+    service = service_auth(stack.settings())
 
     def keep_busy():
         photos = list(state["photos"].values())[:8]
         while not stop.is_set():
-            stack.embed.EmbedImages(embed_pb2.EmbedImagesRequest(images=photos),
-                                    metadata=service_auth(stack.settings()))
+            stack.embed.EmbedImages(embed_pb2.EmbedImagesRequest(images=photos), metadata=service)
 
     threads = [threading.Thread(target=keep_busy) for _ in range(4)]
     for t in threads:
