@@ -11,7 +11,7 @@ from typing import Callable
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from photostore.image_scale import DECODED_FORMATS, reduce_by, scale_down, scale_factor
+from photostore.image_scale import DECODED_FORMATS, LARGE_IMAGE_PIXELS, reduce_by, scale_down, scale_factor
 from photostore.limits import decode_budget
 
 
@@ -26,10 +26,10 @@ def _register_heif() -> None:
 
 def decode(data: bytes, max_pixels: int, draft_scale: Callable[[int, int], float] = lambda w, h: 1.0
            ) -> Image.Image:
-    """The image decoded once to RGB, EXIF orientation applied, at most about twice
-    draft_scale(width, height) of its size: a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) that
-    keeps that size, any image then reduced by a whole factor. Decodes wait for the process's
-    pixel budget. Raises UndecodableImageError."""
+    """The image decoded once to RGB, EXIF orientation applied: a JPEG at the smallest DCT scale
+    (1/2, 1/4, 1/8) still at least draft_scale(width, height) of its size, and a large image
+    (LARGE_IMAGE_PIXELS) reduced by a whole factor to at most about twice that. Decodes wait for
+    the process's pixel budget. Raises UndecodableImageError."""
     _register_heif()
     try:
         im = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
@@ -42,7 +42,8 @@ def decode(data: bytes, max_pixels: int, draft_scale: Callable[[int, int], float
             if scale < 1:
                 im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
             im.load()
-            image = reduce_by(im, math.floor(im.width / (width * scale)))
+            large = width * height >= LARGE_IMAGE_PIXELS
+            image = reduce_by(im, math.floor(im.width / (width * scale))) if large else im
             return ImageOps.exif_transpose(image).convert("RGB")
     except UndecodableImageError:
         raise

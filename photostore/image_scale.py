@@ -7,6 +7,9 @@ from PIL import Image
 # The only decoders ever tried on photo bytes (uploads, originals, EmbedService inputs).
 DECODED_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "HEIF"]
 
+# A decode this large is reduced at once (and its memory handed back after): smaller ones are
+# left as decoded, so what a model sees does not depend on what else read the same decode.
+LARGE_IMAGE_PIXELS = 16_000_000
 # Modes Image.reduce works on; others are converted first.
 REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "I", "F"}
 # Before the long side is bounded, a copy keeps at most this aspect ratio's worth of pixels:

@@ -13,6 +13,7 @@ from typing import Iterator, TypeVar
 import grpc
 
 from photostore.errors import ServiceError
+from photostore.image_scale import LARGE_IMAGE_PIXELS
 from photostore.memory import release_memory
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class PixelBudget:
     image larger than the whole budget waits to decode alone). After a large decode the freed
     heap goes back to the system, so the process does not idle at its peak."""
 
-    def __init__(self, pixels: int, release_above: int = 16_000_000):
+    def __init__(self, pixels: int, release_above: int = LARGE_IMAGE_PIXELS):
         self.pixels = pixels
         self._release_above = release_above
         self._in_use = 0
