@@ -10,7 +10,7 @@ import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from photostore.auth import OPEN_SERVICES
-from photostore.interceptors import around
+from photostore.interceptors import bracketed
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +52,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             return handler
         service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
         labels = (service, method)
-
-        def unary(behavior, request, context):
-            started, error = _started(labels), None
-            try:
-                return behavior(request, context)
-            except BaseException as e:
-                error = e
-                raise
-            finally:
-                _finished(labels, context, started, error)
-
-        def stream(behavior, request, context):
-            started, error = _started(labels), None
-            try:
-                yield from behavior(request, context)
-            except BaseException as e:
-                error = e
-                raise
-            finally:
-                _finished(labels, context, started, error)
-
-        return around(handler, unary, stream)
+        return bracketed(handler, lambda: _started(labels),
+                         lambda started, context, error: _finished(labels, context, started, error))
 
 
 def _started(labels: tuple[str, str]) -> float:

@@ -35,7 +35,7 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from photostore.auth import OPEN_SERVICES
-from photostore.interceptors import around
+from photostore.interceptors import bracketed
 from photostore.metrics import status_code_name
 
 log = logging.getLogger(__name__)
@@ -203,27 +203,8 @@ class RequestIdInterceptor(grpc.ServerInterceptor):
         incoming = accepted_request_id(next(
             (v for k, v in handler_call_details.invocation_metadata or () if k == REQUEST_ID_METADATA), None))
 
-        def unary(behavior, request, context):
-            token, started, error = _begin(incoming), time.perf_counter(), None
-            try:
-                return behavior(request, context)
-            except BaseException as e:
-                error = e
-                raise
-            finally:
-                _end(token, method, context, started, error)
-
-        def stream(behavior, request, context):
-            token, started, error = _begin(incoming), time.perf_counter(), None
-            try:
-                yield from behavior(request, context)
-            except BaseException as e:
-                error = e
-                raise
-            finally:
-                _end(token, method, context, started, error)
-
-        return around(handler, unary, stream)
+        return bracketed(handler, lambda: (_begin(incoming), time.perf_counter()),
+                         lambda begun, context, error: _end(*begun, method, context, error))
 
 
 def _begin(incoming: str | None) -> contextvars.Token:
@@ -234,7 +215,7 @@ def _begin(incoming: str | None) -> contextvars.Token:
     return _request_id.set(request_id)
 
 
-def _end(token: contextvars.Token, method: str, context, started: float, error: BaseException | None) -> None:
+def _end(token: contextvars.Token, started: float, method: str, context, error: BaseException | None) -> None:
     try:
         ms = (time.perf_counter() - started) * 1000
         code = status_code_name(context, error)
