@@ -895,16 +895,8 @@ def test_idle_upload_streams_of_one_user_leave_every_other_call_served(tmp_path)
     once idle, and meanwhile other users, health and reflection are answered."""
     settings = make_settings(tmp_path).model_copy(update={
         "max_uploads_per_user": 4, "max_concurrent_uploads": 8, "upload_idle_timeout_seconds": 8})
-    stalled_until = threading.Event()
-
-    def stalled_upload():
-        yield next(upload_requests(astronaut_png()))  # the metadata, then silence
-        stalled_until.wait(120)
-
     with running_ingest(settings) as ingest:
-        try:
-            calls = [ingest.stub.UploadPhoto.future(stalled_upload(), metadata=ingest.alice, timeout=120)
-                     for _ in range(100)]
+        with stalled_uploads(ingest, 100) as calls:
             wait_for(lambda: sum(c.done() for c in calls) >= 90, timeout_s=60)
 
             # Another user, health and reflection answer (each within a deadline, not a hang).
@@ -928,8 +920,6 @@ def test_idle_upload_streams_of_one_user_leave_every_other_call_served(tmp_path)
             assert len(refused) >= 90
             assert {error_info(e).reason for e in refused} == {"TOO_MANY_UPLOADS_PER_USER"}
             assert {quota_subject(e) for e in refused} == {f"users/{ingest.alice_id}"}
-        finally:
-            stalled_until.set()
         # The slots came back and nothing was left in the spool.
         assert ingest.upload(astronaut_jpeg()).photo.filename
         assert not [p for p in (settings.data_dir / "tmp").rglob("*") if p.is_file()]
@@ -981,24 +971,30 @@ def test_spool_files_of_dead_ingest_processes_are_removed_at_start(tmp_path):
 def test_uploads_beyond_the_servers_limit_are_refused_for_everyone(tmp_path):
     settings = make_settings(tmp_path).model_copy(update={
         "max_uploads_per_user": 2, "max_concurrent_uploads": 2})
-    stalled_until = threading.Event()
-
-    def stalled_upload():
-        yield next(upload_requests(astronaut_png()))
-        stalled_until.wait(120)
-
     with running_ingest(settings) as ingest:
-        try:
-            held = [ingest.stub.UploadPhoto.future(stalled_upload(), metadata=ingest.alice, timeout=120)
-                    for _ in range(2)]
+        with stalled_uploads(ingest, 2) as held:
             # Both held (the server counts them) before bob comes.
             wait_for(lambda: _upload_refused(ingest, ingest.bob))
             err = _upload_refused(ingest, ingest.bob)
             assert error_info(err).reason == "TOO_MANY_UPLOADS"
             assert quota_subject(err) == "server"
             assert not any(c.done() for c in held)
-        finally:
-            stalled_until.set()
+
+
+@contextlib.contextmanager
+def stalled_uploads(ingest: Ingest, n: int) -> Iterator[list[grpc.Future]]:
+    """n uploads of alice's that send their metadata and then nothing until the block ends."""
+    stalled_until = threading.Event()
+
+    def stalled_upload():
+        yield next(upload_requests(astronaut_png()))  # the metadata, then silence
+        stalled_until.wait(120)
+
+    try:
+        yield [ingest.stub.UploadPhoto.future(stalled_upload(), metadata=ingest.alice, timeout=120)
+               for _ in range(n)]
+    finally:
+        stalled_until.set()
 
 
 def _upload_refused(ingest: Ingest, auth) -> grpc.RpcError | None:

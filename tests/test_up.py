@@ -247,28 +247,30 @@ def test_a_service_killed_under_up_is_started_again_with_growing_delays(running)
     assert up.proc.poll() is None
 
 
-def test_a_process_that_keeps_exiting_is_retried_with_a_capped_delay():
+def supervised_exits(code: str, exits: int, **delays) -> list[str]:
+    """What a Supervisor (with `delays`) said about a process running `code` until it exited
+    `exits` times."""
     said: list[str] = []
-    supervisor = cli.Supervisor(backoff_s=0.05, max_backoff_s=0.2, stable_s=60, say=said.append)
-    supervisor.start("crasher", [sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ))
+    supervisor = cli.Supervisor(say=said.append, **delays)
+    supervisor.start("child", [sys.executable, "-c", code], dict(os.environ))
+    exited = lambda: [s for s in said if "exited" in s]  # noqa: E731
     try:
-        wait_for(lambda: supervisor.check() or len([s for s in said if "exited" in s]) >= 6, 120, "six exits")
+        wait_for(lambda: supervisor.check() or len(exited()) >= exits, 120, f"{exits} exits")
     finally:
         supervisor.stop(5)
+    return said
+
+
+def test_a_process_that_keeps_exiting_is_retried_with_a_capped_delay():
+    said = supervised_exits("import sys; sys.exit(3)", 6, backoff_s=0.05, max_backoff_s=0.2, stable_s=60)
     exits = [s for s in said if "exited" in s]
-    assert exits[:6] == [f"crasher exited with code 3; restarting in {d:g} s" for d in (0.05, 0.1, 0.2, 0.2, 0.2, 0.2)]
-    assert len([s for s in said if s.startswith("crasher started again (pid ")]) >= 5
+    assert exits[:6] == [f"child exited with code 3; restarting in {d:g} s" for d in (0.05, 0.1, 0.2, 0.2, 0.2, 0.2)]
+    assert len([s for s in said if s.startswith("child started again (pid ")]) >= 5
 
 
 def test_the_delay_starts_over_once_a_process_stayed_up():
-    said: list[str] = []
-    supervisor = cli.Supervisor(backoff_s=0.05, max_backoff_s=10, stable_s=0.3, say=said.append)
-    supervisor.start("sleeper", [sys.executable, "-c", "import time; time.sleep(0.5)"], dict(os.environ))
-    try:
-        wait_for(lambda: supervisor.check() or len([s for s in said if "exited" in s]) >= 3, 120, "three exits")
-    finally:
-        supervisor.stop(5)
-    assert [s for s in said if "exited" in s][:3] == ["sleeper exited with code 0; restarting in 0.05 s"] * 3
+    said = supervised_exits("import time; time.sleep(0.5)", 3, backoff_s=0.05, max_backoff_s=10, stable_s=0.3)
+    assert [s for s in said if "exited" in s][:3] == ["child exited with code 0; restarting in 0.05 s"] * 3
 
 
 # Refusals
