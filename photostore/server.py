@@ -91,9 +91,9 @@ def make_channel(target: str, settings: Settings | None = None) -> grpc.Channel:
         ("grpc.service_config", SERVICE_CONFIG),
     ]
     credentials = client_credentials((settings or get_settings()).tls)
-    if credentials is None:
-        return telemetry.instrument_channel(grpc.insecure_channel(target, options=options))
-    return telemetry.instrument_channel(grpc.secure_channel(target, credentials, options=options))
+    channel = (grpc.insecure_channel(target, options=options) if credentials is None
+               else grpc.secure_channel(target, credentials, options=options))
+    return telemetry.instrument_channel(channel)
 
 
 class GrpcService:
