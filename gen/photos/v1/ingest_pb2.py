@@ -22,57 +22,90 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from photos.v1 import photo_pb2 as photos_dot_v1_dot_photo__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16photos/v1/ingest.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15photos/v1/photo.proto\"p\n\x0eUploadMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\\\n\x12UploadPhotoRequest\x12-\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.photos.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x64\x61ta\"I\n\x13UploadPhotoResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x1f\n\x0fGetPhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x10GetPhotoResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\"<\n\x15\x42\x61tchGetPhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x14\n\x0cskip_missing\x18\x02 \x01(\x08\":\n\x16\x42\x61tchGetPhotosResponse\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\"\xc0\x01\n\x11ListPhotosRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"c\n\x12ListPhotosResponse\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\"\n\x12\x44\x65letePhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65letePhotoResponse\"N\n\x14\x44ownloadPhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07variant\x18\x02 \x01(\x0e\x32\x17.photos.v1.PhotoVariant\"P\n\x15\x44ownloadPhotoResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\r\n\x05\x63hunk\x18\x03 \x01(\x0c\"T\n\x1aGetPhotoDownloadUrlRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07variant\x18\x02 \x01(\x0e\x32\x17.photos.v1.PhotoVariant\"[\n\x1bGetPhotoDownloadUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x12WatchPhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x14\n\x0csend_initial\x18\x02 \x01(\x08\"\x97\x01\n\x13WatchPhotosResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12/\n\x0b\x63hange_type\x18\x02 \x01(\x0e\x32\x1a.photos.v1.PhotoChangeType\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x14ReindexPhotosRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\"6\n\x15ReindexPhotosResponse\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0e\n\x06models\x18\x02 \x03(\t*f\n\x0cPhotoVariant\x12\x1d\n\x19PHOTO_VARIANT_UNSPECIFIED\x10\x00\x12\x1a\n\x16PHOTO_VARIANT_ORIGINAL\x10\x01\x12\x1b\n\x17PHOTO_VARIANT_THUMBNAIL\x10\x02\x32\xf4\x05\n\rIngestService\x12N\n\x0bUploadPhoto\x12\x1d.photos.v1.UploadPhotoRequest\x1a\x1e.photos.v1.UploadPhotoResponse(\x01\x12\x43\n\x08GetPhoto\x12\x1a.photos.v1.GetPhotoRequest\x1a\x1b.photos.v1.GetPhotoResponse\x12U\n\x0e\x42\x61tchGetPhotos\x12 .photos.v1.BatchGetPhotosRequest\x1a!.photos.v1.BatchGetPhotosResponse\x12I\n\nListPhotos\x12\x1c.photos.v1.ListPhotosRequest\x1a\x1d.photos.v1.ListPhotosResponse\x12L\n\x0b\x44\x65letePhoto\x12\x1d.photos.v1.DeletePhotoRequest\x1a\x1e.photos.v1.DeletePhotoResponse\x12T\n\rDownloadPhoto\x12\x1f.photos.v1.DownloadPhotoRequest\x1a .photos.v1.DownloadPhotoResponse0\x01\x12\x64\n\x13GetPhotoDownloadUrl\x12%.photos.v1.GetPhotoDownloadUrlRequest\x1a&.photos.v1.GetPhotoDownloadUrlResponse\x12N\n\x0bWatchPhotos\x12\x1d.photos.v1.WatchPhotosRequest\x1a\x1e.photos.v1.WatchPhotosResponse0\x01\x12R\n\rReindexPhotos\x12\x1f.photos.v1.ReindexPhotosRequest\x1a .photos.v1.ReindexPhotosResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16photos/v1/ingest.proto\x12\tphotos.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15photos/v1/photo.proto\"p\n\x0eUploadMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\\\n\x12UploadPhotoRequest\x12-\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.photos.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x64\x61ta\"s\n\x13UploadPhotoResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12(\n\x0esimilar_photos\x18\x03 \x03(\x0b\x32\x10.photos.v1.Photo\"\x1f\n\x0fGetPhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x10GetPhotoResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\"<\n\x15\x42\x61tchGetPhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x14\n\x0cskip_missing\x18\x02 \x01(\x08\":\n\x16\x42\x61tchGetPhotosResponse\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\"\xac\x02\n\x11ListPhotosRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mera_make\x18\x06 \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\x07 \x01(\t\x12\r\n\x05place\x18\x08 \x01(\t\x12\r\n\x05\x61lbum\x18\t \x01(\t\x12\x10\n\x08\x66\x61vorite\x18\n \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x0b \x01(\x08\"c\n\x12ListPhotosResponse\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\"\n\x12\x44\x65letePhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x13\x44\x65letePhotoResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\")\n\x18\x42\x61tchDeletePhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\"=\n\x19\x42\x61tchDeletePhotosResponse\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\"&\n\x15UndeletePhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\":\n\x16UndeletePhotosResponse\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\"0\n\x12PurgePhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"$\n\x13PurgePhotosResponse\x12\r\n\x05names\x18\x01 \x03(\t\"f\n\x12UpdatePhotoRequest\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"6\n\x13UpdatePhotoResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\"F\n\x16SummarizePhotosRequest\x12,\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1c.photos.v1.ListPhotosRequest\"8\n\nMonthCount\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\r\n\x05month\x18\x02 \x01(\x05\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"G\n\x0b\x43\x61meraCount\x12\x13\n\x0b\x63\x61mera_make\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"<\n\nPlaceCount\x12\x1f\n\x05place\x18\x01 \x01(\x0b\x32\x10.photos.v1.Place\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\xa4\x01\n\x17SummarizePhotosResponse\x12%\n\x06months\x18\x01 \x03(\x0b\x32\x15.photos.v1.MonthCount\x12\'\n\x07\x63\x61meras\x18\x02 \x03(\x0b\x32\x16.photos.v1.CameraCount\x12%\n\x06places\x18\x03 \x03(\x0b\x32\x15.photos.v1.PlaceCount\x12\x12\n\ntotal_size\x18\x04 \x01(\x05\"2\n\x0e\x44uplicateGroup\x12 \n\x06photos\x18\x01 \x03(\x0b\x32\x10.photos.v1.Photo\"C\n\x1aListDuplicateGroupsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x1bListDuplicateGroupsResponse\x12)\n\x06groups\x18\x01 \x03(\x0b\x32\x19.photos.v1.DuplicateGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x14\x44ownloadPhotoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07variant\x18\x02 \x01(\x0e\x32\x17.photos.v1.PhotoVariant\"P\n\x15\x44ownloadPhotoResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\r\n\x05\x63hunk\x18\x03 \x01(\x0c\"T\n\x1aGetPhotoDownloadUrlRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07variant\x18\x02 \x01(\x0e\x32\x17.photos.v1.PhotoVariant\"[\n\x1bGetPhotoDownloadUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x12WatchPhotosRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x14\n\x0csend_initial\x18\x02 \x01(\x08\"\x97\x01\n\x13WatchPhotosResponse\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12/\n\x0b\x63hange_type\x18\x02 \x01(\x0e\x32\x1a.photos.v1.PhotoChangeType\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x14ReindexPhotosRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\"6\n\x15ReindexPhotosResponse\x12\r\n\x05names\x18\x01 \x03(\t\x12\x0e\n\x06models\x18\x02 \x03(\t*\x81\x01\n\x0cPhotoVariant\x12\x1d\n\x19PHOTO_VARIANT_UNSPECIFIED\x10\x00\x12\x1a\n\x16PHOTO_VARIANT_ORIGINAL\x10\x01\x12\x1b\n\x17PHOTO_VARIANT_THUMBNAIL\x10\x02\x12\x19\n\x15PHOTO_VARIANT_PREVIEW\x10\x03\x32\x87\n\n\rIngestService\x12N\n\x0bUploadPhoto\x12\x1d.photos.v1.UploadPhotoRequest\x1a\x1e.photos.v1.UploadPhotoResponse(\x01\x12\x43\n\x08GetPhoto\x12\x1a.photos.v1.GetPhotoRequest\x1a\x1b.photos.v1.GetPhotoResponse\x12U\n\x0e\x42\x61tchGetPhotos\x12 .photos.v1.BatchGetPhotosRequest\x1a!.photos.v1.BatchGetPhotosResponse\x12I\n\nListPhotos\x12\x1c.photos.v1.ListPhotosRequest\x1a\x1d.photos.v1.ListPhotosResponse\x12L\n\x0b\x44\x65letePhoto\x12\x1d.photos.v1.DeletePhotoRequest\x1a\x1e.photos.v1.DeletePhotoResponse\x12^\n\x11\x42\x61tchDeletePhotos\x12#.photos.v1.BatchDeletePhotosRequest\x1a$.photos.v1.BatchDeletePhotosResponse\x12U\n\x0eUndeletePhotos\x12 .photos.v1.UndeletePhotosRequest\x1a!.photos.v1.UndeletePhotosResponse\x12L\n\x0bPurgePhotos\x12\x1d.photos.v1.PurgePhotosRequest\x1a\x1e.photos.v1.PurgePhotosResponse\x12L\n\x0bUpdatePhoto\x12\x1d.photos.v1.UpdatePhotoRequest\x1a\x1e.photos.v1.UpdatePhotoResponse\x12X\n\x0fSummarizePhotos\x12!.photos.v1.SummarizePhotosRequest\x1a\".photos.v1.SummarizePhotosResponse\x12\x64\n\x13ListDuplicateGroups\x12%.photos.v1.ListDuplicateGroupsRequest\x1a&.photos.v1.ListDuplicateGroupsResponse\x12T\n\rDownloadPhoto\x12\x1f.photos.v1.DownloadPhotoRequest\x1a .photos.v1.DownloadPhotoResponse0\x01\x12\x64\n\x13GetPhotoDownloadUrl\x12%.photos.v1.GetPhotoDownloadUrlRequest\x1a&.photos.v1.GetPhotoDownloadUrlResponse\x12N\n\x0bWatchPhotos\x12\x1d.photos.v1.WatchPhotosRequest\x1a\x1e.photos.v1.WatchPhotosResponse0\x01\x12R\n\rReindexPhotos\x12\x1f.photos.v1.ReindexPhotosRequest\x1a .photos.v1.ReindexPhotosResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'photos.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PHOTOVARIANT']._serialized_start=1586
-  _globals['_PHOTOVARIANT']._serialized_end=1688
-  _globals['_UPLOADMETADATA']._serialized_start=93
-  _globals['_UPLOADMETADATA']._serialized_end=205
-  _globals['_UPLOADPHOTOREQUEST']._serialized_start=207
-  _globals['_UPLOADPHOTOREQUEST']._serialized_end=299
-  _globals['_UPLOADPHOTORESPONSE']._serialized_start=301
-  _globals['_UPLOADPHOTORESPONSE']._serialized_end=374
-  _globals['_GETPHOTOREQUEST']._serialized_start=376
-  _globals['_GETPHOTOREQUEST']._serialized_end=407
-  _globals['_GETPHOTORESPONSE']._serialized_start=409
-  _globals['_GETPHOTORESPONSE']._serialized_end=460
-  _globals['_BATCHGETPHOTOSREQUEST']._serialized_start=462
-  _globals['_BATCHGETPHOTOSREQUEST']._serialized_end=522
-  _globals['_BATCHGETPHOTOSRESPONSE']._serialized_start=524
-  _globals['_BATCHGETPHOTOSRESPONSE']._serialized_end=582
-  _globals['_LISTPHOTOSREQUEST']._serialized_start=585
-  _globals['_LISTPHOTOSREQUEST']._serialized_end=777
-  _globals['_LISTPHOTOSRESPONSE']._serialized_start=779
-  _globals['_LISTPHOTOSRESPONSE']._serialized_end=878
-  _globals['_DELETEPHOTOREQUEST']._serialized_start=880
-  _globals['_DELETEPHOTOREQUEST']._serialized_end=914
-  _globals['_DELETEPHOTORESPONSE']._serialized_start=916
-  _globals['_DELETEPHOTORESPONSE']._serialized_end=937
-  _globals['_DOWNLOADPHOTOREQUEST']._serialized_start=939
-  _globals['_DOWNLOADPHOTOREQUEST']._serialized_end=1017
-  _globals['_DOWNLOADPHOTORESPONSE']._serialized_start=1019
-  _globals['_DOWNLOADPHOTORESPONSE']._serialized_end=1099
-  _globals['_GETPHOTODOWNLOADURLREQUEST']._serialized_start=1101
-  _globals['_GETPHOTODOWNLOADURLREQUEST']._serialized_end=1185
-  _globals['_GETPHOTODOWNLOADURLRESPONSE']._serialized_start=1187
-  _globals['_GETPHOTODOWNLOADURLRESPONSE']._serialized_end=1278
-  _globals['_WATCHPHOTOSREQUEST']._serialized_start=1280
-  _globals['_WATCHPHOTOSREQUEST']._serialized_end=1337
-  _globals['_WATCHPHOTOSRESPONSE']._serialized_start=1340
-  _globals['_WATCHPHOTOSRESPONSE']._serialized_end=1491
-  _globals['_REINDEXPHOTOSREQUEST']._serialized_start=1493
-  _globals['_REINDEXPHOTOSREQUEST']._serialized_end=1528
-  _globals['_REINDEXPHOTOSRESPONSE']._serialized_start=1530
-  _globals['_REINDEXPHOTOSRESPONSE']._serialized_end=1584
-  _globals['_INGESTSERVICE']._serialized_start=1691
-  _globals['_INGESTSERVICE']._serialized_end=2447
+  _globals['_PHOTOVARIANT']._serialized_start=2910
+  _globals['_PHOTOVARIANT']._serialized_end=3039
+  _globals['_UPLOADMETADATA']._serialized_start=127
+  _globals['_UPLOADMETADATA']._serialized_end=239
+  _globals['_UPLOADPHOTOREQUEST']._serialized_start=241
+  _globals['_UPLOADPHOTOREQUEST']._serialized_end=333
+  _globals['_UPLOADPHOTORESPONSE']._serialized_start=335
+  _globals['_UPLOADPHOTORESPONSE']._serialized_end=450
+  _globals['_GETPHOTOREQUEST']._serialized_start=452
+  _globals['_GETPHOTOREQUEST']._serialized_end=483
+  _globals['_GETPHOTORESPONSE']._serialized_start=485
+  _globals['_GETPHOTORESPONSE']._serialized_end=536
+  _globals['_BATCHGETPHOTOSREQUEST']._serialized_start=538
+  _globals['_BATCHGETPHOTOSREQUEST']._serialized_end=598
+  _globals['_BATCHGETPHOTOSRESPONSE']._serialized_start=600
+  _globals['_BATCHGETPHOTOSRESPONSE']._serialized_end=658
+  _globals['_LISTPHOTOSREQUEST']._serialized_start=661
+  _globals['_LISTPHOTOSREQUEST']._serialized_end=961
+  _globals['_LISTPHOTOSRESPONSE']._serialized_start=963
+  _globals['_LISTPHOTOSRESPONSE']._serialized_end=1062
+  _globals['_DELETEPHOTOREQUEST']._serialized_start=1064
+  _globals['_DELETEPHOTOREQUEST']._serialized_end=1098
+  _globals['_DELETEPHOTORESPONSE']._serialized_start=1100
+  _globals['_DELETEPHOTORESPONSE']._serialized_end=1154
+  _globals['_BATCHDELETEPHOTOSREQUEST']._serialized_start=1156
+  _globals['_BATCHDELETEPHOTOSREQUEST']._serialized_end=1197
+  _globals['_BATCHDELETEPHOTOSRESPONSE']._serialized_start=1199
+  _globals['_BATCHDELETEPHOTOSRESPONSE']._serialized_end=1260
+  _globals['_UNDELETEPHOTOSREQUEST']._serialized_start=1262
+  _globals['_UNDELETEPHOTOSREQUEST']._serialized_end=1300
+  _globals['_UNDELETEPHOTOSRESPONSE']._serialized_start=1302
+  _globals['_UNDELETEPHOTOSRESPONSE']._serialized_end=1360
+  _globals['_PURGEPHOTOSREQUEST']._serialized_start=1362
+  _globals['_PURGEPHOTOSREQUEST']._serialized_end=1410
+  _globals['_PURGEPHOTOSRESPONSE']._serialized_start=1412
+  _globals['_PURGEPHOTOSRESPONSE']._serialized_end=1448
+  _globals['_UPDATEPHOTOREQUEST']._serialized_start=1450
+  _globals['_UPDATEPHOTOREQUEST']._serialized_end=1552
+  _globals['_UPDATEPHOTORESPONSE']._serialized_start=1554
+  _globals['_UPDATEPHOTORESPONSE']._serialized_end=1608
+  _globals['_SUMMARIZEPHOTOSREQUEST']._serialized_start=1610
+  _globals['_SUMMARIZEPHOTOSREQUEST']._serialized_end=1680
+  _globals['_MONTHCOUNT']._serialized_start=1682
+  _globals['_MONTHCOUNT']._serialized_end=1738
+  _globals['_CAMERACOUNT']._serialized_start=1740
+  _globals['_CAMERACOUNT']._serialized_end=1811
+  _globals['_PLACECOUNT']._serialized_start=1813
+  _globals['_PLACECOUNT']._serialized_end=1873
+  _globals['_SUMMARIZEPHOTOSRESPONSE']._serialized_start=1876
+  _globals['_SUMMARIZEPHOTOSRESPONSE']._serialized_end=2040
+  _globals['_DUPLICATEGROUP']._serialized_start=2042
+  _globals['_DUPLICATEGROUP']._serialized_end=2092
+  _globals['_LISTDUPLICATEGROUPSREQUEST']._serialized_start=2094
+  _globals['_LISTDUPLICATEGROUPSREQUEST']._serialized_end=2161
+  _globals['_LISTDUPLICATEGROUPSRESPONSE']._serialized_start=2163
+  _globals['_LISTDUPLICATEGROUPSRESPONSE']._serialized_end=2260
+  _globals['_DOWNLOADPHOTOREQUEST']._serialized_start=2262
+  _globals['_DOWNLOADPHOTOREQUEST']._serialized_end=2340
+  _globals['_DOWNLOADPHOTORESPONSE']._serialized_start=2342
+  _globals['_DOWNLOADPHOTORESPONSE']._serialized_end=2422
+  _globals['_GETPHOTODOWNLOADURLREQUEST']._serialized_start=2424
+  _globals['_GETPHOTODOWNLOADURLREQUEST']._serialized_end=2508
+  _globals['_GETPHOTODOWNLOADURLRESPONSE']._serialized_start=2510
+  _globals['_GETPHOTODOWNLOADURLRESPONSE']._serialized_end=2601
+  _globals['_WATCHPHOTOSREQUEST']._serialized_start=2603
+  _globals['_WATCHPHOTOSREQUEST']._serialized_end=2660
+  _globals['_WATCHPHOTOSRESPONSE']._serialized_start=2663
+  _globals['_WATCHPHOTOSRESPONSE']._serialized_end=2814
+  _globals['_REINDEXPHOTOSREQUEST']._serialized_start=2816
+  _globals['_REINDEXPHOTOSREQUEST']._serialized_end=2851
+  _globals['_REINDEXPHOTOSRESPONSE']._serialized_start=2853
+  _globals['_REINDEXPHOTOSRESPONSE']._serialized_end=2907
+  _globals['_INGESTSERVICE']._serialized_start=3042
+  _globals['_INGESTSERVICE']._serialized_end=4329
 # @@protoc_insertion_point(module_scope)

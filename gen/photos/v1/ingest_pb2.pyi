@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from photos.v1 import photo_pb2 as _photo_pb2
 from google.protobuf.internal import containers as _containers
@@ -16,9 +17,11 @@ class PhotoVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PHOTO_VARIANT_UNSPECIFIED: _ClassVar[PhotoVariant]
     PHOTO_VARIANT_ORIGINAL: _ClassVar[PhotoVariant]
     PHOTO_VARIANT_THUMBNAIL: _ClassVar[PhotoVariant]
+    PHOTO_VARIANT_PREVIEW: _ClassVar[PhotoVariant]
 PHOTO_VARIANT_UNSPECIFIED: PhotoVariant
 PHOTO_VARIANT_ORIGINAL: PhotoVariant
 PHOTO_VARIANT_THUMBNAIL: PhotoVariant
+PHOTO_VARIANT_PREVIEW: PhotoVariant
 
 class UploadMetadata(_message.Message):
     __slots__ = ("filename", "content_type", "size_bytes", "sha256", "request_id")
@@ -43,12 +46,14 @@ class UploadPhotoRequest(_message.Message):
     def __init__(self, metadata: _Optional[_Union[UploadMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class UploadPhotoResponse(_message.Message):
-    __slots__ = ("photo", "duplicate")
+    __slots__ = ("photo", "duplicate", "similar_photos")
     PHOTO_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    SIMILAR_PHOTOS_FIELD_NUMBER: _ClassVar[int]
     photo: _photo_pb2.Photo
     duplicate: bool
-    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., duplicate: bool = ...) -> None: ...
+    similar_photos: _containers.RepeatedCompositeFieldContainer[_photo_pb2.Photo]
+    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., duplicate: bool = ..., similar_photos: _Optional[_Iterable[_Union[_photo_pb2.Photo, _Mapping]]] = ...) -> None: ...
 
 class GetPhotoRequest(_message.Message):
     __slots__ = ("name",)
@@ -77,18 +82,30 @@ class BatchGetPhotosResponse(_message.Message):
     def __init__(self, photos: _Optional[_Iterable[_Union[_photo_pb2.Photo, _Mapping]]] = ...) -> None: ...
 
 class ListPhotosRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "status", "start_time", "end_time")
+    __slots__ = ("page_size", "page_token", "status", "start_time", "end_time", "camera_make", "camera_model", "place", "album", "favorite", "deleted")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_MAKE_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_MODEL_FIELD_NUMBER: _ClassVar[int]
+    PLACE_FIELD_NUMBER: _ClassVar[int]
+    ALBUM_FIELD_NUMBER: _ClassVar[int]
+    FAVORITE_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     status: _photo_pb2.PhotoStatus
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., status: _Optional[_Union[_photo_pb2.PhotoStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    camera_make: str
+    camera_model: str
+    place: str
+    album: str
+    favorite: bool
+    deleted: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., status: _Optional[_Union[_photo_pb2.PhotoStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., place: _Optional[str] = ..., album: _Optional[str] = ..., favorite: bool = ..., deleted: bool = ...) -> None: ...
 
 class ListPhotosResponse(_message.Message):
     __slots__ = ("photos", "next_page_token", "total_size")
@@ -107,8 +124,130 @@ class DeletePhotoRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class DeletePhotoResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("photo",)
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    photo: _photo_pb2.Photo
+    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ...) -> None: ...
+
+class BatchDeletePhotosRequest(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchDeletePhotosResponse(_message.Message):
+    __slots__ = ("photos",)
+    PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    photos: _containers.RepeatedCompositeFieldContainer[_photo_pb2.Photo]
+    def __init__(self, photos: _Optional[_Iterable[_Union[_photo_pb2.Photo, _Mapping]]] = ...) -> None: ...
+
+class UndeletePhotosRequest(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UndeletePhotosResponse(_message.Message):
+    __slots__ = ("photos",)
+    PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    photos: _containers.RepeatedCompositeFieldContainer[_photo_pb2.Photo]
+    def __init__(self, photos: _Optional[_Iterable[_Union[_photo_pb2.Photo, _Mapping]]] = ...) -> None: ...
+
+class PurgePhotosRequest(_message.Message):
+    __slots__ = ("names", "all")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., all: bool = ...) -> None: ...
+
+class PurgePhotosResponse(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdatePhotoRequest(_message.Message):
+    __slots__ = ("photo", "update_mask")
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    photo: _photo_pb2.Photo
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdatePhotoResponse(_message.Message):
+    __slots__ = ("photo",)
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    photo: _photo_pb2.Photo
+    def __init__(self, photo: _Optional[_Union[_photo_pb2.Photo, _Mapping]] = ...) -> None: ...
+
+class SummarizePhotosRequest(_message.Message):
+    __slots__ = ("filter",)
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    filter: ListPhotosRequest
+    def __init__(self, filter: _Optional[_Union[ListPhotosRequest, _Mapping]] = ...) -> None: ...
+
+class MonthCount(_message.Message):
+    __slots__ = ("year", "month", "count")
+    YEAR_FIELD_NUMBER: _ClassVar[int]
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    year: int
+    month: int
+    count: int
+    def __init__(self, year: _Optional[int] = ..., month: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class CameraCount(_message.Message):
+    __slots__ = ("camera_make", "camera_model", "count")
+    CAMERA_MAKE_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_MODEL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    camera_make: str
+    camera_model: str
+    count: int
+    def __init__(self, camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class PlaceCount(_message.Message):
+    __slots__ = ("place", "count")
+    PLACE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    place: _photo_pb2.Place
+    count: int
+    def __init__(self, place: _Optional[_Union[_photo_pb2.Place, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class SummarizePhotosResponse(_message.Message):
+    __slots__ = ("months", "cameras", "places", "total_size")
+    MONTHS_FIELD_NUMBER: _ClassVar[int]
+    CAMERAS_FIELD_NUMBER: _ClassVar[int]
+    PLACES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    months: _containers.RepeatedCompositeFieldContainer[MonthCount]
+    cameras: _containers.RepeatedCompositeFieldContainer[CameraCount]
+    places: _containers.RepeatedCompositeFieldContainer[PlaceCount]
+    total_size: int
+    def __init__(self, months: _Optional[_Iterable[_Union[MonthCount, _Mapping]]] = ..., cameras: _Optional[_Iterable[_Union[CameraCount, _Mapping]]] = ..., places: _Optional[_Iterable[_Union[PlaceCount, _Mapping]]] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class DuplicateGroup(_message.Message):
+    __slots__ = ("photos",)
+    PHOTOS_FIELD_NUMBER: _ClassVar[int]
+    photos: _containers.RepeatedCompositeFieldContainer[_photo_pb2.Photo]
+    def __init__(self, photos: _Optional[_Iterable[_Union[_photo_pb2.Photo, _Mapping]]] = ...) -> None: ...
+
+class ListDuplicateGroupsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDuplicateGroupsResponse(_message.Message):
+    __slots__ = ("groups", "next_page_token")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[DuplicateGroup]
+    next_page_token: str
+    def __init__(self, groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DownloadPhotoRequest(_message.Message):
     __slots__ = ("name", "variant")

@@ -60,6 +60,36 @@ class IngestServiceStub(object):
                 request_serializer=photos_dot_v1_dot_ingest__pb2.DeletePhotoRequest.SerializeToString,
                 response_deserializer=photos_dot_v1_dot_ingest__pb2.DeletePhotoResponse.FromString,
                 _registered_method=True)
+        self.BatchDeletePhotos = channel.unary_unary(
+                '/photos.v1.IngestService/BatchDeletePhotos',
+                request_serializer=photos_dot_v1_dot_ingest__pb2.BatchDeletePhotosRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_ingest__pb2.BatchDeletePhotosResponse.FromString,
+                _registered_method=True)
+        self.UndeletePhotos = channel.unary_unary(
+                '/photos.v1.IngestService/UndeletePhotos',
+                request_serializer=photos_dot_v1_dot_ingest__pb2.UndeletePhotosRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_ingest__pb2.UndeletePhotosResponse.FromString,
+                _registered_method=True)
+        self.PurgePhotos = channel.unary_unary(
+                '/photos.v1.IngestService/PurgePhotos',
+                request_serializer=photos_dot_v1_dot_ingest__pb2.PurgePhotosRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_ingest__pb2.PurgePhotosResponse.FromString,
+                _registered_method=True)
+        self.UpdatePhoto = channel.unary_unary(
+                '/photos.v1.IngestService/UpdatePhoto',
+                request_serializer=photos_dot_v1_dot_ingest__pb2.UpdatePhotoRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_ingest__pb2.UpdatePhotoResponse.FromString,
+                _registered_method=True)
+        self.SummarizePhotos = channel.unary_unary(
+                '/photos.v1.IngestService/SummarizePhotos',
+                request_serializer=photos_dot_v1_dot_ingest__pb2.SummarizePhotosRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_ingest__pb2.SummarizePhotosResponse.FromString,
+                _registered_method=True)
+        self.ListDuplicateGroups = channel.unary_unary(
+                '/photos.v1.IngestService/ListDuplicateGroups',
+                request_serializer=photos_dot_v1_dot_ingest__pb2.ListDuplicateGroupsRequest.SerializeToString,
+                response_deserializer=photos_dot_v1_dot_ingest__pb2.ListDuplicateGroupsResponse.FromString,
+                _registered_method=True)
         self.DownloadPhoto = channel.unary_stream(
                 '/photos.v1.IngestService/DownloadPhoto',
                 request_serializer=photos_dot_v1_dot_ingest__pb2.DownloadPhotoRequest.SerializeToString,
@@ -117,7 +147,51 @@ class IngestServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def DeletePhoto(self, request, context):
-        """Removes blob, thumbnail, metadata and vector.
+        """Moves the photo to the trash (AIP-164): it leaves listings, search and albums' photo lists,
+        and is purged with its blobs and vectors after the retention (30 days by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchDeletePhotos(self, request, context):
+        """Moves many photos to the trash; all or nothing (NOT_FOUND names the missing ones).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndeletePhotos(self, request, context):
+        """Restores photos from the trash; all or nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgePhotos(self, request, context):
+        """Removes photos in the trash for good: blob, renditions, metadata and vectors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePhoto(self, request, context):
+        """Updates the fields named in update_mask; only "favorite" may be updated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SummarizePhotos(self, request, context):
+        """Counts of the caller's photos by month, camera and place (for browsing without a query).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDuplicateGroups(self, request, context):
+        """Groups of the caller's photos that look alike: the same picture re-saved, resized or
+        slightly edited (perceptual hash, and CLIP vectors where they exist).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,6 +255,36 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.DeletePhoto,
                     request_deserializer=photos_dot_v1_dot_ingest__pb2.DeletePhotoRequest.FromString,
                     response_serializer=photos_dot_v1_dot_ingest__pb2.DeletePhotoResponse.SerializeToString,
+            ),
+            'BatchDeletePhotos': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchDeletePhotos,
+                    request_deserializer=photos_dot_v1_dot_ingest__pb2.BatchDeletePhotosRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_ingest__pb2.BatchDeletePhotosResponse.SerializeToString,
+            ),
+            'UndeletePhotos': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndeletePhotos,
+                    request_deserializer=photos_dot_v1_dot_ingest__pb2.UndeletePhotosRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_ingest__pb2.UndeletePhotosResponse.SerializeToString,
+            ),
+            'PurgePhotos': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgePhotos,
+                    request_deserializer=photos_dot_v1_dot_ingest__pb2.PurgePhotosRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_ingest__pb2.PurgePhotosResponse.SerializeToString,
+            ),
+            'UpdatePhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePhoto,
+                    request_deserializer=photos_dot_v1_dot_ingest__pb2.UpdatePhotoRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_ingest__pb2.UpdatePhotoResponse.SerializeToString,
+            ),
+            'SummarizePhotos': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizePhotos,
+                    request_deserializer=photos_dot_v1_dot_ingest__pb2.SummarizePhotosRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_ingest__pb2.SummarizePhotosResponse.SerializeToString,
+            ),
+            'ListDuplicateGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDuplicateGroups,
+                    request_deserializer=photos_dot_v1_dot_ingest__pb2.ListDuplicateGroupsRequest.FromString,
+                    response_serializer=photos_dot_v1_dot_ingest__pb2.ListDuplicateGroupsResponse.SerializeToString,
             ),
             'DownloadPhoto': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadPhoto,
@@ -339,6 +443,168 @@ class IngestService(object):
             '/photos.v1.IngestService/DeletePhoto',
             photos_dot_v1_dot_ingest__pb2.DeletePhotoRequest.SerializeToString,
             photos_dot_v1_dot_ingest__pb2.DeletePhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchDeletePhotos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.IngestService/BatchDeletePhotos',
+            photos_dot_v1_dot_ingest__pb2.BatchDeletePhotosRequest.SerializeToString,
+            photos_dot_v1_dot_ingest__pb2.BatchDeletePhotosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndeletePhotos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.IngestService/UndeletePhotos',
+            photos_dot_v1_dot_ingest__pb2.UndeletePhotosRequest.SerializeToString,
+            photos_dot_v1_dot_ingest__pb2.UndeletePhotosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgePhotos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.IngestService/PurgePhotos',
+            photos_dot_v1_dot_ingest__pb2.PurgePhotosRequest.SerializeToString,
+            photos_dot_v1_dot_ingest__pb2.PurgePhotosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.IngestService/UpdatePhoto',
+            photos_dot_v1_dot_ingest__pb2.UpdatePhotoRequest.SerializeToString,
+            photos_dot_v1_dot_ingest__pb2.UpdatePhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizePhotos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.IngestService/SummarizePhotos',
+            photos_dot_v1_dot_ingest__pb2.SummarizePhotosRequest.SerializeToString,
+            photos_dot_v1_dot_ingest__pb2.SummarizePhotosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDuplicateGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photos.v1.IngestService/ListDuplicateGroups',
+            photos_dot_v1_dot_ingest__pb2.ListDuplicateGroupsRequest.SerializeToString,
+            photos_dot_v1_dot_ingest__pb2.ListDuplicateGroupsResponse.FromString,
             options,
             channel_credentials,
             insecure,

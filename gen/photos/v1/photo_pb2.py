@@ -25,23 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15photos/v1/photo.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x08GeoPoint\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x10\n\x08\x61ltitude\x18\x03 \x01(\x01\"$\n\x05Label\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xf4\x04\n\x05Photo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12-\n\ttake_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mera_make\x18\t \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\n \x01(\t\x12%\n\x08location\x18\x0b \x01(\x0b\x32\x13.photos.v1.GeoPoint\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06status\x18\x0e \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12\x15\n\rstatus_reason\x18\x0f \x01(\t\x12\x10\n\x08\x66ilename\x18\x11 \x01(\t\x12\x16\n\x0eindex_attempts\x18\x12 \x01(\x05\x12 \n\x06labels\x18\x13 \x03(\x0b\x32\x10.photos.v1.Label\x12\x10\n\x08ocr_text\x18\x14 \x01(\t\x12\x18\n\x10\x65mbedding_models\x18\x15 \x03(\t\x12)\n\ntext_state\x18\x16 \x01(\x0e\x32\x15.photos.v1.StageState\x12\x19\n\x11text_state_reason\x18\x17 \x01(\tJ\x04\x08\x10\x10\x11R\x0f\x65mbedding_model*y\n\x0bPhotoStatus\x12\x1c\n\x18PHOTO_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PHOTO_STATUS_UPLOADED\x10\x01\x12\x18\n\x14PHOTO_STATUS_INDEXED\x10\x02\x12\x17\n\x13PHOTO_STATUS_FAILED\x10\x03*\x89\x01\n\nStageState\x12\x1b\n\x17STAGE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13STAGE_STATE_PENDING\x10\x01\x12\x14\n\x10STAGE_STATE_DONE\x10\x02\x12\x16\n\x12STAGE_STATE_FAILED\x10\x03\x12\x17\n\x13STAGE_STATE_SKIPPED\x10\x04*\x91\x01\n\x0fPhotoChangeType\x12!\n\x1dPHOTO_CHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19PHOTO_CHANGE_TYPE_CREATED\x10\x01\x12\x1d\n\x19PHOTO_CHANGE_TYPE_UPDATED\x10\x02\x12\x1d\n\x19PHOTO_CHANGE_TYPE_DELETED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15photos/v1/photo.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x08GeoPoint\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x10\n\x08\x61ltitude\x18\x03 \x01(\x01\"L\n\x05Place\x12\x0c\n\x04\x63ity\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x04 \x01(\t\"$\n\x05Label\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xad\x06\n\x05Photo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12-\n\ttake_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mera_make\x18\t \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\n \x01(\t\x12%\n\x08location\x18\x0b \x01(\x0b\x32\x13.photos.v1.GeoPoint\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06status\x18\x0e \x01(\x0e\x32\x16.photos.v1.PhotoStatus\x12\x15\n\rstatus_reason\x18\x0f \x01(\t\x12\x10\n\x08\x66ilename\x18\x11 \x01(\t\x12\x16\n\x0eindex_attempts\x18\x12 \x01(\x05\x12 \n\x06labels\x18\x13 \x03(\x0b\x32\x10.photos.v1.Label\x12\x10\n\x08ocr_text\x18\x14 \x01(\t\x12\x18\n\x10\x65mbedding_models\x18\x15 \x03(\t\x12)\n\ntext_state\x18\x16 \x01(\x0e\x32\x15.photos.v1.StageState\x12\x19\n\x11text_state_reason\x18\x17 \x01(\t\x12\x1f\n\x05place\x18\x18 \x01(\x0b\x32\x10.photos.v1.Place\x12\x10\n\x08\x66\x61vorite\x18\x19 \x01(\x08\x12/\n\x0b\x64\x65lete_time\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61lbums\x18\x1c \x03(\t\x12\x13\n\x0bhas_preview\x18\x1d \x01(\x08J\x04\x08\x10\x10\x11R\x0f\x65mbedding_model*y\n\x0bPhotoStatus\x12\x1c\n\x18PHOTO_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PHOTO_STATUS_UPLOADED\x10\x01\x12\x18\n\x14PHOTO_STATUS_INDEXED\x10\x02\x12\x17\n\x13PHOTO_STATUS_FAILED\x10\x03*\x89\x01\n\nStageState\x12\x1b\n\x17STAGE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13STAGE_STATE_PENDING\x10\x01\x12\x14\n\x10STAGE_STATE_DONE\x10\x02\x12\x16\n\x12STAGE_STATE_FAILED\x10\x03\x12\x17\n\x13STAGE_STATE_SKIPPED\x10\x04*\x91\x01\n\x0fPhotoChangeType\x12!\n\x1dPHOTO_CHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19PHOTO_CHANGE_TYPE_CREATED\x10\x01\x12\x1d\n\x19PHOTO_CHANGE_TYPE_UPDATED\x10\x02\x12\x1d\n\x19PHOTO_CHANGE_TYPE_DELETED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'photos.v1.photo_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PHOTOSTATUS']._serialized_start=805
-  _globals['_PHOTOSTATUS']._serialized_end=926
-  _globals['_STAGESTATE']._serialized_start=929
-  _globals['_STAGESTATE']._serialized_end=1066
-  _globals['_PHOTOCHANGETYPE']._serialized_start=1069
-  _globals['_PHOTOCHANGETYPE']._serialized_end=1214
+  _globals['_PHOTOSTATUS']._serialized_start=1068
+  _globals['_PHOTOSTATUS']._serialized_end=1189
+  _globals['_STAGESTATE']._serialized_start=1192
+  _globals['_STAGESTATE']._serialized_end=1329
+  _globals['_PHOTOCHANGETYPE']._serialized_start=1332
+  _globals['_PHOTOCHANGETYPE']._serialized_end=1477
   _globals['_GEOPOINT']._serialized_start=69
   _globals['_GEOPOINT']._serialized_end=134
-  _globals['_LABEL']._serialized_start=136
-  _globals['_LABEL']._serialized_end=172
-  _globals['_PHOTO']._serialized_start=175
-  _globals['_PHOTO']._serialized_end=803
+  _globals['_PLACE']._serialized_start=136
+  _globals['_PLACE']._serialized_end=212
+  _globals['_LABEL']._serialized_start=214
+  _globals['_LABEL']._serialized_end=250
+  _globals['_PHOTO']._serialized_start=253
+  _globals['_PHOTO']._serialized_end=1066
 # @@protoc_insertion_point(module_scope)

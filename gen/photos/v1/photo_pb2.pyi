@@ -55,6 +55,18 @@ class GeoPoint(_message.Message):
     altitude: float
     def __init__(self, latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., altitude: _Optional[float] = ...) -> None: ...
 
+class Place(_message.Message):
+    __slots__ = ("city", "region", "country", "country_code")
+    CITY_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    COUNTRY_FIELD_NUMBER: _ClassVar[int]
+    COUNTRY_CODE_FIELD_NUMBER: _ClassVar[int]
+    city: str
+    region: str
+    country: str
+    country_code: str
+    def __init__(self, city: _Optional[str] = ..., region: _Optional[str] = ..., country: _Optional[str] = ..., country_code: _Optional[str] = ...) -> None: ...
+
 class Label(_message.Message):
     __slots__ = ("text", "score")
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -64,7 +76,7 @@ class Label(_message.Message):
     def __init__(self, text: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class Photo(_message.Message):
-    __slots__ = ("name", "owner", "sha256", "content_type", "size_bytes", "width", "height", "take_time", "camera_make", "camera_model", "location", "create_time", "update_time", "status", "status_reason", "filename", "index_attempts", "labels", "ocr_text", "embedding_models", "text_state", "text_state_reason")
+    __slots__ = ("name", "owner", "sha256", "content_type", "size_bytes", "width", "height", "take_time", "camera_make", "camera_model", "location", "create_time", "update_time", "status", "status_reason", "filename", "index_attempts", "labels", "ocr_text", "embedding_models", "text_state", "text_state_reason", "place", "favorite", "delete_time", "purge_time", "albums", "has_preview")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +99,12 @@ class Photo(_message.Message):
     EMBEDDING_MODELS_FIELD_NUMBER: _ClassVar[int]
     TEXT_STATE_FIELD_NUMBER: _ClassVar[int]
     TEXT_STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PLACE_FIELD_NUMBER: _ClassVar[int]
+    FAVORITE_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PURGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ALBUMS_FIELD_NUMBER: _ClassVar[int]
+    HAS_PREVIEW_FIELD_NUMBER: _ClassVar[int]
     name: str
     owner: str
     sha256: str
@@ -109,4 +127,10 @@ class Photo(_message.Message):
     embedding_models: _containers.RepeatedScalarFieldContainer[str]
     text_state: StageState
     text_state_reason: str
-    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[PhotoStatus, str]] = ..., status_reason: _Optional[str] = ..., filename: _Optional[str] = ..., index_attempts: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., embedding_models: _Optional[_Iterable[str]] = ..., text_state: _Optional[_Union[StageState, str]] = ..., text_state_reason: _Optional[str] = ...) -> None: ...
+    place: Place
+    favorite: bool
+    delete_time: _timestamp_pb2.Timestamp
+    purge_time: _timestamp_pb2.Timestamp
+    albums: _containers.RepeatedScalarFieldContainer[str]
+    has_preview: bool
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., take_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., location: _Optional[_Union[GeoPoint, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[PhotoStatus, str]] = ..., status_reason: _Optional[str] = ..., filename: _Optional[str] = ..., index_attempts: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., embedding_models: _Optional[_Iterable[str]] = ..., text_state: _Optional[_Union[StageState, str]] = ..., text_state_reason: _Optional[str] = ..., place: _Optional[_Union[Place, _Mapping]] = ..., favorite: bool = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., purge_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., albums: _Optional[_Iterable[str]] = ..., has_preview: bool = ...) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from photos.v1 import photo_pb2 as photos_dot_v1_dot_photo__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16photos/v1/search.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15photos/v1/photo.proto\"\x97\x01\n\x0cSearchFilter\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mera_make\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\x04 \x01(\t\"h\n\x0cSignalScores\x12\x11\n\x04\x63lip\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04text\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x14\n\x07keyword\x18\x03 \x01(\x02H\x02\x88\x01\x01\x42\x07\n\x05_clipB\x07\n\x05_textB\n\n\x08_keyword\"|\n\tSearchHit\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x07signals\x18\x03 \x01(\x0b\x32\x17.photos.v1.SignalScores\x12\x15\n\rmatched_terms\x18\x04 \x03(\t\"\x9a\x01\n\x13SearchPhotosRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.photos.v1.SearchFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x16\n\tmin_score\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\npage_token\x18\x05 \x01(\tB\x0c\n\n_min_score\"c\n\x14SearchPhotosResponse\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.photos.v1.SearchHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\"\xb5\x01\n\x12\x46indSimilarRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.photos.v1.SearchFilter\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x16\n\tmin_score\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\npage_token\x18\x06 \x01(\tB\x08\n\x06sourceB\x0c\n\n_min_score\"b\n\x13\x46indSimilarResponse\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.photos.v1.SearchHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t2\xae\x01\n\rSearchService\x12O\n\x0cSearchPhotos\x12\x1e.photos.v1.SearchPhotosRequest\x1a\x1f.photos.v1.SearchPhotosResponse\x12L\n\x0b\x46indSimilar\x12\x1d.photos.v1.FindSimilarRequest\x1a\x1e.photos.v1.FindSimilarResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16photos/v1/search.proto\x12\tphotos.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15photos/v1/photo.proto\"\xc7\x01\n\x0cSearchFilter\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63\x61mera_make\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61mera_model\x18\x04 \x01(\t\x12\r\n\x05place\x18\x05 \x01(\t\x12\r\n\x05\x61lbum\x18\x06 \x01(\t\x12\x10\n\x08\x66\x61vorite\x18\x07 \x01(\x08\"h\n\x0cSignalScores\x12\x11\n\x04\x63lip\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04text\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x14\n\x07keyword\x18\x03 \x01(\x02H\x02\x88\x01\x01\x42\x07\n\x05_clipB\x07\n\x05_textB\n\n\x08_keyword\"|\n\tSearchHit\x12\x1f\n\x05photo\x18\x01 \x01(\x0b\x32\x10.photos.v1.Photo\x12\r\n\x05score\x18\x02 \x01(\x02\x12(\n\x07signals\x18\x03 \x01(\x0b\x32\x17.photos.v1.SignalScores\x12\x15\n\rmatched_terms\x18\x04 \x03(\t\"\x9a\x01\n\x13SearchPhotosRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\'\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x17.photos.v1.SearchFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x16\n\tmin_score\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\npage_token\x18\x05 \x01(\tB\x0c\n\n_min_score\"\x92\x01\n\x14SearchPhotosResponse\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.photos.v1.SearchHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12-\n\x0cquery_filter\x18\x04 \x01(\x0b\x32\x17.photos.v1.SearchFilter\"\xb5\x01\n\x12\x46indSimilarRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.photos.v1.SearchFilter\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x16\n\tmin_score\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\npage_token\x18\x06 \x01(\tB\x08\n\x06sourceB\x0c\n\n_min_score\"b\n\x13\x46indSimilarResponse\x12\"\n\x04hits\x18\x01 \x03(\x0b\x32\x14.photos.v1.SearchHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0e\n\x06models\x18\x03 \x03(\t2\xae\x01\n\rSearchService\x12O\n\x0cSearchPhotos\x12\x1e.photos.v1.SearchPhotosRequest\x1a\x1f.photos.v1.SearchPhotosResponse\x12L\n\x0b\x46indSimilar\x12\x1d.photos.v1.FindSimilarRequest\x1a\x1e.photos.v1.FindSimilarResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'photos.v1.search_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SEARCHFILTER']._serialized_start=94
-  _globals['_SEARCHFILTER']._serialized_end=245
-  _globals['_SIGNALSCORES']._serialized_start=247
-  _globals['_SIGNALSCORES']._serialized_end=351
-  _globals['_SEARCHHIT']._serialized_start=353
-  _globals['_SEARCHHIT']._serialized_end=477
-  _globals['_SEARCHPHOTOSREQUEST']._serialized_start=480
-  _globals['_SEARCHPHOTOSREQUEST']._serialized_end=634
-  _globals['_SEARCHPHOTOSRESPONSE']._serialized_start=636
-  _globals['_SEARCHPHOTOSRESPONSE']._serialized_end=735
-  _globals['_FINDSIMILARREQUEST']._serialized_start=738
-  _globals['_FINDSIMILARREQUEST']._serialized_end=919
-  _globals['_FINDSIMILARRESPONSE']._serialized_start=921
-  _globals['_FINDSIMILARRESPONSE']._serialized_end=1019
-  _globals['_SEARCHSERVICE']._serialized_start=1022
-  _globals['_SEARCHSERVICE']._serialized_end=1196
+  _globals['_SEARCHFILTER']._serialized_end=293
+  _globals['_SIGNALSCORES']._serialized_start=295
+  _globals['_SIGNALSCORES']._serialized_end=399
+  _globals['_SEARCHHIT']._serialized_start=401
+  _globals['_SEARCHHIT']._serialized_end=525
+  _globals['_SEARCHPHOTOSREQUEST']._serialized_start=528
+  _globals['_SEARCHPHOTOSREQUEST']._serialized_end=682
+  _globals['_SEARCHPHOTOSRESPONSE']._serialized_start=685
+  _globals['_SEARCHPHOTOSRESPONSE']._serialized_end=831
+  _globals['_FINDSIMILARREQUEST']._serialized_start=834
+  _globals['_FINDSIMILARREQUEST']._serialized_end=1015
+  _globals['_FINDSIMILARRESPONSE']._serialized_start=1017
+  _globals['_FINDSIMILARRESPONSE']._serialized_end=1115
+  _globals['_SEARCHSERVICE']._serialized_start=1118
+  _globals['_SEARCHSERVICE']._serialized_end=1292
 # @@protoc_insertion_point(module_scope)

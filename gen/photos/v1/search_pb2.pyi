@@ -11,16 +11,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchFilter(_message.Message):
-    __slots__ = ("start_time", "end_time", "camera_make", "camera_model")
+    __slots__ = ("start_time", "end_time", "camera_make", "camera_model", "place", "album", "favorite")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     CAMERA_MAKE_FIELD_NUMBER: _ClassVar[int]
     CAMERA_MODEL_FIELD_NUMBER: _ClassVar[int]
+    PLACE_FIELD_NUMBER: _ClassVar[int]
+    ALBUM_FIELD_NUMBER: _ClassVar[int]
+    FAVORITE_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     camera_make: str
     camera_model: str
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ...) -> None: ...
+    place: str
+    album: str
+    favorite: bool
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., place: _Optional[str] = ..., album: _Optional[str] = ..., favorite: bool = ...) -> None: ...
 
 class SignalScores(_message.Message):
     __slots__ = ("clip", "text", "keyword")
@@ -59,14 +65,16 @@ class SearchPhotosRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., min_score: _Optional[float] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class SearchPhotosResponse(_message.Message):
-    __slots__ = ("hits", "next_page_token", "models")
+    __slots__ = ("hits", "next_page_token", "models", "query_filter")
     HITS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FILTER_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
     next_page_token: str
     models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+    query_filter: SearchFilter
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., query_filter: _Optional[_Union[SearchFilter, _Mapping]] = ...) -> None: ...
 
 class FindSimilarRequest(_message.Message):
     __slots__ = ("name", "image", "filter", "page_size", "min_score", "page_token")
