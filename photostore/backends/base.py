@@ -6,6 +6,7 @@ Kafka, Weaviate); the embedded twins live beside this file.
 from __future__ import annotations
 
 import abc
+import collections
 import re
 import dataclasses
 import errno
@@ -101,6 +102,20 @@ class PhotoRecord:
     # leave it queued once for a while (ingest_svc.service.REINDEX_IN_FLIGHT_S).
     reindex_queued_at: dt.datetime | None = None
     reindex_queued_for: list[str] = dataclasses.field(default_factory=list)
+    # The preview rendition (renditions/...), "" when none was made (photos stored before).
+    preview_key: str = ""
+    # Reverse-geocoded place of the GPS coordinates; "" when none.
+    place_city: str = ""
+    place_region: str = ""
+    place_country: str = ""
+    place_country_code: str = ""
+    favorite: bool = False
+    # Set while in the trash; purged after the retention.
+    deleted_at: dt.datetime | None = None
+    # Ids of the albums it is in.
+    album_ids: list[str] = dataclasses.field(default_factory=list)
+    # Perceptual hash (imagehash.phash, 64 bits as 16 hex digits); "" when not computed.
+    phash: str = ""
 
     @property
     def model_copy_key(self) -> str:
@@ -111,6 +126,92 @@ class PhotoRecord:
     def sort_time(self) -> dt.datetime:
         """Time used for ordering and date filters: taken, else uploaded."""
         return self.taken_at or self.created_at
+
+
+@dataclasses.dataclass
+class PhotoFilter:
+    """What list_photos (and summarize) keep besides the owner; empty fields mean any."""
+    status: str | None = None
+    start: dt.datetime | None = None  # sort_time >= start
+    end: dt.datetime | None = None  # sort_time < end
+    camera_make: str = ""  # case-insensitive exact
+    camera_model: str = ""
+    place: str = ""  # case-insensitive exact match of city, region, country or country code
+    album_id: str = ""
+    favorite: bool = False  # only favourites
+    # False: photos not in the trash; True: only those in the trash (ordered by deleted_at, newest first).
+    deleted: bool = False
+
+
+def photo_filter(filter: PhotoFilter | None, *, status: str | None = None, start: dt.datetime | None = None,
+                 end: dt.datetime | None = None) -> PhotoFilter:
+    """list_photos' filter with its status/start/end shorthands applied (those given win)."""
+    shorthands = {name: value for name, value in (("status", status), ("start", start), ("end", end))
+                  if value is not None}
+    return dataclasses.replace(filter or PhotoFilter(), **shorthands)
+
+
+@dataclasses.dataclass
+class PhotoFacts:
+    """The light view of a photo that browsing summaries and duplicate finding read."""
+    id: str
+    sort_time: dt.datetime
+    created_at: dt.datetime
+    size_bytes: int
+    width: int
+    height: int
+    camera_make: str = ""
+    camera_model: str = ""
+    place_city: str = ""
+    place_region: str = ""
+    place_country: str = ""
+    place_country_code: str = ""
+    phash: str = ""
+
+
+@dataclasses.dataclass
+class PhotoSummary:
+    """Counts of an owner's matching photos, for browsing without a query."""
+    # (year, month, count), newest first (by sort_time, UTC).
+    months: list[tuple[int, int, int]]
+    # (camera_make, camera_model, count), most photos first, then by name; photos without a camera left out.
+    cameras: list[tuple[str, str, int]]
+    # ((city, region, country, country_code), count), most photos first, then by name; photos
+    # without a place left out.
+    places: list[tuple[tuple[str, str, str, str], int]]
+    total: int
+
+    @classmethod
+    def of(cls, facts: Sequence[PhotoFacts]) -> PhotoSummary:
+        return cls.counted(
+            collections.Counter((f.sort_time.year, f.sort_time.month) for f in facts),
+            collections.Counter((f.camera_make, f.camera_model) for f in facts if f.camera_make or f.camera_model),
+            collections.Counter((f.place_city, f.place_region, f.place_country, f.place_country_code)
+                                for f in facts if f.place_city or f.place_country_code))
+
+    @classmethod
+    def counted(cls, months: collections.Counter, cameras: collections.Counter,
+                places: collections.Counter) -> PhotoSummary:
+        """From counts keyed by (year, month), (make, model) and (city, region, country, code)."""
+        return cls(months=[(y, m, n) for (y, m), n in sorted(months.items(), reverse=True)],
+                   cameras=[(make, model, n) for (make, model), n in _most_first(cameras)],
+                   places=list(_most_first(places)), total=sum(months.values()))
+
+
+def _most_first(counts: collections.Counter) -> list:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+@dataclasses.dataclass
+class AlbumRecord:
+    id: str
+    owner: str
+    title: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    cover_photo_id: str = ""
+    # Photos in it that are not in the trash (filled in by reads).
+    photo_count: int = 0
 
 
 @dataclasses.dataclass
@@ -236,6 +337,13 @@ class UserStore(abc.ABC):
         """Idempotent."""
 
     @abc.abstractmethod
+    def replace_api_keys(self, user_id: str, key_hash: str) -> int:
+        """Makes key_hash the user's only API key (its other keys are revoked) and ends every
+        session of the user, since a session was signed in with a key that may be the one being
+        replaced; returns how many sessions ended. Raises ValueError for an unknown user or a
+        hash that belongs to another user (then nothing changes)."""
+
+    @abc.abstractmethod
     def user_by_key_hash(self, key_hash: str) -> User | None: ...
 
     @abc.abstractmethod
@@ -308,6 +416,7 @@ class MetadataStore(abc.ABC):
         self,
         owner: str,
         *,
+        filter: PhotoFilter | None = None,
         status: str | None = None,
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
@@ -315,7 +424,63 @@ class MetadataStore(abc.ABC):
         after: tuple[dt.datetime, str] | None = None,
         count_total: bool = False,
     ) -> Page:
-        """Newest first by (sort_time, id); `after` is the next_after of the page before."""
+        """Newest first by (sort_time, id) (the trash, filter.deleted: by (deleted_at, id));
+        `after` is the next_after of the page before. status/start/end are shorthands for the
+        filter's fields (set one or the other)."""
+
+    @abc.abstractmethod
+    def photo_facts(self, owner: str, filter: PhotoFilter | None = None) -> list[PhotoFacts]:
+        """The few fields of every matching photo that browsing and duplicate finding need, in
+        no particular order (one light query, not pages of whole records)."""
+
+    def summarize_photos(self, owner: str, filter: PhotoFilter | None = None) -> PhotoSummary:
+        """Counts of the matching photos by month, camera and place (stores override it with an
+        aggregation that leaves the rows in the engine)."""
+        return PhotoSummary.of(self.photo_facts(owner, filter))
+
+    @abc.abstractmethod
+    def update_photo(self, photo_id: str, **changes: Any) -> PhotoRecord | None:
+        """Sets the given PhotoRecord fields (not id or owner) and updated_at; None when the
+        photo is gone."""
+
+    @abc.abstractmethod
+    def expired_trash(self, deleted_before: dt.datetime, limit: int = 100) -> list[PhotoRecord]:
+        """Photos of any owner in the trash since before `deleted_before`, oldest first."""
+
+    # Albums: a photo's albums are its album_ids; an album's photo_count counts its photos that
+    # are not in the trash.
+
+    @abc.abstractmethod
+    def create_album(self, album: AlbumRecord, photo_ids: Sequence[str] = (), request_id: str = "") -> tuple[AlbumRecord, bool]:
+        """Inserts the album with these photos (of its owner; others are ignored) unless the owner
+        already made one with this request_id. Returns (stored album, created)."""
+
+    @abc.abstractmethod
+    def get_album(self, album_id: str, owner: str | None = None) -> AlbumRecord | None:
+        """With owner set, an album of another owner is None."""
+
+    @abc.abstractmethod
+    def list_albums(self, owner: str, *, page_size: int = 100,
+                    after: tuple[dt.datetime, str] | None = None) -> tuple[list[AlbumRecord], tuple[dt.datetime, str] | None]:
+        """Most recently updated first by (updated_at, id); returns the albums and the next `after`."""
+
+    @abc.abstractmethod
+    def update_album(self, album_id: str, *, title: str | None = None,
+                     cover_photo_id: str | None = None) -> AlbumRecord | None:
+        """Sets the fields given and updated_at; None when the album is gone."""
+
+    @abc.abstractmethod
+    def delete_album(self, album_id: str) -> AlbumRecord | None:
+        """Removes the album and its id from its photos' album_ids; returns what was removed."""
+
+    @abc.abstractmethod
+    def add_album_photos(self, album_id: str, photo_ids: Sequence[str]) -> AlbumRecord | None:
+        """Adds the photos (of the album's owner; callers check) to the album; idempotent.
+        None when the album is gone."""
+
+    @abc.abstractmethod
+    def remove_album_photos(self, album_id: str, photo_ids: Sequence[str]) -> AlbumRecord | None:
+        """Removes them (a cover among them is unset); None when the album is gone."""
 
     @abc.abstractmethod
     def update_status(

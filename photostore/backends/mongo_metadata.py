@@ -15,6 +15,12 @@ indexes as part of that write. With the ids embedded,
 A separate requests collection would need a multi-document transaction to keep the two in step,
 and transactions need a replica set; this layout works on a standalone server as well.
 
+Albums follow the same rule: an album is a document of `albums` (its request id inside it, under
+a unique index), and membership lives on the photos (`album_ids`, multikey-indexed), changed by
+$addToSet/$pull in update_many: each photo's change is atomic, so adding, removing and deleting
+need no transaction. Writes that could race with a delete of the album write the photos first and
+the album second, and undo their photo writes when the album turned out to be gone.
+
 Dates are BSON dates: UTC, kept to the millisecond. The client is tz-aware, so every datetime read
 back is aware (UTC). An unreachable server raises MetadataUnavailableError after about
 SERVER_SELECTION_TIMEOUT_MS.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import re
 import uuid
 from typing import Any, Sequence
 
@@ -32,17 +39,26 @@ import pymongo
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from photostore.backends.base import (SESSION_IDLE_SECONDS, SESSION_MAX_AGE_SECONDS, SESSION_TOUCH_SECONDS,
-                                      MetadataStore, MetadataUnavailableError, Page, PhotoRecord,
-                                      SessionRecord, User, UserStore, utcnow)
+                                      AlbumRecord, MetadataStore, MetadataUnavailableError, Page, PhotoFacts,
+                                      PhotoFilter, PhotoRecord, SessionRecord, User, UserStore, photo_filter,
+                                      utcnow)
 from photostore.settings import MetadataSettings
 
 SERVER_SELECTION_TIMEOUT_MS = 5000
 PHOTOS = "photos"
+ALBUMS = "albums"
 USERS = "users"
 SESSIONS = "sessions"
 _FIELDS = [f.name for f in dataclasses.fields(PhotoRecord) if f.name != "id"]
+_FACTS = [f.name for f in dataclasses.fields(PhotoFacts) if f.name != "id"]
 _NEWEST_FIRST = [("sort_time", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+_NEWEST_DELETED_FIRST = [("deleted_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+_OLDEST_DELETED_FIRST = [("deleted_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)]
 _OLDEST_FIRST = [("created_at", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)]
+_RECENTLY_UPDATED_FIRST = [("updated_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+_PLACE_FIELDS = ("place_city", "place_region", "place_country", "place_country_code")
+# deleted_at is set: a range, which SecantusDB bounds its index scan by (not so $ne: null).
+_IN_TRASH = {"$gte": dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)}
 _INSERT_ATTEMPTS = 5
 
 
@@ -78,12 +94,20 @@ def _surface_outages(method):
     return wrapper
 
 
+def _value(name: str, value: Any) -> Any:
+    """A PhotoRecord field's value as the document holds it."""
+    if name == "labels":
+        return [[label, score] for label, score in value]
+    if name in ("embedding_models", "reindex_queued_for", "album_ids"):
+        return list(value)
+    if name in ("published", "favorite"):
+        return bool(value)
+    return value
+
+
 def _document(record: PhotoRecord, request_id: str = "") -> dict[str, Any]:
     doc: dict[str, Any] = {"_id": record.id}
-    doc.update((name, getattr(record, name)) for name in _FIELDS)
-    doc["labels"] = [[label, score] for label, score in record.labels]
-    doc["embedding_models"] = list(record.embedding_models)
-    doc["reindex_queued_for"] = list(record.reindex_queued_for)
+    doc.update((name, _value(name, getattr(record, name))) for name in _FIELDS)
     doc["sort_time"] = record.sort_time
     # Left out, not empty, when there is none: the unique index is partial on its presence.
     if request_id:
@@ -92,9 +116,52 @@ def _document(record: PhotoRecord, request_id: str = "") -> dict[str, Any]:
 
 
 def _record(doc: dict[str, Any]) -> PhotoRecord:
+    """Fields missing from documents written by earlier versions take their defaults."""
     values = {name: doc[name] for name in _FIELDS if name in doc}
     values["labels"] = [(label, score) for label, score in doc.get("labels", [])]
     return PhotoRecord(id=doc["_id"], **values)
+
+
+def _same_text(value: str) -> dict[str, Any]:
+    """Case-insensitive equality (an anchored regex: no index, but the owner's narrows the scan)."""
+    return {"$regex": f"^{re.escape(value)}$", "$options": "i"}
+
+
+def _query(owner: str, flt: PhotoFilter) -> dict[str, Any]:
+    query: dict[str, Any] = {"owner": owner}
+    if flt.status:
+        query["status"] = flt.status
+    window = {}
+    if flt.start is not None:
+        window["$gte"] = flt.start
+    if flt.end is not None:
+        window["$lt"] = flt.end
+    if window:
+        query["sort_time"] = window
+    for name in ("camera_make", "camera_model"):
+        if value := getattr(flt, name):
+            query[name] = _same_text(value)
+    if flt.place:
+        query["$or"] = [{name: _same_text(flt.place)} for name in _PLACE_FIELDS]
+    if flt.album_id:
+        query["album_ids"] = flt.album_id
+    if flt.favorite:
+        query["favorite"] = True
+    # None also matches documents without the field (written before the trash existed).
+    query["deleted_at"] = _IN_TRASH if flt.deleted else None
+    return query
+
+
+def _after(key: str, after: tuple[dt.datetime, str]) -> dict[str, Any]:
+    """Documents after (key, _id) in (key, _id) descending order."""
+    position, doc_id = after
+    return {"$or": [{key: {"$lt": position}}, {key: position, "_id": {"$lt": doc_id}}]}
+
+
+def _album(doc: dict[str, Any], photo_count: int) -> AlbumRecord:
+    return AlbumRecord(id=doc["_id"], owner=doc["owner"], title=doc["title"], created_at=doc["created_at"],
+                       updated_at=doc["updated_at"], cover_photo_id=doc.get("cover_photo_id", ""),
+                       photo_count=photo_count)
 
 
 class MongoMetadataStore(MetadataStore):
@@ -102,6 +169,7 @@ class MongoMetadataStore(MetadataStore):
         self._settings = settings
         self._client = _client(settings)
         self._photos = self._client[settings.mongodb_database][PHOTOS]
+        self._albums = self._client[settings.mongodb_database][ALBUMS]
         self._create_indexes()
 
     @_surface_outages
@@ -113,10 +181,21 @@ class MongoMetadataStore(MetadataStore):
                                   partialFilterExpression={"request_ids": {"$exists": True}})
         # Ascending keys, walked backwards for newest first (the same cost in MongoDB): SecantusDB
         # 0.7.0b3 scans a descending key's $gte bound as exclusive (an ascending key's $lte too, which
-        # the queries here do not use).
-        self._photos.create_index([("owner", 1), ("sort_time", 1), ("_id", 1)], name="owner_sort_time")
+        # the queries here do not use). Its planner takes an index only when it holds every field
+        # the query names, so the library (deleted_at null) and the trash (a deleted_at range) both
+        # walk this one; photos of earlier versions, without deleted_at, are under null.
+        # (owner_sort_time, of earlier versions, is left as is on databases that have it.)
+        self._photos.create_index([("owner", 1), ("deleted_at", 1), ("sort_time", 1), ("_id", 1)],
+                                  name="owner_deleted_at_sort_time")
         self._photos.create_index(_OLDEST_FIRST, name="outbox",
                                   partialFilterExpression={"published": False})
+        # The purge: oldest deleted first, any owner.
+        self._photos.create_index([("deleted_at", 1), ("_id", 1)], name="deleted_at")
+        # Multikey: an album's photos (filter, counts, removal of a deleted album's id).
+        self._photos.create_index([("owner", 1), ("album_ids", 1), ("deleted_at", 1)], name="owner_album_ids")
+        self._albums.create_index([("owner", 1), ("updated_at", 1), ("_id", 1)], name="owner_updated_at")
+        self._albums.create_index([("owner", 1), ("request_id", 1)], unique=True, name="owner_request_id",
+                                  partialFilterExpression={"request_id": {"$exists": True}})
 
     def describe(self) -> str:
         return _address(self._settings)
@@ -196,31 +275,166 @@ class MongoMetadataStore(MetadataStore):
         return [found[i] for i in photo_ids if i in found]
 
     @_surface_outages
-    def list_photos(self, owner: str, *, status: str | None = None,
+    def list_photos(self, owner: str, *, filter: PhotoFilter | None = None, status: str | None = None,
                     start: dt.datetime | None = None, end: dt.datetime | None = None,
                     page_size: int = 50, after: tuple[dt.datetime, str] | None = None,
                     count_total: bool = False) -> Page:
-        query: dict[str, Any] = {"owner": owner}
-        if status:
-            query["status"] = status
-        window = {}
-        if start is not None:
-            window["$gte"] = start
-        if end is not None:
-            window["$lt"] = end
-        if window:
-            query["sort_time"] = window
+        flt = photo_filter(filter, status=status, start=start, end=end)
+        query = _query(owner, flt)
+        key, order = ("deleted_at", _NEWEST_DELETED_FIRST) if flt.deleted else ("sort_time", _NEWEST_FIRST)
         total = self._photos.count_documents(query) if count_total else None
         if after is not None:
-            sort_time, photo_id = after
-            query = {"$and": [query, {"$or": [{"sort_time": {"$lt": sort_time}},
-                                               {"sort_time": sort_time, "_id": {"$lt": photo_id}}]}]}
-        docs = list(self._photos.find(query).sort(_NEWEST_FIRST).limit(page_size + 1))
+            query = {"$and": [query, _after(key, after)]}
+        docs = list(self._photos.find(query).sort(order).limit(page_size + 1))
         records = [_record(doc) for doc in docs[:page_size]]
         next_after = None
         if len(docs) > page_size:
-            next_after = (docs[page_size - 1]["sort_time"], docs[page_size - 1]["_id"])
+            next_after = (docs[page_size - 1][key], docs[page_size - 1]["_id"])
         return Page(records=records, next_after=next_after, total=total)
+
+    @_surface_outages
+    def photo_facts(self, owner: str, filter: PhotoFilter | None = None) -> list[PhotoFacts]:
+        flt = filter or PhotoFilter()
+        defaults = {f.name: f.default for f in dataclasses.fields(PhotoFacts)}
+        docs = self._photos.find(_query(owner, flt), dict.fromkeys(_FACTS, 1))
+        return [PhotoFacts(id=doc["_id"], **{name: doc.get(name, defaults[name]) for name in _FACTS})
+                for doc in docs]
+
+    @_surface_outages
+    def update_photo(self, photo_id: str, **changes: Any) -> PhotoRecord | None:
+        unknown = (set(changes) - set(_FIELDS)) | (set(changes) & {"owner"})
+        if unknown:
+            raise ValueError(f"cannot set {', '.join(sorted(unknown))} of a photo")
+        values = {name: _value(name, value) for name, value in changes.items()}
+        values.setdefault("updated_at", utcnow())
+        # update_one then find_one: SecantusDB's find_one_and_update scans (0.5 s at 20k photos).
+        if self._photos.update_one({"_id": photo_id}, {"$set": values}).matched_count == 0:
+            return None
+        if "taken_at" in changes or "created_at" in changes:
+            # Derived from the stored values, so concurrent changes of the times converge.
+            self._photos.update_one({"_id": photo_id},
+                                    [{"$set": {"sort_time": {"$ifNull": ["$taken_at", "$created_at"]}}}])
+        return self._one({"_id": photo_id})
+
+    @_surface_outages
+    def expired_trash(self, deleted_before: dt.datetime, limit: int = 100) -> list[PhotoRecord]:
+        return [_record(doc) for doc in self._photos.find({"deleted_at": {**_IN_TRASH, "$lt": deleted_before}})
+                .sort(_OLDEST_DELETED_FIRST).limit(limit)]
+
+    # Albums
+
+    def _counted(self, doc: dict[str, Any] | None) -> AlbumRecord | None:
+        """The album with its photo_count: one count on owner_album_ids (an $in over several albums
+        is a collection scan on SecantusDB)."""
+        if doc is None:
+            return None
+        return _album(doc, self._photos.count_documents(
+            {"owner": doc["owner"], "album_ids": doc["_id"], "deleted_at": None}))
+
+    def _set_membership(self, album_id: str, photo_ids: Sequence[str], *, member: bool) -> None:
+        """$addToSet or $pull the album on these photos. By _id alone (see get_photos), which
+        photos' owner never changes."""
+        if photo_ids:
+            change = {"$addToSet" if member else "$pull": {"album_ids": album_id}}
+            self._photos.update_many({"_id": {"$in": list(photo_ids)}}, change)
+
+    def _owned(self, owner: str, photo_ids: Sequence[str]) -> list[str]:
+        """The ids among photo_ids of the owner's photos."""
+        if not photo_ids:
+            return []
+        return [doc["_id"] for doc in self._photos.find({"_id": {"$in": list(set(photo_ids))}}, {"owner": 1})
+                if doc["owner"] == owner]
+
+    def _add_members(self, album: dict[str, Any], photo_ids: Sequence[str]) -> bool:
+        """Adds the owner's photos among photo_ids to the album (photos first, then the album's
+        updated_at); False, and undone, when the album was deleted meanwhile."""
+        owned = self._owned(album["owner"], photo_ids)
+        self._set_membership(album["_id"], owned, member=True)
+        still_there = self._albums.update_one({"_id": album["_id"]}, {"$set": {"updated_at": utcnow()}})
+        if still_there.matched_count == 0:
+            self._set_membership(album["_id"], owned, member=False)
+        return still_there.matched_count > 0
+
+    @_surface_outages
+    def create_album(self, album: AlbumRecord, photo_ids: Sequence[str] = (),
+                     request_id: str = "") -> tuple[AlbumRecord, bool]:
+        doc: dict[str, Any] = {"_id": album.id, "owner": album.owner, "title": album.title,
+                               "cover_photo_id": album.cover_photo_id, "created_at": album.created_at,
+                               "updated_at": album.updated_at}
+        if request_id:  # left out when none: the unique index is partial on its presence
+            doc["request_id"] = request_id
+        if photo_ids:
+            # The photos still to add: a retry of the request finishes what a crash left undone.
+            doc["adding"] = list(dict.fromkeys(photo_ids))
+        for _ in range(_INSERT_ATTEMPTS):
+            try:
+                self._albums.insert_one(doc)
+                stored, created = doc, True
+            except DuplicateKeyError:
+                stored = self._albums.find_one({"owner": album.owner, "request_id": request_id}) if request_id else None
+                if stored is None:
+                    if self._albums.find_one({"_id": album.id}, {"_id": 1}) is not None:
+                        raise ValueError(f"album id {album.id!r} is taken") from None
+                    continue  # the album of this request was deleted meanwhile: insert again
+                created = stored["_id"] == album.id  # our own insert, retried by the driver
+            if "adding" in stored:
+                owned = self._owned(album.owner, stored["adding"])
+                self._set_membership(stored["_id"], owned, member=True)
+                if self._albums.update_one({"_id": stored["_id"]}, {"$unset": {"adding": ""}}).matched_count == 0:
+                    self._set_membership(stored["_id"], owned, member=False)  # deleted meanwhile
+            return self._counted(stored), created
+        raise RuntimeError(f"creation of album {album.id} kept racing with deletes")
+
+    @_surface_outages
+    def get_album(self, album_id: str, owner: str | None = None) -> AlbumRecord | None:
+        doc = self._albums.find_one({"_id": album_id})
+        return None if doc is None or (owner is not None and doc["owner"] != owner) else self._counted(doc)
+
+    @_surface_outages
+    def list_albums(self, owner: str, *, page_size: int = 100, after: tuple[dt.datetime, str] | None = None
+                    ) -> tuple[list[AlbumRecord], tuple[dt.datetime, str] | None]:
+        query: dict[str, Any] = {"owner": owner}
+        if after is not None:
+            query = {"$and": [query, _after("updated_at", after)]}
+        docs = list(self._albums.find(query).sort(_RECENTLY_UPDATED_FIRST).limit(page_size + 1))
+        more, docs = len(docs) > page_size, docs[:page_size]
+        albums = [self._counted(doc) for doc in docs]
+        return albums, (albums[-1].updated_at, albums[-1].id) if more else None
+
+    @_surface_outages
+    def update_album(self, album_id: str, *, title: str | None = None,
+                     cover_photo_id: str | None = None) -> AlbumRecord | None:
+        changes = {"title": title, "cover_photo_id": cover_photo_id, "updated_at": utcnow()}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if self._albums.update_one({"_id": album_id}, {"$set": changes}).matched_count == 0:
+            return None
+        return self.get_album(album_id)
+
+    @_surface_outages
+    def delete_album(self, album_id: str) -> AlbumRecord | None:
+        doc = self._albums.find_one({"_id": album_id})
+        if doc is None or self._albums.delete_one({"_id": album_id}).deleted_count == 0:
+            return None
+        removed = self._counted(doc)
+        self._photos.update_many({"owner": doc["owner"], "album_ids": album_id}, {"$pull": {"album_ids": album_id}})
+        return removed
+
+    @_surface_outages
+    def add_album_photos(self, album_id: str, photo_ids: Sequence[str]) -> AlbumRecord | None:
+        doc = self._albums.find_one({"_id": album_id})
+        if doc is None or not self._add_members(doc, photo_ids):
+            return None
+        return self.get_album(album_id)
+
+    @_surface_outages
+    def remove_album_photos(self, album_id: str, photo_ids: Sequence[str]) -> AlbumRecord | None:
+        ids = list(photo_ids)
+        if ids:
+            self._set_membership(album_id, ids, member=False)
+            self._albums.update_one({"_id": album_id, "cover_photo_id": {"$in": ids}}, {"$set": {"cover_photo_id": ""}})
+        if self._albums.update_one({"_id": album_id}, {"$set": {"updated_at": utcnow()}}).matched_count == 0:
+            return None
+        return self.get_album(album_id)
 
     @_surface_outages
     def update_status(self, photo_id: str, status: str | None, *, reason: str | None = "",
@@ -282,6 +496,7 @@ class MongoUserStore(UserStore):
         self._users.create_index([("key_hashes", 1)], unique=True, name="key_hashes")
         self._sessions.create_index([("last_seen", 1)], name="last_seen")
         self._sessions.create_index([("created_at", 1)], name="created_at")
+        self._sessions.create_index([("user_id", 1)], name="user_id")
 
     def describe(self) -> str:
         return _address(self._settings)
@@ -314,6 +529,20 @@ class MongoUserStore(UserStore):
             self._users.update_one({"_id": user_id}, {"$addToSet": {"key_hashes": key_hash}})
         except DuplicateKeyError:
             pass
+
+    @_surface_outages
+    def replace_api_keys(self, user_id: str, key_hash: str) -> int:
+        """The keys are one field of the user's document: one atomic $set replaces them all (the
+        unique key_hashes index refuses another user's hash). Sessions live in their own
+        collection and end right after; none made with an old key can follow, since CreateSession
+        looks its key up in this store."""
+        try:
+            result = self._users.update_one({"_id": user_id}, {"$set": {"key_hashes": [key_hash]}})
+        except DuplicateKeyError:
+            raise ValueError("this API key belongs to another user") from None
+        if result.matched_count == 0:
+            raise ValueError(f"no user {user_id!r}")
+        return self._sessions.delete_many({"user_id": user_id}).deleted_count
 
     @_surface_outages
     def user_by_key_hash(self, key_hash: str) -> User | None:

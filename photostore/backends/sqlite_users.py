@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS sessions (
   created_at REAL NOT NULL, last_seen REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS sessions_last_seen ON sessions (last_seen);
 CREATE INDEX IF NOT EXISTS sessions_created_at ON sessions (created_at);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
 """
 
 
@@ -83,6 +84,18 @@ class SqliteUserStore(UserStore):
         """Idempotent; a hash that already belongs to a user stays with that user."""
         with self.db.transaction() as conn:
             conn.execute("INSERT OR IGNORE INTO api_keys VALUES (?, ?)", (key_hash, user_id))
+
+    def replace_api_keys(self, user_id: str, key_hash: str) -> int:
+        """One transaction: the new key, the old keys and the sessions go together or not at all."""
+        with self.db.transaction() as conn:
+            if not conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
+                raise ValueError(f"no user {user_id!r}")
+            owner = conn.execute("SELECT user_id FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+            if owner is not None and owner["user_id"] != user_id:
+                raise ValueError("this API key belongs to another user")
+            conn.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,))
+            conn.execute("INSERT INTO api_keys VALUES (?, ?)", (key_hash, user_id))
+            return conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,)).rowcount
 
     def user_by_key_hash(self, key_hash: str) -> User | None:
         return _user(self.db.connection().execute(

@@ -5,13 +5,16 @@ import contextlib
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Callable
 
 from photostore.backends.base import StorageFullError
 
 
 class SqliteDatabase:
-    def __init__(self, path: Path, schema: str):
+    def __init__(self, path: Path, schema: str, functions: dict[str, Callable] | None = None):
+        """functions: SQL functions of one argument (deterministic) on every connection."""
         self.path = Path(path)
+        self._functions = dict(functions or {})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self.connection().executescript(schema)
@@ -21,6 +24,8 @@ class SqliteDatabase:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             conn.row_factory = sqlite3.Row
+            for name, function in self._functions.items():
+                conn.create_function(name, 1, function, deterministic=True)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")

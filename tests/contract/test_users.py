@@ -68,6 +68,30 @@ def test_extra_keys(users):
     assert users.user_by_key_hash("h1") == alice and users.user_by_key_hash("b1") == bob
 
 
+def test_replacing_keys_revokes_the_old_ones_and_ends_the_sessions(users):
+    alice, bob = users.create_user("alice", "a1"), users.create_user("bob", "b1")
+    users.add_api_key(alice.id, "a2")
+    users.create_session(alice.id, "sa1", now=utcnow())
+    users.create_session(alice.id, "sa2", now=utcnow())
+    users.create_session(bob.id, "sb", now=utcnow())
+
+    assert users.replace_api_keys(alice.id, "a3") == 2
+    assert users.user_by_key_hash("a3") == alice
+    assert users.user_by_key_hash("a1") is None and users.user_by_key_hash("a2") is None
+    assert users.session_by_token_hash("sa1") is None and users.session_by_token_hash("sa2") is None
+    # Nobody else's keys or sessions change.
+    assert users.user_by_key_hash("b1") == bob and users.session_by_token_hash("sb").user == bob
+    assert users.replace_api_keys(alice.id, "a3") == 0  # again: the same one key, no sessions left
+    assert users.user_by_key_hash("a3") == alice
+
+    with pytest.raises(ValueError):
+        users.replace_api_keys(alice.id, "b1")  # bob's key: refused, alice's stays
+    assert users.user_by_key_hash("b1") == bob and users.user_by_key_hash("a3") == alice
+    with pytest.raises(ValueError):
+        users.replace_api_keys("no-such-user", "x1")
+    assert users.user_by_key_hash("x1") is None
+
+
 def test_concurrent_creates_of_one_name_make_one_user(users):
     n = 8
     barrier = threading.Barrier(n)
