@@ -1,5 +1,5 @@
-"""Checks that uploaded bytes are a supported, sane image; reads its EXIF; makes its thumbnail and
-the copy the image models read, from the one decode."""
+"""Checks that uploaded bytes are a supported, sane image; reads its EXIF; makes its thumbnail, its
+preview and the copy the image models read, from the one decode."""
 from __future__ import annotations
 
 import contextlib
@@ -9,11 +9,12 @@ import io
 import logging
 import math
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 import pillow_heif
 from PIL import Image, ImageOps
 
+from photostore import duplicates
 from photostore.errors import invalid, too_large
 from photostore.image_scale import DECODED_FORMATS, reduce_by, scale_down
 from photostore.limits import decode_budget
@@ -32,6 +33,10 @@ CONTENT_TYPES = {
     "HEIF": "image/heic",
 }
 SUPPORTED_NAMES = "JPEG, PNG, WebP, GIF or HEIC"
+# Long side of the preview (PHOTO_VARIANT_PREVIEW): what a browser shows in the viewer, whatever
+# the original's format. The API promises at most this.
+PREVIEW_PX = 1440
+JPEG_QUALITY = 85
 
 # EXIF tags and IFDs.
 IFD_EXIF = 0x8769
@@ -68,6 +73,10 @@ class ImageInfo:
     thumbnail_jpeg: bytes
     # RGB, short side model_copy_px (never upscaled): what the index stage reads.
     model_copy_jpeg: bytes
+    # RGB, long side at most PREVIEW_PX (never upscaled), upright: what the viewer shows.
+    preview_jpeg: bytes
+    # Perceptual hash (photostore.duplicates.phash) of the decode, upright.
+    phash: str = ""
 
 
 def configure_pillow(max_pixels: int) -> None:
@@ -76,8 +85,47 @@ def configure_pillow(max_pixels: int) -> None:
     warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
-def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int, model_copy_px: int) -> ImageInfo:
+def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int, model_copy_px: int,
+                  preview_px: int = PREVIEW_PX) -> ImageInfo:
     """Sniffs, bounds and fully decodes the image at `path`; raises ServiceError when it is unfit."""
+    with _opened(path, max_pixels) as img:
+        width, height = img.size
+        # The decode must still cover the preview and thumbnail (long side) and the model copy
+        # (short side); a JPEG is decoded at the smallest DCT scale that does.
+        long_side = max(preview_px, thumbnail_px)
+        _load(img, long_side, model_copy_px)
+        exif = read_exif(img)
+        # A large decode is made smaller before it is turned and copied: no full-size copy of it.
+        reduced = reduce_by(img, _cover_factor(img.size, long_side, model_copy_px))
+        oriented = _apply_orientation(reduced)
+        if oriented.size != reduced.size or _quarter_turned(img):  # the size as shown
+            width, height = height, width
+        preview = _preview_pixels(oriented, preview_px)
+        # The smaller copies are made from the preview's pixels where they hold enough (cheaper).
+        source = preview if min(preview.size) >= min(model_copy_px, min(oriented.size)) else oriented
+        model_copy = make_model_copy(source, model_copy_px)
+        return ImageInfo(content_type=CONTENT_TYPES[img.format], width=width, height=height,
+                         exif=exif, thumbnail_jpeg=make_thumbnail(source, thumbnail_px),
+                         model_copy_jpeg=model_copy,
+                         preview_jpeg=make_thumbnail(preview, preview_px, optimize=False),
+                         # From the model copy, as the backfill of older photos hashes them.
+                         phash=duplicates.phash_of(model_copy))
+
+
+def make_preview(path: str, *, max_pixels: int, preview_px: int = PREVIEW_PX) -> bytes:
+    """The preview of the stored original at `path`, for photos stored before previews were made
+    at upload; decoded under the same pixel limit and budget. Raises ServiceError when unfit."""
+    with _opened(path, max_pixels) as img:
+        _load(img, preview_px, 1)
+        reduced = reduce_by(img, _cover_factor(img.size, preview_px, 1))
+        preview = _preview_pixels(_apply_orientation(reduced), preview_px)
+        return make_thumbnail(preview, preview_px, optimize=False)
+
+
+@contextlib.contextmanager
+def _opened(path: str, max_pixels: int) -> Iterator[Image.Image]:
+    """The image at `path`, opened (not decoded) and bounded, while its pixels are held in the
+    process's decode budget."""
     try:
         img = Image.open(path, formats=DECODED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -91,32 +139,39 @@ def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int, model_copy_p
         if width * height > max_pixels:
             raise _pixel_bomb(f"image is {width}x{height} = {width * height} pixels; "
                               f"the limit is {max_pixels}")
-        return _decode_and_copy(img, width, height, thumbnail_px, model_copy_px)
+        yield img
 
 
-def _decode_and_copy(img: Image.Image, width: int, height: int, thumbnail_px: int,
-                     model_copy_px: int) -> ImageInfo:
-    side = max(thumbnail_px, model_copy_px)
+def _load(img: Image.Image, long_side: int, short_side: int) -> None:
+    """Decodes `img`; a JPEG at the smallest DCT scale that keeps `long_side` and `short_side`
+    (every byte is read and checked all the same, at a fraction of a full decode's cost)."""
+    width, height = img.size
+    box = (long_side, short_side) if width >= height else (short_side, long_side)
     try:
-        # A JPEG decodes at the smallest DCT scale that still covers the thumbnail and the
-        # model copy: every byte is read and checked all the same, at a fraction of a full
-        # decode's cost.
-        img.draft("RGB", (side, side))
+        img.draft("RGB", box)
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _pixel_bomb(str(e)) from e
     except Exception as e:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError...
         raise invalid("image data is truncated or corrupt", field="chunk",
                       reason="CORRUPT_IMAGE") from e
-    exif = read_exif(img)
-    # A large decode is made smaller before it is turned and copied: no full-size copy of it.
-    reduced = reduce_by(img, min(img.size) // side)
-    oriented = _apply_orientation(reduced)
-    if oriented.size != reduced.size or _quarter_turned(img):  # the size as shown
-        width, height = height, width
-    return ImageInfo(content_type=CONTENT_TYPES[img.format], width=width, height=height, exif=exif,
-                     thumbnail_jpeg=make_thumbnail(oriented, thumbnail_px),
-                     model_copy_jpeg=make_model_copy(oriented, model_copy_px))
+
+
+def _preview_pixels(img: Image.Image, preview_px: int) -> Image.Image:
+    """`img` in RGB (RGBA where it has transparency), long side at most preview_px."""
+    working_mode = "RGBA" if _has_alpha(img) else "RGB"
+    return scale_down(img if img.mode == working_mode else img.convert(working_mode),
+                      long_side=preview_px)
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+
+
+def _cover_factor(size: tuple[int, int], long_side: int, short_side: int) -> int:
+    """The largest whole factor an image of `size` can be reduced by and still keep `long_side`
+    and `short_side` (1: not at all)."""
+    return max(1, min(max(size) // long_side, min(size) // short_side))
 
 
 def _quarter_turned(img: Image.Image) -> bool:
@@ -139,9 +194,10 @@ def _apply_orientation(img: Image.Image) -> Image.Image:
         return img
 
 
-def make_thumbnail(img: Image.Image, longest_side: int) -> bytes:
-    """RGB JPEG whose longest side is at most `longest_side`; transparency becomes white."""
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+def make_thumbnail(img: Image.Image, longest_side: int, *, optimize: bool = True) -> bytes:
+    """RGB JPEG whose longest side is at most `longest_side` (the thumbnail, and the preview);
+    transparency becomes white."""
+    has_alpha = _has_alpha(img)
     working_mode = "RGBA" if has_alpha else "RGB"
     thumb = img.convert(working_mode) if img.mode != working_mode else img.copy()
     thumb.thumbnail((longest_side, longest_side))
@@ -150,7 +206,7 @@ def make_thumbnail(img: Image.Image, longest_side: int) -> bytes:
         background.paste(thumb, mask=thumb.getchannel("A"))
         thumb = background
     out = io.BytesIO()
-    thumb.save(out, "JPEG", quality=85, optimize=True)
+    thumb.save(out, "JPEG", quality=JPEG_QUALITY, optimize=optimize)
     return out.getvalue()
 
 

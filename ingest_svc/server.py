@@ -9,9 +9,10 @@ import time
 from prometheus_client import Gauge
 
 from ingest_svc import imaging
+from ingest_svc.albums import SERVICE_NAME as ALBUM_SERVICE_NAME, AlbumServicer
 from ingest_svc.service import SERVICE_NAME, IngestServicer, change_message
 from ingest_svc.watch import WatchHub
-from photos.v1 import auth_pb2, auth_pb2_grpc, embed_pb2_grpc, ingest_pb2_grpc
+from photos.v1 import album_pb2_grpc, auth_pb2, auth_pb2_grpc, embed_pb2_grpc, ingest_pb2_grpc
 from photostore import events as photo_events
 from photostore.auth import Authenticator, AuthServicer, register_service_key
 from photostore.backends import open_blobs, open_events, open_metadata, open_users, open_vectors
@@ -46,14 +47,15 @@ def serve(settings: Settings, port: int, max_watchers: int | None = None) -> Grp
     changes = events.broadcast([TOPIC_PHOTO_CHANGES])
     producer = events.producer()
     embed_channel = make_channel(settings.target("embed"), settings)  # ReindexPhotos asks for the current models
+    page_tokens = PageTokens(token_secret(settings))
     servicer = IngestServicer(settings, blobs, metadata, producer, vectors, hub,
-                              embed_pb2_grpc.EmbedServiceStub(embed_channel),
-                              PageTokens(token_secret(settings)), max_watchers)
+                              embed_pb2_grpc.EmbedServiceStub(embed_channel), page_tokens, max_watchers)
     svc = start_server(
         settings=settings, port=port,
         servicers=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer),
-                   (auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(users))],
-        service_names=[SERVICE_NAME, AUTH_SERVICE_NAME],
+                   (auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(users)),
+                   (album_pb2_grpc.add_AlbumServiceServicer_to_server, AlbumServicer(metadata, page_tokens))],
+        service_names=[SERVICE_NAME, AUTH_SERVICE_NAME, ALBUM_SERVICE_NAME],
         authenticator=Authenticator.local(users, settings.auth_cache_seconds),
         # Upload and watch streams each hold a thread: they get theirs on top of the usual ones.
         max_workers=settings.grpc_max_workers + servicer.max_streams)
@@ -66,8 +68,13 @@ def serve(settings: Settings, port: int, max_watchers: int | None = None) -> Grp
                          name="status-consumer", daemon=True),
         threading.Thread(target=_feed_watchers, args=(changes, hub, stopping),
                          name="watch-feed", daemon=True),
+        threading.Thread(target=_purge_trash, args=(servicer, settings, stopping), name="trash-purge",
+                         daemon=True),
         threading.Thread(target=_prune_events, args=(events, settings.event_retention_hours, stopping),
                          name="event-retention", daemon=True),
+        # Hashes, for near-duplicates, the photos of each owner seen with some stored unhashed.
+        threading.Thread(target=servicer.duplicates.run_backfill, args=(stopping,),
+                         name="phash-backfill", daemon=True),
     ]
     for thread in threads:
         thread.start()
@@ -102,6 +109,18 @@ def _relay_outbox(servicer: IngestServicer, settings: Settings, stopping: thread
                         settings.outbox_interval_seconds, e)
         min_age_s = settings.events.send_timeout_s + OUTBOX_MIN_AGE_MARGIN_S
         stopping.wait(settings.outbox_interval_seconds)
+
+
+def _purge_trash(servicer: IngestServicer, settings: Settings, stopping: threading.Event) -> None:
+    """Purges photos whose time in the trash is over, at start-up and then every interval (any
+    replica may: a photo purged twice is purged once)."""
+    while not stopping.is_set():
+        try:
+            if purged := servicer.purge_expired():
+                log.info("trash: purged %d photos older than %g days", purged, settings.trash_retention_days)
+        except Exception:  # noqa: BLE001 - they stay in the trash until the next round
+            log.exception("purging the trash failed")
+        stopping.wait(settings.trash_purge_interval_seconds)
 
 
 def _prune_events(events, retention_hours: float, stopping: threading.Event) -> None:

@@ -1,6 +1,7 @@
 """photos.v1.IngestService: upload, read, list, delete, download and watch the caller's photos."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -11,7 +12,9 @@ from typing import Iterator, Sequence
 import grpc
 from prometheus_client import Counter
 
-from ingest_svc import imaging
+from ingest_svc import imaging, places
+from ingest_svc.browse import PlaceBackfill, summary_to_proto
+from ingest_svc.renditions import Previews, preview_key, rendition_keys, variant_blob
 from ingest_svc.spool import Spool
 from ingest_svc.watch import WatchHub
 from photos.v1 import embed_pb2, embed_pb2_grpc, events_pb2, ingest_pb2, ingest_pb2_grpc, photo_pb2
@@ -28,6 +31,7 @@ from photostore.backends.base import (
     EventLogUnavailableError,
     EventProducer,
     MetadataStore,
+    PhotoFilter,
     PhotoRecord,
     StorageFullError,
     VectorStore,
@@ -37,14 +41,17 @@ from photostore.convert import (
     role_name,
     STATUS_FROM_PROTO,
     TEXT_STATE_FROM_PROTO,
+    album_id_from_name,
     from_timestamp,
     photo_id_from_name,
     photo_name,
     photo_to_proto,
     to_timestamp,
 )
-from photostore.errors import ServiceError, invalid, not_found, storage_full, too_large, unavailable
+from photostore.errors import (ServiceError, failed_precondition, invalid, not_found, storage_full, too_large,
+                               unavailable)
 from photostore.limits import IdleStreams, StreamSlots
+from photostore.duplicates import DuplicateFinder, Group
 from photostore.pagination import PageTokens, position_time, time_position
 from photostore.settings import Settings
 
@@ -55,6 +62,8 @@ DOWNLOAD_CHUNK_BYTES = 256 * 1024
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_BATCH_NAMES = 1000
+DEFAULT_GROUP_PAGE_SIZE = 20
+MAX_GROUP_PAGE_SIZE = 100
 MAX_FILENAME_CHARS = 255
 MAX_REQUEST_ID_CHARS = 128
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -110,6 +119,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._vectors = vectors
         self._hub = hub
         self._spool = Spool(settings.data_dir / "tmp")
+        self.duplicates = DuplicateFinder(
+            metadata, vectors, blobs, max_distance=settings.near_duplicate_max_distance,
+            min_cosine=settings.near_duplicate_min_cosine,
+            clip_max_photos=settings.near_duplicate_clip_max_photos)
+        self._place_backfill = PlaceBackfill(metadata)
+        self._previews = Previews(blobs, metadata, self._spool, settings.max_image_pixels)
+        self._trash_retention = dt.timedelta(days=settings.trash_retention_days)
 
     @property
     def max_streams(self) -> int:
@@ -117,6 +133,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return self._upload_slots.total + self._watch_slots.total
 
     def close(self) -> None:
+        self._place_backfill.close()
         self._idle_uploads.close()
         self._spool.close()
 
@@ -154,10 +171,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             if earlier.sha256 != sha256:
                 raise invalid("request_id was already used for different bytes",
                               field="metadata.request_id")
-            return ingest_pb2.UploadPhotoResponse(photo=photo_to_proto(earlier), duplicate=False)
-        # The owner already has these bytes: answer without receiving them again.
+            return ingest_pb2.UploadPhotoResponse(photo=self._photo(earlier), duplicate=False)
+        # The owner already has these bytes: answer without receiving them again (a photo in
+        # the trash comes back out of it).
         if existing := self._metadata.photo_by_sha256(owner, sha256):
-            return ingest_pb2.UploadPhotoResponse(photo=photo_to_proto(existing), duplicate=True)
+            return ingest_pb2.UploadPhotoResponse(photo=self._photo(self._restored(existing)),
+                                                  duplicate=True)
 
         with self._spool.file() as spool:
             self._receive(requests, spool, meta.size_bytes, sha256)
@@ -168,7 +187,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if created:
             UPLOADED_BYTES.inc(record.size_bytes)
             self._publish_uploaded(record)
-        return ingest_pb2.UploadPhotoResponse(photo=photo_to_proto(record), duplicate=not created)
+        else:
+            record = self._restored(record)
+        similar = self._similar_photos(record) if created else []
+        return ingest_pb2.UploadPhotoResponse(photo=self._photo(record), duplicate=not created,
+                                              similar_photos=similar)
 
     def _check_metadata(self, meta: ingest_pb2.UploadMetadata, sha256: str) -> None:
         if meta.size_bytes <= 0:
@@ -230,14 +253,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             content_type=info.content_type, size_bytes=meta.size_bytes,
             width=info.width, height=info.height,
             blob_key=f"originals/{owner}/{sha256}", thumbnail_key=f"thumbnails/{owner}/{photo_id}.jpg",
+            preview_key=preview_key(owner, photo_id), phash=info.phash,
             created_at=now, updated_at=now, taken_at=info.exif.taken_at,
             camera_make=info.exif.camera_make, camera_model=info.exif.camera_model,
             latitude=info.exif.latitude, longitude=info.exif.longitude, altitude=info.exif.altitude,
-            status=STATUS_UPLOADED, published=False)
+            status=STATUS_UPLOADED, published=False, **_place_fields(info.exif))
         try:
             self._blobs.put_file(record.blob_key, path, record.content_type)
             self._blobs.put_bytes(record.thumbnail_key, info.thumbnail_jpeg, "image/jpeg")
             self._blobs.put_bytes(record.model_copy_key, info.model_copy_jpeg, "image/jpeg")
+            self._blobs.put_bytes(record.preview_key, info.preview_jpeg, "image/jpeg")
             stored, created = self._metadata.insert_photo(record, meta.request_id)
         except Exception:
             self._remove_blobs(record)
@@ -247,9 +272,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return stored, created
 
     def _remove_blobs(self, record: PhotoRecord) -> None:
-        """Removes the photo's thumbnail and copy, and its original unless a stored photo uses it."""
-        self._blobs.delete(record.thumbnail_key)
-        self._blobs.delete(record.model_copy_key)
+        """Removes the photo's thumbnail, preview and copy, and its original unless a stored photo
+        uses it."""
+        for key in rendition_keys(record):
+            self._blobs.delete(key)
         if self._metadata.photo_by_sha256(record.owner, record.sha256) is None:
             self._blobs.delete(record.blob_key)
 
@@ -325,7 +351,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def GetPhoto(self, request, context):
         try:
             record = self._owned(current_user().id, request.name)
-            return ingest_pb2.GetPhotoResponse(photo=photo_to_proto(record))
+            return ingest_pb2.GetPhotoResponse(photo=self._photo(record))
         except ServiceError as e:
             e.abort(context)
 
@@ -337,7 +363,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             records = self._metadata.get_photos(current_user().id, ids)
             if not request.skip_missing:
                 _require_all(ids, records)
-            return ingest_pb2.BatchGetPhotosResponse(photos=[photo_to_proto(r) for r in records])
+            return ingest_pb2.BatchGetPhotosResponse(photos=[self._photo(r) for r in records])
         except ServiceError as e:
             e.abort(context)
 
@@ -346,36 +372,57 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             if request.page_size < 0:
                 raise invalid("page_size must not be negative", field="page_size")
             page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-            status = None
-            if request.status != photo_pb2.PHOTO_STATUS_UNSPECIFIED:
-                status = STATUS_FROM_PROTO.get(request.status)
-                if status is None:
-                    raise invalid(f"unknown status {request.status}", field="status")
-            start = from_timestamp(request.start_time, request.HasField("start_time"))
-            end = from_timestamp(request.end_time, request.HasField("end_time"))
-            if start and end and start >= end:
-                raise invalid("start_time must be before end_time", field="start_time")
-            filters = {"status": status, "start": start, "end": end}
+            owner = current_user().id
+            self._place_backfill.ensure(owner)
+            photo_filter = self._photo_filter(owner, request)
+            filters = dataclasses.asdict(photo_filter)
             after = None
             if request.page_token:
                 after = position_time(self._page_tokens.read(request.page_token, filters))
-            page = self._metadata.list_photos(current_user().id, status=status, start=start,
-                                              end=end, page_size=page_size, after=after,
-                                              count_total=True)
+            page = self._metadata.list_photos(owner, filter=photo_filter, page_size=page_size,
+                                              after=after, count_total=True)
             token = "" if page.next_after is None else self._page_tokens.mint(
                 time_position(page.next_after), filters)
-            return ingest_pb2.ListPhotosResponse(photos=[photo_to_proto(r) for r in page.records],
+            return ingest_pb2.ListPhotosResponse(photos=[self._photo(r) for r in page.records],
                                                  next_page_token=token, total_size=page.total or 0)
         except ServiceError as e:
             e.abort(context)
 
+    def SummarizePhotos(self, request, context):
+        try:
+            owner = current_user().id
+            self._place_backfill.ensure(owner)
+            photo_filter = self._photo_filter(owner, request.filter)
+            photo_filter.status = None  # ignored here, as documented
+            return summary_to_proto(self._metadata.summarize_photos(owner, photo_filter))
+        except ServiceError as e:
+            e.abort(context)
+
+    def _photo_filter(self, owner: str, request: ingest_pb2.ListPhotosRequest) -> PhotoFilter:
+        """The store's filter of ListPhotos' filter fields (SummarizePhotos takes the same)."""
+        status = None
+        if request.status != photo_pb2.PHOTO_STATUS_UNSPECIFIED:
+            status = STATUS_FROM_PROTO.get(request.status)
+            if status is None:
+                raise invalid(f"unknown status {request.status}", field="status")
+        start = from_timestamp(request.start_time, request.HasField("start_time"))
+        end = from_timestamp(request.end_time, request.HasField("end_time"))
+        if start and end and start >= end:
+            raise invalid("start_time must be before end_time", field="start_time")
+        album_id = ""
+        if request.album:
+            album_id = album_id_from_name(request.album, field="album")
+            if self._metadata.get_album(album_id, owner=owner) is None:
+                raise not_found(f"{request.album} not found")
+        return PhotoFilter(status=status, start=start, end=end,
+                           camera_make=request.camera_make.strip(), camera_model=request.camera_model.strip(),
+                           place=request.place.strip(), album_id=album_id, favorite=request.favorite,
+                           deleted=request.deleted)
+
     def DownloadPhoto(self, request, context):
         try:
-            record = self._owned(current_user().id, request.name)
-            if request.variant == ingest_pb2.PHOTO_VARIANT_THUMBNAIL:
-                key, content_type = record.thumbnail_key, "image/jpeg"
-            else:
-                key, content_type = record.blob_key, record.content_type
+            record = self._with_rendition(self._owned(current_user().id, request.name), request.variant)
+            key, content_type = variant_blob(record, request.variant)
             try:
                 with self._blobs.open(key) as reader:
                     chunks = reader.chunks(DOWNLOAD_CHUNK_BYTES)
@@ -394,13 +441,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def GetPhotoDownloadUrl(self, request, context):
         try:
-            record = self._owned(current_user().id, request.name)
-            thumbnail = request.variant == ingest_pb2.PHOTO_VARIANT_THUMBNAIL
+            record = self._with_rendition(self._owned(current_user().id, request.name), request.variant)
+            key, _ = variant_blob(record, request.variant)
+            original = key == record.blob_key
             expires_s = self._settings.blobs.presign_expiry_seconds
             try:
-                url = self._blobs.presigned_url(
-                    record.thumbnail_key if thumbnail else record.blob_key, expires_s,
-                    filename="" if thumbnail else record.filename)
+                url = self._blobs.presigned_url(key, expires_s,
+                                                filename=record.filename if original else "")
             except BlobUnavailableError as e:
                 raise unavailable(f"the photo store is unavailable: {e}",
                                   reason="BLOB_STORE_UNAVAILABLE") from e
@@ -411,20 +458,133 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         except ServiceError as e:
             e.abort(context)
 
-    # Delete
+    def _with_rendition(self, record: PhotoRecord, variant: int) -> PhotoRecord:
+        """The record, with a preview made first where the variant is the preview and the photo
+        was stored without one."""
+        if variant != ingest_pb2.PHOTO_VARIANT_PREVIEW:
+            return record
+        try:
+            return self._previews.ensure(record)
+        except BlobUnavailableError as e:
+            raise unavailable(f"the photo store is unavailable: {e}",
+                              reason="BLOB_STORE_UNAVAILABLE") from e
+        except StorageFullError as e:
+            raise storage_full(str(e)) from e
+
+    # Trash (AIP-164 soft delete), purge and favourites
 
     def DeletePhoto(self, request, context):
         try:
-            owner = current_user().id
-            record = self._owned(owner, request.name)
-            # Row first: a status event for it arriving later then removes a late vector too.
-            self._metadata.delete_photo(record.id)
-            self._vectors.delete(record.id)
-            self._remove_blobs(record)
-            self._send([photo_events.changed_record(record, photo_events.DELETED)])
-            return ingest_pb2.DeletePhotoResponse()
+            record = self._owned(current_user().id, request.name)
+            [trashed] = self._trash([record])
+            return ingest_pb2.DeletePhotoResponse(photo=self._photo(trashed))
         except ServiceError as e:
             e.abort(context)
+
+    def BatchDeletePhotos(self, request, context):
+        try:
+            records = self._named(current_user().id, request.names)
+            return ingest_pb2.BatchDeletePhotosResponse(photos=[self._photo(r) for r in self._trash(records)])
+        except ServiceError as e:
+            e.abort(context)
+
+    def UndeletePhotos(self, request, context):
+        try:
+            records = self._named(current_user().id, request.names)
+            _require_trashed(records)
+            return ingest_pb2.UndeletePhotosResponse(photos=[self._photo(self._restored(r)) for r in records])
+        except ServiceError as e:
+            e.abort(context)
+
+    def PurgePhotos(self, request, context):
+        try:
+            owner = current_user().id
+            if request.all == bool(request.names):
+                raise invalid("give either names or all", field="names")
+            if request.all:
+                purged = []
+                while page := self._metadata.list_photos(owner, filter=PhotoFilter(deleted=True),
+                                                         page_size=SEND_BATCH).records:
+                    done = [r for r in page if self._purge(r)]
+                    if not done:  # the rest were restored meanwhile
+                        break
+                    purged += done
+            else:
+                records = self._named(owner, request.names)
+                _require_trashed(records)
+                purged = [r for r in records if self._purge(r)]
+            return ingest_pb2.PurgePhotosResponse(names=[photo_name(r.id) for r in purged])
+        except ServiceError as e:
+            e.abort(context)
+
+    def UpdatePhoto(self, request, context):
+        try:
+            paths = list(request.update_mask.paths)
+            if paths != ["favorite"]:
+                raise invalid('update_mask must be ["favorite"]: only favorite may be updated',
+                              field="update_mask")
+            record = self._owned(current_user().id, request.photo.name)
+            if record.favorite != request.photo.favorite:
+                record = self._changed(self._metadata.update_photo(record.id, favorite=request.photo.favorite),
+                                       request.photo.name)
+            return ingest_pb2.UpdatePhotoResponse(photo=self._photo(record))
+        except ServiceError as e:
+            e.abort(context)
+
+    def purge_expired(self) -> int:
+        """Purges the photos (of every owner) whose time in the trash is over; the purge loop calls it."""
+        purged = 0
+        while True:
+            batch = self._metadata.expired_trash(utcnow() - self._trash_retention, limit=SEND_BATCH)
+            purged += sum(self._purge(r) for r in batch)
+            if len(batch) < SEND_BATCH:
+                return purged
+
+    def _trash(self, records: list[PhotoRecord]) -> list[PhotoRecord]:
+        """Moves the photos to the trash (those already there stay as they are) and tells watchers."""
+        now = utcnow()
+        return [r if r.deleted_at is not None else
+                self._changed(self._metadata.update_photo(r.id, deleted_at=now), photo_name(r.id))
+                for r in records]
+
+    def _restored(self, record: PhotoRecord) -> PhotoRecord:
+        """The photo out of the trash (as it is when it is not in it), watchers told."""
+        if record.deleted_at is None:
+            return record
+        return self._changed(self._metadata.update_photo(record.id, deleted_at=None), photo_name(record.id))
+
+    def _changed(self, record: PhotoRecord | None, name: str) -> PhotoRecord:
+        """Sends the UPDATED change of a row just written; NOT_FOUND when it was purged meanwhile."""
+        if record is None:
+            raise not_found(f"{name} not found")
+        self._send([photo_events.changed_record(record, photo_events.UPDATED, self._trash_retention)])
+        return record
+
+    def _purge(self, record: PhotoRecord) -> bool:
+        """Removes the photo for good: row, vectors, blobs, then the DELETED change. False when it
+        is gone or no longer in the trash (restored meanwhile)."""
+        current = self._metadata.get_photo(record.id)
+        if current is None or current.deleted_at is None:
+            return False
+        # Row first: a status event for it arriving later then removes a late vector too.
+        if self._metadata.delete_photo(current.id) is None:
+            return False
+        self._vectors.delete(current.id)
+        self._remove_blobs(current)
+        self._send([photo_events.changed_record(current, photo_events.DELETED, self._trash_retention)])
+        return True
+
+    def _named(self, owner: str, names: Sequence[str]) -> list[PhotoRecord]:
+        """The caller's photos of 1 to MAX_BATCH_NAMES names; NOT_FOUND naming any missing (all or nothing)."""
+        if not 1 <= len(names) <= MAX_BATCH_NAMES:
+            raise invalid(f"names must hold 1 to {MAX_BATCH_NAMES} photo names", field="names")
+        ids = list(dict.fromkeys(photo_id_from_name(n, field=f"names[{i}]") for i, n in enumerate(names)))
+        records = self._metadata.get_photos(owner, ids)
+        _require_all(ids, records)
+        return records
+
+    def _photo(self, record: PhotoRecord) -> photo_pb2.Photo:
+        return photo_to_proto(record, self._trash_retention)
 
     # Reindex
 
@@ -487,6 +647,44 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise unavailable(f"the event log is unavailable, try again: {e}",
                               reason="EVENT_LOG_UNAVAILABLE") from e
 
+    # Near-duplicates
+
+    def _similar_photos(self, record: PhotoRecord) -> list[photo_pb2.Photo]:
+        """The owner's other photos that look like the new one; never fails the upload."""
+        try:
+            ids = self.duplicates.similar(record)
+            found = {r.id: r for r in self._metadata.get_photos(record.owner, ids)}
+            return [self._photo(found[i]) for i in ids if i in found and found[i].deleted_at is None]
+        except Exception:  # noqa: BLE001 - the photo is stored; the hint is extra
+            log.exception("could not look for photos like %s", record.id)
+            return []
+
+    def ListDuplicateGroups(self, request, context):
+        try:
+            if request.page_size < 0:
+                raise invalid("page_size must not be negative", field="page_size")
+            page_size = min(request.page_size or DEFAULT_GROUP_PAGE_SIZE, MAX_GROUP_PAGE_SIZE)
+            owner = current_user().id
+            filters = {"list": "duplicate_groups"}
+            groups = self.duplicates.groups(owner)
+            if request.page_token:
+                after = _group_after(self._page_tokens.read(request.page_token, filters))
+                groups = [g for g in groups if _group_position(g) < after]
+            page = groups[:page_size]
+            records = {r.id: r for r in self._metadata.get_photos(
+                owner, [f.id for g in page for f in g.photos])}
+            response = ingest_pb2.ListDuplicateGroupsResponse()
+            for g in page:
+                photos = [self._photo(records[f.id]) for f in g.photos
+                          if f.id in records and records[f.id].deleted_at is None]
+                if len(photos) > 1:  # unless trashed meanwhile
+                    response.groups.add(photos=photos)
+            if len(groups) > page_size:
+                response.next_page_token = self._page_tokens.mint(_group_position(page[-1]), filters)
+            return response
+        except ServiceError as e:
+            e.abort(context)
+
     # Watch
 
     def WatchPhotos(self, request, context):
@@ -518,6 +716,41 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if record is None:
             raise not_found(f"{name} not found")
         return record
+
+
+def _require_trashed(records: list[PhotoRecord]) -> None:
+    """FAILED_PRECONDITION naming the photos that are not in the trash."""
+    outside = [photo_name(r.id) for r in records if r.deleted_at is None]
+    if outside:
+        raise failed_precondition(f"{len(outside)} of the photos are not in the trash: {', '.join(outside[:10])}",
+                                  reason="NOT_IN_TRASH", metadata={"photos": ",".join(outside[:100])})
+
+
+def _place_fields(exif: imaging.ExifInfo) -> dict[str, str]:
+    """The PhotoRecord place_* fields of the photo's GPS coordinates (none without them). A
+    failure leaves them empty: the upload goes on, and the backfill tries again later."""
+    try:
+        place = places.reverse_geocode(exif.latitude, exif.longitude)
+    except Exception:  # noqa: BLE001 - a place is a nicety, never a reason to refuse a photo
+        log.exception("reverse geocoding (%s, %s) failed", exif.latitude, exif.longitude)
+        return {}
+    if place is None:
+        return {}
+    return {"place_city": place.city, "place_region": place.region, "place_country": place.country,
+            "place_country_code": place.country_code}
+
+
+def _group_position(g: Group) -> list:
+    """Where a duplicate group sorts (newest upload first) as a page token position."""
+    return [g.newest.created_at.timestamp(), g.newest.id]
+
+
+def _group_after(position: list) -> list:
+    try:
+        return [float(position[0]), str(position[1])]
+    except (TypeError, ValueError, IndexError):
+        raise invalid("page_token is not valid", field="page_token",
+                      reason="INVALID_PAGE_TOKEN") from None
 
 
 def _require_all(ids: list[str], records: list[PhotoRecord]) -> None:

@@ -176,13 +176,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     def CreateSession(self, request, context):
         user = current_user()
-        if is_session_token(api_key_from_metadata(context.invocation_metadata())):
+        credential = api_key_from_metadata(context.invocation_metadata())
+        if is_session_token(credential):
             ServiceError(grpc.StatusCode.PERMISSION_DENIED,
                          "a session is made with an API key, not with another session",
                          reason="API_KEY_REQUIRED").abort(context)
         if user.name == SERVICE_USER:
             ServiceError(grpc.StatusCode.PERMISSION_DENIED, "the services' own key has no sessions",
                          reason="INTERNAL_CALLER").abort(context)
+        if self._users.user_by_key_hash(hash_key(credential)) is None:
+            # Asked uncached: a key revoked (`users key`) but still in the key cache signs no one in.
+            ServiceError(grpc.StatusCode.UNAUTHENTICATED, "API key is not valid",
+                         reason="API_KEY_INVALID").abort(context)
         token = new_session_token()
         session = self._users.create_session(user.id, hash_key(token))
         response = auth_pb2.CreateSessionResponse(token=token, user_id=user.id, display_name=user.name)

@@ -12,6 +12,7 @@ from photostore.errors import invalid
 
 NAME_PREFIX = "photos/"
 USER_PREFIX = "users/"
+ALBUM_PREFIX = "albums/"
 
 STATUS_TO_PROTO = {
     STATUS_UPLOADED: photo_pb2.PHOTO_STATUS_UPLOADED,
@@ -63,7 +64,18 @@ def from_timestamp(ts: timestamp_pb2.Timestamp, present: bool) -> dt.datetime | 
     return ts.ToDatetime(tzinfo=dt.timezone.utc)
 
 
-def photo_to_proto(r: PhotoRecord) -> photo_pb2.Photo:
+def album_name(album_id: str) -> str:
+    return ALBUM_PREFIX + album_id
+
+
+def album_id_from_name(name: str, field: str = "name") -> str:
+    if not name.startswith(ALBUM_PREFIX) or len(name) == len(ALBUM_PREFIX) or "/" in name[len(ALBUM_PREFIX):]:
+        raise invalid(f"'{name}' is not an album name; expected albums/{{id}}", field=field)
+    return name[len(ALBUM_PREFIX):]
+
+
+def photo_to_proto(r: PhotoRecord, trash_retention: dt.timedelta | None = None) -> photo_pb2.Photo:
+    """The photo message; purge_time (of a photo in the trash) is set when trash_retention is given."""
     p = photo_pb2.Photo(
         name=photo_name(r.id), owner=user_name(r.owner), sha256=r.sha256, content_type=r.content_type,
         size_bytes=r.size_bytes, width=r.width, height=r.height,
@@ -75,10 +87,19 @@ def photo_to_proto(r: PhotoRecord) -> photo_pb2.Photo:
         ocr_text=r.ocr_text, embedding_models=r.embedding_models,
         text_state=TEXT_STATE_TO_PROTO.get(r.text_state, photo_pb2.STAGE_STATE_UNSPECIFIED),
         text_state_reason=r.text_state_reason,
+        favorite=r.favorite, albums=[album_name(a) for a in r.album_ids],
+        has_preview=bool(r.preview_key),
     )
+    if r.deleted_at is not None:
+        p.delete_time.CopyFrom(to_timestamp(r.deleted_at))
+        if trash_retention is not None:
+            p.purge_time.CopyFrom(to_timestamp(r.deleted_at + trash_retention))
     if r.taken_at is not None:
         p.take_time.CopyFrom(to_timestamp(r.taken_at))
     if r.latitude is not None and r.longitude is not None:
         p.location.CopyFrom(photo_pb2.GeoPoint(latitude=r.latitude, longitude=r.longitude,
                                                altitude=r.altitude or 0.0))
+    if r.place_country_code or r.place_city:
+        p.place.CopyFrom(photo_pb2.Place(city=r.place_city, region=r.place_region,
+                                         country=r.place_country, country_code=r.place_country_code))
     return p

@@ -54,6 +54,12 @@ def not_found(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.NOT_FOUND, message, reason="NOT_FOUND")
 
 
+def failed_precondition(message: str, reason: str = "FAILED_PRECONDITION",
+                        metadata: dict[str, str] | None = None) -> ServiceError:
+    """The resource is not in the state the call needs (e.g. a photo not in the trash)."""
+    return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, message, reason=reason, metadata=metadata)
+
+
 def too_large(message: str, field: str = "", reason: str = "TOO_LARGE",
               metadata: dict[str, str] | None = None) -> ServiceError:
     """A size or count over a limit; `metadata` carries the values the message names (AIP-193)."""

@@ -5,6 +5,8 @@ photo id, so one photo's events keep their order in its partition.
 """
 from __future__ import annotations
 
+import datetime as dt
+
 from google.protobuf import message as protobuf_message
 
 from photos.v1 import events_pb2, photo_pb2
@@ -116,10 +118,11 @@ def status_record(status: events_pb2.PhotoStatusChangedEvent) -> Record:
     return _record(TOPIC_PHOTO_STATUS, status.photo_id, status_changed=status)
 
 
-def changed_record(r: PhotoRecord, change_type: int) -> Record:
-    """Tells every ingest replica's watchers that the photo's row changed."""
+def changed_record(r: PhotoRecord, change_type: int, trash_retention: dt.timedelta | None = None) -> Record:
+    """Tells every ingest replica's watchers that the photo's row changed (with its purge_time
+    when the trash retention is given)."""
     return _record(TOPIC_PHOTO_CHANGES, r.id, changed=events_pb2.PhotoChangedEvent(
-        photo=photo_to_proto(r), change_type=change_type))
+        photo=photo_to_proto(r, trash_retention), change_type=change_type))
 
 
 def status_name(status: int) -> str:

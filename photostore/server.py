@@ -34,7 +34,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # the caller's deadline. Uploads are not retried here: the client retries them with its request_id.
 IDEMPOTENT_METHODS = {
     "photos.v1.IngestService": ["GetPhoto", "BatchGetPhotos", "ListPhotos", "DownloadPhoto",
-                                "GetPhotoDownloadUrl", "DeletePhoto", "ReindexPhotos"],
+                                "GetPhotoDownloadUrl", "DeletePhoto", "ReindexPhotos",
+                                "BatchDeletePhotos", "UpdatePhoto"],
+    "photos.v1.AlbumService": ["GetAlbum", "ListAlbums", "UpdateAlbum", "AddAlbumPhotos",
+                               "RemoveAlbumPhotos"],
     "photos.v1.SearchService": ["SearchPhotos", "FindSimilar"],
     "photos.v1.EmbedService": ["EmbedText", "EmbedImages", "GetModelInfo", "AnalyzeImages"],
     "photos.v1.AuthService": ["GetCaller", "DeleteSession"],

@@ -212,6 +212,19 @@ class Settings(BaseSettings):
     event_retention_hours: float = 168.0
     # How often ingest re-sends the events of stored photos whose first send failed (the outbox).
     outbox_interval_seconds: float = 30.0
+    # Photos stay in the trash this long, then ingest purges them (blobs, vectors, row) on its
+    # purge loop, which runs every trash_purge_interval_seconds.
+    trash_retention_days: float = 30.0
+    trash_purge_interval_seconds: float = 3600.0
+
+    # Near-duplicates (photostore/duplicates.py): photos whose perceptual hashes differ in at
+    # most this many of 64 bits look alike (docs/ARCHITECTURE.md has the measured figures:
+    # re-saved and resized copies 0-4 bits, 2 % crops up to 12, different photos 20 or more).
+    near_duplicate_max_distance: int = 10
+    # Photos whose CLIP vectors have at least this cosine are grouped too, for owners with at
+    # most near_duplicate_clip_max_photos photos (the vectors are read whole); 0 photos: off.
+    near_duplicate_min_cosine: float = 0.95
+    near_duplicate_clip_max_photos: int = 5000
 
     # Embed worker.
     worker_batch_size: int = 16
@@ -231,6 +244,9 @@ class Settings(BaseSettings):
     # After this long without a search, the search service runs one internal query (and again
     # after each such pause), so the next search finds models, connections and indexes warm; 0: off.
     search_keep_warm_seconds: float = 60.0
+    # How old the camera makes and places that query words are matched against may be (per user,
+    # from SummarizePhotos; refreshed in the background after this); 0: asked on every search.
+    search_vocabulary_seconds: float = 30.0
 
     def target(self, service: str) -> str:
         explicit = getattr(self, f"{service}_target")

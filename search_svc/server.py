@@ -23,7 +23,8 @@ def serve(settings: Settings, port: int) -> GrpcService:
     service_auth = bearer_metadata(service_api_key(settings))
     service = SearchService(vectors, embed_pb2_grpc.EmbedServiceStub(embed_channel),
                             ingest_pb2_grpc.IngestServiceStub(ingest_channel), Fusion.from_settings(settings),
-                            PageTokens(token_secret(settings)), service_auth)
+                            PageTokens(token_secret(settings)), service_auth,
+                            vocabulary_seconds=settings.search_vocabulary_seconds)
     svc = start_server(
         settings=settings, port=port,
         servicers=[(search_pb2_grpc.add_SearchServiceServicer_to_server, service)],

@@ -31,6 +31,7 @@ from photostore.errors import ServiceError, invalid, status_details
 from photostore.limits import StreamSlots
 from photostore.pagination import PageTokens
 from photostore.settings import Settings
+from search_svc import query_filters
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,15 @@ MAX_HYDRATE = 1000
 # fused ranking can lift a photo that one signal ranks lower.
 CANDIDATE_FACTOR = 3
 MIN_CANDIDATES = 50
+# Most photos a place, album or favourite filter is resolved to (through ListPhotos) and scored
+# exactly; a filter matching more is applied to the best MAX_HYDRATE hits of each signal instead.
+MAX_ALLOWED = 5000
+LIST_PAGE = 1000
 # Deadline for calls to other services when the caller set none (or a longer one).
 DOWNSTREAM_TIMEOUT_S = 30.0
 
 CLIP, TEXT, KEYWORD = "clip", "text", "keyword"  # SignalScores field names
+SPACES = {CLIP: SPACE_CLIP, TEXT: SPACE_TEXT}
 # The vector signals' query encoders, in the order they are asked: the sentence encoder answers
 # sooner, so its space is searched while CLIP encodes.
 ENCODERS = ((TEXT, embed_pb2.TEXT_ENCODER_SENTENCE), (CLIP, embed_pb2.TEXT_ENCODER_CLIP))
@@ -161,6 +167,33 @@ def _passes_filter(photo: photo_pb2.Photo, flt: VectorFilter) -> bool:
             and (not flt.camera_model or photo.camera_model.lower() == flt.camera_model.lower()))
 
 
+def _passes_metadata(photo: photo_pb2.Photo, flt: search_pb2.SearchFilter) -> bool:
+    """The filters only the ingest service knows (place, album, favourite) applied to a photo."""
+    if flt.favorite and not photo.favorite:
+        return False
+    if flt.album and flt.album not in photo.albums:
+        return False
+    place = flt.place.strip().lower()
+    return not place or place in (photo.place.city.lower(), photo.place.region.lower(),
+                                  photo.place.country.lower(), photo.place.country_code.lower())
+
+
+def _has_metadata_filter(flt: search_pb2.SearchFilter) -> bool:
+    return bool(flt.place.strip() or flt.album or flt.favorite)
+
+
+def _list_request(flt: search_pb2.SearchFilter, page_size: int, page_token: str = "") -> ingest_pb2.ListPhotosRequest:
+    """ListPhotos with a search filter's fields."""
+    request = ingest_pb2.ListPhotosRequest(
+        page_size=page_size, page_token=page_token, camera_make=flt.camera_make, camera_model=flt.camera_model,
+        place=flt.place, album=flt.album, favorite=flt.favorite)
+    if flt.HasField("start_time"):
+        request.start_time.CopyFrom(flt.start_time)
+    if flt.HasField("end_time"):
+        request.end_time.CopyFrom(flt.end_time)
+    return request
+
+
 def _vector(embedding: embed_pb2.Embedding) -> np.ndarray:
     return np.asarray(embedding.values, dtype=np.float32)
 
@@ -171,8 +204,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     def __init__(self, vectors: VectorStore, embed: embed_pb2_grpc.EmbedServiceStub,
                  ingest: ingest_pb2_grpc.IngestServiceStub, fusion: Fusion, page_tokens: PageTokens,
-                 service_auth: list[tuple[str, str]]):
+                 service_auth: list[tuple[str, str]], vocabulary_seconds: float = 30.0):
         self._vectors = vectors
+        self._vocabularies = query_filters.VocabularyCache(vocabulary_seconds)
         self._service_auth = service_auth
         # An image query costs the embed service a decode and a forward pass: bounded per user.
         self._image_queries = StreamSlots("image query", per_user=IMAGE_QUERIES_PER_USER,
@@ -246,9 +280,18 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             raise invalid(f"query is longer than {MAX_QUERY_CHARS} characters", field="query")
         page_size = _page_size(request.page_size)
         min_score = _min_score(request)
-        flt = _vector_filter(current_user().id, request.filter)
+        # Words naming a year, month, camera make or place of the caller's library become filters.
+        read = query_filters.read_query(query, self._vocabulary(context), request.filter)
+        combined = query_filters.merged(request.filter, read.filter)
+        flt = _vector_filter(current_user().id, combined)
+        if read.semantic != query and not keyword_terms(read.semantic):  # only filters (and stopwords)
+            return self._browse(request, query, combined, read.filter, page_size, context)
         offset = self._offset(request, {"query": query})
         fetch = min(MAX_HYDRATE, max(CANDIDATE_FACTOR * (offset + page_size), MIN_CANDIDATES))
+        allowed = self._allowed_ids(combined, context)
+        if allowed is None and _has_metadata_filter(combined):
+            fetch = MAX_HYDRATE  # more photos match than are resolved: filter the best hits
+        query = read.semantic
 
         candidates: dict[str, Candidate] = {}
         # The encoders run while the keywords are looked up.
@@ -261,8 +304,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         elif terms:
             available.append(KEYWORD)
             with STAGE_SECONDS.labels("keyword").time():
-                found = self._vectors.keyword_search(flt, terms, fetch)
+                found = self._vectors.keyword_search(flt, terms, fetch if allowed is None else MAX_ALLOWED)
             for photo_id, matched in found:
+                if allowed is not None and photo_id not in allowed:
+                    continue
                 share = len(matched) / len(terms)
                 if share >= self._fusion.cutoffs[KEYWORD]:
                     candidate = candidates.setdefault(photo_id, Candidate())
@@ -270,7 +315,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                     candidate.matched_terms = matched
         else:
             missing[KEYWORD] = "the query has no words to match besides stopwords"
-        models = self._vector_signals(embeds, started, flt, fetch, candidates, available, missing)
+        models = self._vector_signals(embeds, started, flt, fetch, candidates, available, missing, allowed)
         missing = {signal: missing[signal] for signal in (CLIP, TEXT, KEYWORD) if signal in missing}
         if not available:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE,
@@ -291,15 +336,76 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 photos = {p.name: p for p in self._hydrate([photo_id for _, photo_id in chunk], context)}
             for score, photo_id in chunk:
                 photo = photos.get(photo_name(photo_id))
-                if photo is None or not _passes_filter(photo, flt):
+                if photo is None or not _passes_filter(photo, flt) or not _passes_metadata(photo, combined):
                     continue
                 candidate = candidates[photo_id]
                 hits.append(search_pb2.SearchHit(
                     photo=photo, score=score, signals=search_pb2.SignalScores(**candidate.signals),
                     matched_terms=candidate.matched_terms))
         return search_pb2.SearchPhotosResponse(
-            hits=hits, models=models,
-            next_page_token=self._next_token(request, {"query": query}, position, position < len(ranked)))
+            hits=hits, models=models, query_filter=read.filter,
+            next_page_token=self._next_token(request, {"query": request.query.strip()}, position,
+                                             position < len(ranked)))
+
+    def _vocabulary(self, context) -> query_filters.Vocabulary:
+        """The camera makes and places of the caller's library, which query words may name."""
+        options = {**self._call_options(context, as_service=False), "timeout": DOWNSTREAM_TIMEOUT_S}
+
+        def fetch() -> query_filters.Vocabulary:
+            try:
+                summary = self._ingest.SummarizePhotos(ingest_pb2.SummarizePhotosRequest(), **options)
+            except grpc.RpcError as e:
+                log.warning("SummarizePhotosRequest failed: %s %s", e.code(), e.details())
+                raise downstream_error(e) from e
+            return query_filters.Vocabulary.from_summary(summary)
+
+        return self._vocabularies.get(current_user().id, fetch)
+
+    def _browse(self, request, query: str, flt: search_pb2.SearchFilter, read: search_pb2.SearchFilter,
+                page_size: int, context) -> search_pb2.SearchPhotosResponse:
+        """A query of filters only: the matching photos newest first (ListPhotos), each scored 1."""
+        fields = {"query": query, "browse": True}
+        ingest_token = ""
+        if request.page_token:
+            position = self._page_tokens.read(request.page_token, self._token_filters(request, fields))
+            if not (isinstance(position, list) and len(position) == 1 and isinstance(position[0], str)):
+                raise invalid("page_token is not valid", field="page_token", reason="INVALID_PAGE_TOKEN")
+            ingest_token = position[0]
+        listed = self._call(self._ingest.ListPhotos, _list_request(flt, page_size, ingest_token), context)
+        return search_pb2.SearchPhotosResponse(
+            hits=[search_pb2.SearchHit(photo=photo, score=1.0) for photo in listed.photos],
+            query_filter=read,
+            next_page_token=self._page_tokens.mint([listed.next_page_token], self._token_filters(request, fields))
+            if listed.next_page_token else "")
+
+    def _allowed_ids(self, flt: search_pb2.SearchFilter, context) -> set[str] | None:
+        """The ids of the photos a place, album or favourite filter lets through (with the other
+        filters), when at most MAX_ALLOWED; None without such a filter or when more match."""
+        if not _has_metadata_filter(flt):
+            return None
+        ids: set[str] = set()
+        token = ""
+        while True:
+            listed = self._call(self._ingest.ListPhotos, _list_request(flt, LIST_PAGE, token), context)
+            if listed.total_size > MAX_ALLOWED:
+                return None
+            ids.update(p.name.removeprefix("photos/") for p in listed.photos)
+            if not (token := listed.next_page_token):
+                return ids
+
+    def _search_within(self, vector: np.ndarray, model: str, space: str, allowed: set[str],
+                       min_score: float) -> list[tuple[str, float]]:
+        """Exact cosine scores of the allowed photos' vectors of `model` in `space`."""
+        query = vector / (np.linalg.norm(vector) or 1.0)
+        scored = []
+        for photo_id, obj in self._vectors.get_many(sorted(allowed), space).items():
+            if obj.model != model or obj.vector is None:
+                continue
+            stored = np.asarray(obj.vector, dtype=np.float32)
+            score = float(np.dot(query, stored / (np.linalg.norm(stored) or 1.0)))
+            if score >= min_score:
+                scored.append((photo_id, score))
+        return scored
 
     # Page tokens: the offset into the ranking, bound to the query and filters.
 
@@ -328,8 +434,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 for signal, encoder in ENCODERS if self._fusion.enabled(signal)}
 
     def _vector_signals(self, embeds: dict[str, grpc.Future], started: float, flt: VectorFilter, fetch: int,
-                        candidates: dict[str, Candidate], available: list[str], missing: dict[str, str]
-                        ) -> list[str]:
+                        candidates: dict[str, Candidate], available: list[str], missing: dict[str, str],
+                        allowed: set[str] | None = None) -> list[str]:
         """Adds the CLIP and text hits at or above their cut-offs to `candidates`, and each signal
         to `available` or, with why, to `missing`; returns the models of those available. An
         encoder that answers UNAVAILABLE (model not ready) is left out; any other failure fails
@@ -354,21 +460,25 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             models[signal] = embedded.model
             STAGE_SECONDS.labels(f"{signal}_encode").observe(time.perf_counter() - started)
             with STAGE_SECONDS.labels(f"{signal}_vectors").time():
-                found = self._vectors.search(_vector(embedded.embeddings[0]), embedded.model,
-                                             flt, fetch, self._fusion.cutoffs[signal])
+                if allowed is None:
+                    found = self._vectors.search(_vector(embedded.embeddings[0]), embedded.model,
+                                                 flt, fetch, self._fusion.cutoffs[signal])
+                else:  # a few photos: every one of them scored
+                    found = self._search_within(_vector(embedded.embeddings[0]), embedded.model,
+                                                SPACES[signal], allowed, self._fusion.cutoffs[signal])
             for photo_id, score in found:
                 candidates.setdefault(photo_id, Candidate()).signals[signal] = score
         available += [signal for signal in (CLIP, TEXT) if signal in models]
         return [models[signal] for signal in (CLIP, TEXT) if signal in models]
 
     def _hydrate(self, photo_ids: list[str], context) -> list[photo_pb2.Photo]:
-        """The caller's photos among `photo_ids`; deleted ones are left out."""
+        """The caller's photos among `photo_ids`; deleted ones (and those in the trash) are left out."""
         photos = []
         for start in range(0, len(photo_ids), MAX_HYDRATE):
             names = [photo_name(pid) for pid in photo_ids[start:start + MAX_HYDRATE]]
-            photos += self._call(self._ingest.BatchGetPhotos,
-                                 ingest_pb2.BatchGetPhotosRequest(names=names, skip_missing=True),
-                                 context).photos
+            photos += [p for p in self._call(self._ingest.BatchGetPhotos,
+                                             ingest_pb2.BatchGetPhotosRequest(names=names, skip_missing=True),
+                                             context).photos if not p.HasField("delete_time")]
         return photos
 
     # FindSimilar
@@ -389,7 +499,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                   hashlib.sha256(request.image).hexdigest()}
         offset = self._offset(request, fields)
         end = offset + page_size
-        hits = self._ranked_photos(vector, model, signal, flt, end + 1, min_score, context)
+        hits = self._ranked_photos(vector, model, signal, flt, end + 1, min_score, context, request.filter)
         if source == "name":  # the photo itself first, even when another has the very same vector
             hits.sort(key=lambda hit: hit.photo.name != request.name)
         return search_pb2.FindSimilarResponse(
@@ -438,15 +548,18 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return vector, analysed.model, TEXT
 
     def _ranked_photos(self, vector: np.ndarray, model: str, signal: str, flt: VectorFilter, limit: int,
-                       min_score: float, context) -> list[search_pb2.SearchHit]:
+                       min_score: float, context, metadata_filter: search_pb2.SearchFilter | None = None
+                       ) -> list[search_pb2.SearchHit]:
         """Up to `limit` vector hits in ranking order, hydrated. Photos deleted meanwhile (whose
-        vector is not removed yet) are left out, and more hits are fetched in their place."""
+        vector is not removed yet), or not passing the place, album or favourite filter, are left
+        out, and more hits are fetched in their place."""
         fetch = limit
         while True:
             scored = self._vectors.search(vector, model, flt, fetch, min_score)
             if not scored:
                 return []
-            photos = {p.name: p for p in self._hydrate([pid for pid, _ in scored], context)}
+            photos = {p.name: p for p in self._hydrate([pid for pid, _ in scored], context)
+                      if metadata_filter is None or _passes_metadata(p, metadata_filter)}
             hits = [search_pb2.SearchHit(photo=photos[photo_name(pid)], score=score,
                                          signals=search_pb2.SignalScores(**{signal: score}))
                     for pid, score in scored if photo_name(pid) in photos]

@@ -319,6 +319,7 @@ def test_upload_stores_blob_thumbnail_row_and_event(ingest):
     photo_id = pid(photo)
     assert ingest.stored_files() == [f"blobs/copies/{ingest.alice_id}/{photo_id}.jpg",
                                      f"blobs/originals/{ingest.alice_id}/{sha256(data)}",
+                                     f"blobs/renditions/{ingest.alice_id}/{photo_id}.preview.jpg",
                                      f"blobs/thumbnails/{ingest.alice_id}/{photo_id}.jpg"]
     [event] = ingest.uploaded_events()
     assert (event.key, event.kind) == (photo_id, "uploaded")
@@ -660,10 +661,13 @@ def test_delete_removes_everything_and_is_owner_scoped(ingest):
                       (ingest.stub.GetPhoto, ingest_pb2.GetPhotoRequest(name=photo.name)),
                       (ingest.stub.DownloadPhoto, ingest_pb2.DownloadPhotoRequest(name=photo.name))):
         assert rpc_error(call, req, metadata=ingest.bob).code() == grpc.StatusCode.NOT_FOUND
-    assert ingest.list().total_size == 1 and len(ingest.stored_files()) == 3
+    assert ingest.list().total_size == 1 and len(ingest.stored_files()) == 4  # original and 3 renditions
 
-    ingest.stub.DeletePhoto(request, metadata=ingest.alice)
-    assert ingest.list().total_size == 0
+    ingest.stub.DeletePhoto(request, metadata=ingest.alice)  # to the trash
+    assert ingest.list().total_size == 0 and len(ingest.stored_files()) == 4
+    purge = ingest_pb2.PurgePhotosRequest(names=[photo.name])
+    assert rpc_error(ingest.stub.PurgePhotos, purge, metadata=ingest.bob).code() == grpc.StatusCode.NOT_FOUND
+    ingest.stub.PurgePhotos(purge, metadata=ingest.alice)
     assert ingest.stored_files() == []
     assert ingest.vectors.get(photo_id) is None
     assert rpc_error(ingest.stub.GetPhoto, ingest_pb2.GetPhotoRequest(name=photo.name),
@@ -671,7 +675,8 @@ def test_delete_removes_everything_and_is_owner_scoped(ingest):
     assert rpc_error(ingest.stub.DeletePhoto, request,
                      metadata=ingest.alice).code() == grpc.StatusCode.NOT_FOUND
     changes = [e.message.changed for e in ingest.change_events()]
-    assert [(c.change_type, c.photo.name) for c in changes] == [(CREATED, photo.name), (DELETED, photo.name)]
+    assert [(c.change_type, c.photo.name) for c in changes] == [
+        (CREATED, photo.name), (UPDATED, photo.name), (DELETED, photo.name)]
     assert not ingest.upload(data).duplicate  # the bytes are new again
 
 
@@ -737,6 +742,10 @@ def test_watch_sees_upload_status_and_delete_of_own_photos(ingest):
         photo_pb2.PHOTO_STATUS_FAILED, "model gave up", 5)
 
     ingest.stub.DeletePhoto(ingest_pb2.DeletePhotoRequest(name=photo.name), metadata=ingest.alice)
+    trashed = watcher.next()
+    assert (trashed.change_type, trashed.photo.name) == (UPDATED, photo.name)
+    assert trashed.photo.HasField("delete_time") and trashed.photo.HasField("purge_time")
+    ingest.stub.PurgePhotos(ingest_pb2.PurgePhotosRequest(names=[photo.name]), metadata=ingest.alice)
     deleted = watcher.next()
     assert (deleted.change_type, deleted.photo.name) == (DELETED, photo.name)
     assert deleted.photo.status == photo_pb2.PHOTO_STATUS_FAILED  # as it was
@@ -796,9 +805,10 @@ def test_a_change_through_another_replica_reaches_watchers_of_this_one(ingest):
             assert (created.change_type, created.photo) == (CREATED, photo)
 
         ingest.stub.DeletePhoto(ingest_pb2.DeletePhotoRequest(name=photo.name), metadata=ingest.alice)
+        ingest.stub.PurgePhotos(ingest_pb2.PurgePhotosRequest(names=[photo.name]), metadata=ingest.alice)
         for watcher in (here, there):
-            deleted = watcher.next()
-            assert (deleted.change_type, deleted.photo.name) == (DELETED, photo.name)
+            assert [(c.change_type, c.photo.name) for c in (watcher.next(), watcher.next())] == [
+                (UPDATED, photo.name), (DELETED, photo.name)]
         assert rpc_error(other.get, photo.name).code() == grpc.StatusCode.NOT_FOUND
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import threading
 import time
 
 import grpc
@@ -27,6 +28,7 @@ from photostore.backends.base import SPACE_CLIP, SPACE_TEXT, STATUS_INDEXED, Pho
 from photostore.server import GrpcService
 from photostore.settings import Settings
 from search_svc.server import serve as serve_search
+from search_svc import query_filters
 from search_svc.service import keyword_terms
 from tests.harness import add_user, service_auth
 from tests.stack import free_port
@@ -158,8 +160,10 @@ def wait_until_ready(embed: embed_pb2_grpc.EmbedServiceStub, auth) -> embed_pb2.
 
 
 def start_search(settings: Settings, embed_port: int, ingest_port: int) -> GrpcService:
+    # The tests change places and makes in the store under the service: none may be read stale.
     return serve_search(settings.model_copy(update={"embed_target": f"127.0.0.1:{embed_port}",
-                                                    "ingest_target": f"127.0.0.1:{ingest_port}"}), 0)
+                                                    "ingest_target": f"127.0.0.1:{ingest_port}",
+                                                    "search_vocabulary_seconds": 0}), 0)
 
 
 def query_vector(embed, auth, encoder) -> tuple[np.ndarray, str]:
@@ -341,6 +345,33 @@ def test_camera_filter_ignores_case(stack):
         stack, [p for p in stack.owned_by(stack.alice_id) if p.camera_model == "X-T4"]))
 
 
+def test_favourite_and_place_filters_score_exactly_the_photos_they_let_through(stack):
+    """Filters only the ingest service knows: the photos they allow are resolved through it and all
+    scored, with the same fusion as unfiltered."""
+    metadata = open_metadata(stack.settings)
+    alices = stack.owned_by(stack.alice_id)
+    favourites, in_lyon = alices[1:12:3], alices[2:30:4]
+    try:
+        for photo in favourites:
+            metadata.update_photo(photo.id, favorite=True)
+        for photo in in_lyon:
+            metadata.update_photo(photo.id, place_city="Lyon", place_region="Auvergne-Rhone-Alpes",
+                                  place_country="France", place_country_code="FR")
+        response = search(stack, page_size=200, filter=search_pb2.SearchFilter(favorite=True))
+        assert_same_hits(actual_hits(response), expected_hits(stack, favourites))
+        response = search(stack, page_size=200, filter=search_pb2.SearchFilter(place="fr"))
+        assert_same_hits(actual_hits(response), expected_hits(stack, in_lyon))
+        # A place word of the library is read from the query as the same filter.
+        response = search(stack, page_size=200, query=f"Lyon {QUERY}")
+        assert response.query_filter == search_pb2.SearchFilter(place="Lyon")
+        assert_same_hits(actual_hits(response), expected_hits(stack, in_lyon))
+    finally:
+        for photo in alices:
+            metadata.update_photo(photo.id, favorite=False, place_city="", place_region="", place_country="",
+                                  place_country_code="")
+        metadata.close()
+
+
 @pytest.mark.parametrize("request_fields, field", [
     ({"query": "   "}, "query"),
     ({"page_size": -1}, "page_size"),
@@ -501,3 +532,38 @@ def test_pages_of_similar_photos(stack):
         if not (token := page.next_page_token):
             break
     assert names == [h.photo.name for h in everything.hits] and names[0] == source.name
+
+
+def test_vocabulary_cache_answers_a_stale_vocabulary_while_it_refreshes_it():
+    asked = []
+    released = threading.Event()
+    now = [0.0]
+
+    def fetch(value: str, wait: bool = False):
+        def ask():
+            asked.append(value)
+            if wait:
+                assert released.wait(30)
+            return query_filters.Vocabulary(places={value: value})
+        return ask
+
+    cache = query_filters.VocabularyCache(max_age_s=30, clock=lambda: now[0])
+    assert cache.get("alice", fetch("paris")).places == {"paris": "paris"}  # the first: asked at once
+    now[0] = 29
+    assert cache.get("alice", fetch("never")).places == {"paris": "paris"}  # fresh: not asked
+    assert asked == ["paris"]
+    now[0] = 30
+    # Stale: the old one answers at once while one refresh runs; further calls start no other.
+    assert cache.get("alice", fetch("lyon", wait=True)).places == {"paris": "paris"}
+    assert cache.get("alice", fetch("never")).places == {"paris": "paris"}
+    released.set()
+    deadline = time.monotonic() + 30
+    while cache.get("alice", fetch("never")).places != {"lyon": "lyon"}:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert asked == ["paris", "lyon"]
+    assert cache.get("bob", fetch("nice")).places == {"nice": "nice"}  # per owner
+    uncached = query_filters.VocabularyCache(max_age_s=0)
+    uncached.get("alice", fetch("a"))
+    uncached.get("alice", fetch("b"))
+    assert asked[-2:] == ["a", "b"]

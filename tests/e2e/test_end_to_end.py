@@ -298,7 +298,8 @@ def test_delete_removes_blob_metadata_and_vector(stack, state):
     alice, name = state["alice"], state["names"]["horse.png"]
     sha = hashlib.sha256(state["photos"]["horse.png"]).hexdigest()
     assert any(sha in key for key in stack.stored_blobs())
-    stack.ingest.DeletePhoto(ingest_pb2.DeletePhotoRequest(name=name), metadata=auth(alice))
+    stack.ingest.DeletePhoto(ingest_pb2.DeletePhotoRequest(name=name), metadata=auth(alice))  # to the trash
+    stack.ingest.PurgePhotos(ingest_pb2.PurgePhotosRequest(names=[name]), metadata=auth(alice))
     with pytest.raises(grpc.RpcError) as err:
         stack.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=name), metadata=auth(alice))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
