@@ -67,7 +67,10 @@ STATUS_PARAM = {
 VARIANTS = {
     "original": ingest_pb2.PHOTO_VARIANT_ORIGINAL,
     "thumbnail": ingest_pb2.PHOTO_VARIANT_THUMBNAIL,
+    "preview": ingest_pb2.PHOTO_VARIANT_PREVIEW,
 }
+# Renditions never change once made (a photo's own key): the browser keeps them.
+CACHED_VARIANTS = ("thumbnail", "preview")
 
 
 class Clients:
@@ -239,11 +242,33 @@ def time_param(name: str) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
+def bool_param(name: str) -> bool:
+    """true or false; false when absent."""
+    raw = query_param(name)
+    if raw is None:
+        return False
+    if raw not in ("true", "false"):
+        raise invalid(f"{name} must be true or false, got '{raw[:100]}'", field=name)
+    return raw == "true"
+
+
+def album_param() -> str:
+    """The album's resource name (albums/{id}; the bare id works too); "" when absent."""
+    raw = request.args.get("album", "").strip()
+    return raw if not raw or raw.startswith("albums/") else f"albums/{raw}"
+
+
+def browse_filter() -> dict:
+    """The filters ListPhotos, SummarizePhotos and the searches share, as message fields."""
+    return dict(start_time=time_param("startTime"), end_time=time_param("endTime"),
+                camera_make=request.args.get("cameraMake", "").strip(),
+                camera_model=request.args.get("cameraModel", "").strip(),
+                place=request.args.get("place", "").strip(), album=album_param(),
+                favorite=bool_param("favorite"))
+
+
 def search_filter() -> search_pb2.SearchFilter:
-    return search_pb2.SearchFilter(
-        start_time=time_param("startTime"), end_time=time_param("endTime"),
-        camera_make=request.args.get("cameraMake", "").strip(),
-        camera_model=request.args.get("cameraModel", "").strip())
+    return search_pb2.SearchFilter(**browse_filter())
 
 
 def single_file(field: str = "file") -> FileStorage:
@@ -501,7 +526,8 @@ def create_app(settings: Settings | None = None) -> Flask:
                 failures.append((body, status))
             else:
                 results.append({"filename": upload.filename, "photo": to_json(response.photo),
-                                "duplicate": response.duplicate})
+                                "duplicate": response.duplicate,
+                                "similarPhotos": [to_json(p) for p in response.similar_photos]})
         if len(failures) < len(results):
             return jsonify(results=results)
         # Nothing stored: the first failure's Status is the body, with every file's result beside it.
@@ -517,8 +543,22 @@ def create_app(settings: Settings | None = None) -> Flask:
         response = clients.ingest.ListPhotos(ingest_pb2.ListPhotosRequest(
             page_size=int_param("pageSize"), page_token=request.args.get("pageToken", ""),
             status=STATUS_PARAM.get(status or "", photo_pb2.PHOTO_STATUS_UNSPECIFIED),
-            start_time=time_param("startTime"), end_time=time_param("endTime"),
+            **browse_filter(), deleted=bool_param("deleted"),
         ), metadata=metadata, timeout=RPC_TIMEOUT_S)
+        return jsonify(to_json(response))
+
+    @app.get(f"{API}/photos:summarize")
+    def summarize_photos():
+        response = clients.ingest.SummarizePhotos(ingest_pb2.SummarizePhotosRequest(
+            filter=ingest_pb2.ListPhotosRequest(**browse_filter())),
+            metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
+        return jsonify(to_json(response))
+
+    @app.get(f"{API}/duplicateGroups")
+    def list_duplicate_groups():
+        response = clients.ingest.ListDuplicateGroups(ingest_pb2.ListDuplicateGroupsRequest(
+            page_size=int_param("pageSize"), page_token=request.args.get("pageToken", "")),
+            metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
         return jsonify(to_json(response))
 
     @app.get(f"{API}/photos/<photo_id>")
@@ -553,7 +593,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
         response = Response(body(), content_type=first.content_type or "application/octet-stream")
         response.content_length = first.size_bytes
-        response.headers["Cache-Control"] = THUMBNAIL_CACHE if variant == "thumbnail" else "private"
+        response.headers["Cache-Control"] = THUMBNAIL_CACHE if variant in CACHED_VARIANTS else "private"
         return response
 
     @app.get(f"{API}/photos/<photo_id>/original")
@@ -573,6 +613,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get(f"{API}/photos/<photo_id>/thumbnail")
     def download_thumbnail(photo_id: str):
         return download(photo_id, "thumbnail")
+
+    @app.get(f"{API}/photos/<photo_id>/preview")
+    def download_preview(photo_id: str):
+        # At most 1440 px, JPEG, whatever the original's type; made on first request for photos
+        # stored before previews were.
+        return download(photo_id, "preview")
 
     # Search
 
@@ -646,6 +692,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         response = clients.embed.GetModelInfo(embed_pb2.GetModelInfoRequest(),
                                               metadata=caller_metadata(), timeout=RPC_TIMEOUT_S)
         return jsonify(to_json(response))
+
+    from gateway import albums  # albums, trash, favourites; its routes use this module's helpers
+    app.register_blueprint(albums.blueprint)
 
     telemetry.instrument_flask(app)  # X-Request-Id in, out and on to the services; spans when tracing
     metrics.instrument(app)

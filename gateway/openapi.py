@@ -6,7 +6,7 @@ from functools import lru_cache
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from gateway import sessions
-from photos.v1 import embed_pb2, ingest_pb2, photo_pb2, search_pb2
+from photos.v1 import album_pb2, embed_pb2, ingest_pb2, photo_pb2, search_pb2
 
 API = "/api/v1"
 
@@ -95,7 +95,10 @@ START = _query("startTime", {"type": "string", "format": "date-time"},
                "Inclusive lower bound on the time taken (ISO 8601; UTC when no zone)")
 END = _query("endTime", {"type": "string", "format": "date-time"}, "Exclusive upper bound on the time taken")
 FILTER = [START, END, _query("cameraMake", {"type": "string"}, "Case-insensitive exact camera make"),
-          _query("cameraModel", {"type": "string"}, "Case-insensitive exact camera model")]
+          _query("cameraModel", {"type": "string"}, "Case-insensitive exact camera model"),
+          _query("place", {"type": "string"}, "Case-insensitive city, region, country or country code"),
+          _query("album", {"type": "string"}, "Only the photos of this album (albums/{id}, or the id)"),
+          _query("favorite", {"type": "boolean"}, "Only favourites")]
 
 
 def _multipart(description: str, many: int = 0) -> dict:
@@ -118,6 +121,7 @@ def document() -> dict:
     for message in (ingest_pb2.ListPhotosResponse, ingest_pb2.GetPhotoResponse,
                     ingest_pb2.DeletePhotoResponse, ingest_pb2.WatchPhotosResponse,
                     search_pb2.SearchPhotosResponse, search_pb2.FindSimilarResponse,
+                    ingest_pb2.SummarizePhotosResponse,
                     embed_pb2.GetModelInfoResponse, photo_pb2.Photo):
         _message_schema(message.DESCRIPTOR, schemas)
     schemas["Status"] = {
@@ -133,8 +137,11 @@ def document() -> dict:
     schemas["UploadResult"] = {
         "type": "object", "required": ["filename"],
         "properties": {"filename": {"type": "string"}, "photo": _ref("Photo"),
-                       "duplicate": {"type": "boolean"}, "error": _ref("Status")},
-        "description": "Either photo and duplicate, or error"}
+                       "duplicate": {"type": "boolean"}, "error": _ref("Status"),
+                       "similarPhotos": {"type": "array", "items": _ref("Photo"),
+                                         "description": "The caller's photos that look like this one "
+                                                        "(near-duplicates); the photo is stored anyway"}},
+        "description": "Either photo, duplicate and similarPhotos, or error"}
     schemas["UploadPhotosResponse"] = {"type": "object", "required": ["results"], "properties": {
         "results": {"type": "array", "items": _ref("UploadResult")}}}
     schemas["SignIn"] = {"type": "object", "properties": {"apiKey": {
@@ -174,12 +181,20 @@ def document() -> dict:
             "get": _op("Lists photos, newest first", _json(_ref("ListPhotosResponse")), params=[
                 PAGE_SIZE, _query("pageToken", {"type": "string"}, "nextPageToken of the page before"),
                 _query("status", {"type": "string", "enum": ["uploaded", "indexed", "failed"]},
-                       "Only photos in this status"), START, END]),
+                       "Only photos in this status"), *FILTER,
+                _query("deleted", {"type": "boolean"}, "The trash: only photos deleted and not yet purged, "
+                       "most recently deleted first")]),
+        },
+        f"{API}/photos:summarize": {
+            "get": _op("Counts of the photos matching the filters by month, camera and place",
+                       _json(_ref("SummarizePhotosResponse")), params=FILTER),
         },
         f"{API}/photos/{{photo_id}}": {
             "get": _op("One photo", _json(_ref("GetPhotoResponse")), params=[PHOTO_ID]),
-            "delete": _op("Deletes a photo with its blobs and vector", _json(_ref("DeletePhotoResponse")),
-                          params=[PHOTO_ID]),
+            "delete": _op("Moves a photo to the trash (purged with its blobs and vectors after the "
+                          "retention, 30 days by default)", _json(_ref("DeletePhotoResponse")), params=[PHOTO_ID]),
+            "patch": _op("Marks or unmarks a favourite", _json(_ref("UpdatePhotoResponse")), params=[PHOTO_ID],
+                         body=_body({"required": ["favorite"], "properties": {"favorite": {"type": "boolean"}}})),
         },
         f"{API}/photos/{{photo_id}}/original": {"get": {
             **_download("original"),
@@ -187,6 +202,7 @@ def document() -> dict:
                           "302": {"description": "Where the photo store hands out short-lived URLs "
                                                  "(S3): a redirect to the original there"}}}},
         f"{API}/photos/{{photo_id}}/thumbnail": {"get": _download("thumbnail")},
+        f"{API}/photos/{{photo_id}}/preview": {"get": _download("preview (JPEG, at most 1440 px)")},
         f"{API}/photos/{{photo_id}}/similar": {
             "get": _op("Photos that look like this one", _json(_ref("FindSimilarResponse")),
                        params=[PHOTO_ID, PAGE_SIZE, PAGE_TOKEN, MIN_SCORE, *FILTER]),
@@ -225,6 +241,12 @@ def document() -> dict:
             {"type": "object", "additionalProperties": {"type": "string"}},
             "Ready (503 with the same body when not)"), public=True)},
     }
+    paths.update(_album_and_trash_paths(schemas))
+    _message_schema(ingest_pb2.ListDuplicateGroupsResponse.DESCRIPTOR, schemas)
+    paths[f"{API}/duplicateGroups"] = {"get": _op(
+        "Groups of photos that look alike (re-saved, resized, slightly edited), the one to keep "
+        "first (most pixels, then oldest); newest group first",
+        _json(_ref("ListDuplicateGroupsResponse")), params=[PAGE_SIZE, PAGE_TOKEN])}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Smart Photo Storage gateway", "version": "1.0.0",
@@ -242,4 +264,64 @@ def document() -> dict:
                                           "Referer): 403 otherwise"},
             },
         },
+    }
+
+
+MAX_NAMES = 1000
+ALBUM_ID = {"name": "album_id", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "The id in the album's name albums/{id}"}
+PHOTO_NAMES = {"type": "array", "items": {"type": "string", "description": "photos/{id}"},
+               "minItems": 1, "maxItems": MAX_NAMES}
+TITLE = {"type": "string", "minLength": 1, "maxLength": 200}
+
+
+def _body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": {"type": "object", **schema}}}}
+
+
+def _album_and_trash_paths(schemas: dict) -> dict:
+    """Albums (AlbumService), the trash and favourites: gateway/albums.py."""
+    for message in (ingest_pb2.BatchDeletePhotosResponse, ingest_pb2.UndeletePhotosResponse,
+                    ingest_pb2.PurgePhotosResponse, ingest_pb2.UpdatePhotoResponse,
+                    album_pb2.ListAlbumsResponse, album_pb2.CreateAlbumResponse, album_pb2.GetAlbumResponse,
+                    album_pb2.UpdateAlbumResponse, album_pb2.DeleteAlbumResponse,
+                    album_pb2.AddAlbumPhotosResponse, album_pb2.RemoveAlbumPhotosResponse):
+        _message_schema(message.DESCRIPTOR, schemas)
+    names = _body({"required": ["names"], "properties": {"names": PHOTO_NAMES}})
+    photos = _body({"required": ["photos"], "properties": {"photos": PHOTO_NAMES}})
+    return {
+        f"{API}/photos:batchDelete": {"post": _op(
+            "Moves photos to the trash; all or nothing (404 names the missing ones)",
+            _json(_ref("BatchDeletePhotosResponse")), body=names)},
+        f"{API}/photos:undelete": {"post": _op(
+            "Restores photos from the trash; all or nothing", _json(_ref("UndeletePhotosResponse")), body=names)},
+        f"{API}/photos:purge": {"post": _op(
+            "Removes photos in the trash for good (blobs, metadata, vectors); all: empties the trash",
+            _json(_ref("PurgePhotosResponse")), body=_body({"properties": {
+                "names": {**PHOTO_NAMES, "minItems": 0}, "all": {"type": "boolean"}}}))},
+        f"{API}/albums": {
+            "get": _op("The caller's albums, most recently updated first", _json(_ref("ListAlbumsResponse")),
+                       params=[PAGE_SIZE, PAGE_TOKEN]),
+            "post": _op("Creates an album, optionally with photos", _json(_ref("CreateAlbumResponse")),
+                        params=[{"name": "Idempotency-Key", "in": "header", "required": False,
+                                 "schema": {"type": "string", "maxLength": 128},
+                                 "description": "A retry with the same key returns the first album"}],
+                        body=_body({"required": ["title"], "properties": {
+                            "title": TITLE, "photos": {**PHOTO_NAMES, "minItems": 0},
+                            "coverPhoto": {"type": "string", "description": "One of photos"}}})),
+        },
+        f"{API}/albums/{{album_id}}": {
+            "get": _op("One album", _json(_ref("GetAlbumResponse")), params=[ALBUM_ID]),
+            "patch": _op("Renames an album or sets its cover (one of its photos; empty: its newest)",
+                         _json(_ref("UpdateAlbumResponse")), params=[ALBUM_ID],
+                         body=_body({"minProperties": 1, "properties": {
+                             "title": TITLE, "coverPhoto": {"type": "string"}}})),
+            "delete": _op("Deletes an album; its photos stay", _json(_ref("DeleteAlbumResponse")), params=[ALBUM_ID]),
+        },
+        f"{API}/albums/{{album_id}}:addPhotos": {"post": _op(
+            "Adds photos to an album; all or nothing", _json(_ref("AddAlbumPhotosResponse")),
+            params=[ALBUM_ID], body=photos)},
+        f"{API}/albums/{{album_id}}:removePhotos": {"post": _op(
+            "Removes photos from an album (they stay in the library)", _json(_ref("RemoveAlbumPhotosResponse")),
+            params=[ALBUM_ID], body=photos)},
     }

@@ -9,11 +9,27 @@ Choices follow the generated values, so a run is as reproducible as its seed.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import schemathesis
+
+# Hypothesis describes filtered strategies by parsing their source with ast.parse, in every worker
+# thread. On CPython 3.11 the AST constructor's depth counter is one per interpreter, so two
+# parses that interleave (a thread switch during one, e.g. in a garbage collection) corrupt it:
+# "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905). One at a time.
+_parse, _parse_lock = ast.parse, threading.Lock()
+
+
+def _one_parse_at_a_time(*args, **kwargs):
+    with _parse_lock:
+        return _parse(*args, **kwargs)
+
+
+ast.parse = _one_parse_at_a_time
 
 IMAGES = [p.read_bytes() for p in sorted(Path(os.environ["PHOTOSTORE_FUZZ_IMAGES"]).iterdir())]
 PHOTO_IDS = os.environ["PHOTOSTORE_FUZZ_PHOTO_IDS"].split(",")

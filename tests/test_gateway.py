@@ -118,6 +118,20 @@ def auth(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
+@pytest.fixture(autouse=True)
+def empty_trash(request):
+    """After each test that used alice's key, her trash is emptied: the tests delete the photos they
+    upload, and an upload of bytes still in the trash would bring that photo back instead of
+    storing a new one."""
+    if "key" not in request.fixturenames:
+        yield
+        return
+    client, key = request.getfixturevalue("client"), request.getfixturevalue("key")
+    yield
+    emptied = client.post(f"{API}/photos:purge", headers=auth(key), json={"all": True})
+    assert emptied.status_code == 200, emptied.json
+
+
 def astronaut_jpeg() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(skimage.data.astronaut()).resize((128, 128)).save(buf, "JPEG", quality=85)
@@ -672,16 +686,25 @@ def test_upload_list_download_delete(client, key):
     assert thumb.content_length == len(thumb.data)
     assert Image.open(io.BytesIO(thumb.data)).format == "JPEG"
 
+    assert photo["hasPreview"] is True
+    preview = client.get(f"{photo_path(photo)}/preview", headers=auth(key))
+    assert preview.status_code == 200 and preview.mimetype == "image/jpeg"
+    assert preview.headers["Cache-Control"] == thumb.headers["Cache-Control"]  # kept like the thumbnail
+    assert Image.open(io.BytesIO(preview.data)).size == (128, 128)  # never upscaled
+
     original = client.get(f"{photo_path(photo)}/original", headers=auth(key))
     assert original.status_code == 200 and original.mimetype == "image/jpeg"
     assert original.content_length == len(data)
     assert original.data == data
 
-    assert client.delete(photo_path(photo), headers=auth(key)).status_code == 200
+    trashed = client.delete(photo_path(photo), headers=auth(key))
+    assert trashed.status_code == 200 and trashed.json["photo"]["deleteTime"]  # in the trash
+    assert client.post(f"{API}/photos:purge", headers=auth(key), json={"names": [photo["name"]]}).status_code == 200
     gone = client.get(photo_path(photo), headers=auth(key))
     assert gone.status_code == 404
     assert_status_json(gone.json, grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
     assert client.get(f"{photo_path(photo)}/thumbnail", headers=auth(key)).status_code == 404
+    assert client.get(f"{photo_path(photo)}/preview", headers=auth(key)).status_code == 404
 
 
 def test_security_headers_on_json_downloads_and_event_streams(client, key):
@@ -935,3 +958,40 @@ def test_indexed_photos_update_live_and_are_found(client, key, index_uploads):
     assert by_image["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
     for name in names:
         assert client.delete(f"{API}/{name}", headers=auth(key)).status_code == 200
+
+
+def test_browse_filters_summary_and_query_filters(client, stack):
+    """ListPhotos' filters as query parameters, SummarizePhotos as GET photos:summarize, and a search
+    of filter words only (no model needed)."""
+    browse_key = add_user(stack, "browsing")[1]
+    exif = Image.Exif()
+    exif[271], exif[272] = "Canon", "Canon EOS 5D"
+    exif.get_ifd(0x8769)[36867] = "2019:05:01 10:00:00"
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 23.76), 3: "E", 4: (2.0, 21.0, 7.92)})  # Paris
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 120, 200)).save(out, "JPEG", exif=exif)
+    paris = upload(client, browse_key, (out.getvalue(), "paris.jpg")).json["results"][0]["photo"]
+    assert paris["place"] == {"city": "Paris", "region": "Ile-de-France", "country": "France", "countryCode": "FR"}
+    upload(client, browse_key, (astronaut_jpeg(), "plain.jpg"))
+
+    def names(**params):
+        response = client.get(f"{API}/photos", headers=auth(browse_key), query_string=params)
+        assert response.status_code == 200, response.json
+        return [p["name"] for p in response.json["photos"]]
+
+    assert names(cameraMake="canon") == names(place="france") == names(startTime="2019-01-01",
+                                                                        endTime="2020-01-01") == [paris["name"]]
+    assert len(names()) == 2 and names(favorite="true") == []
+    assert client.get(f"{API}/photos", headers=auth(browse_key), query_string={"favorite": "yes"}).status_code == 400
+    assert client.get(f"{API}/photos", headers=auth(browse_key), query_string={"album": "nope"}).status_code == 404
+
+    summary = client.get(f"{API}/photos:summarize", headers=auth(browse_key)).json
+    assert summary["totalSize"] == 2
+    assert summary["cameras"] == [{"cameraMake": "Canon", "cameraModel": "Canon EOS 5D", "count": 1}]
+    assert [(p["place"]["city"], p["count"]) for p in summary["places"]] == [("Paris", 1)]
+    assert {"year": 2019, "month": 5, "count": 1} in summary["months"]
+
+    found = client.get(f"{API}/search", headers=auth(browse_key), query_string={"q": "Canon 2019"})
+    assert found.status_code == 200, found.json
+    assert [hit["photo"]["name"] for hit in found.json["hits"]] == [paris["name"]]
+    assert found.json["queryFilter"]["cameraMake"] == "Canon"

@@ -183,7 +183,8 @@ def test_gateway_answers_as_its_openapi_document_says(live, tmp_path):
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=FUZZ_TIMEOUT_S)
     report = done.stdout + done.stderr
     # Failures first (the request bodies in them can be long binary: cut every line short).
-    shown = "\n".join(line[:300] for line in report[report.find("FAILURES"):].splitlines())
+    first = min((at for at in (report.find("ERRORS"), report.find("FAILURES")) if at >= 0), default=0)
+    shown = "\n".join(line[:300] for line in report[first:].splitlines())
     assert done.returncode == 0, shown[:20000] + "\n" + live.stack.logs()[-4000:]
     tested = re.search(r"Tested: (\d+)", report)
     assert tested and int(tested.group(1)) == len(OPERATIONS), report[-4000:]

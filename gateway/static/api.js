@@ -86,3 +86,4 @@ export function uploadFile(file, { onProgress, signal }) {
 export const photoHash = (name) => `#/${name}`;
 export const thumbnailUrl = (name) => `${API}/${name}/thumbnail`;
 export const originalUrl = (name) => `${API}/${name}/original`;
+export const previewUrl = (name) => `${API}/${name}/preview`;

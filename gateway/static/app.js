@@ -1,9 +1,14 @@
 // Entry point: sign-in, the live event stream, hash routing and keyboard shortcuts.
 //   #/photos        timeline            #/search?q=...   search results
-//   #/photos/<id>   viewer over whichever of the two was shown last
+//   #/photos/<id>   viewer over whichever of the views was shown last
+//   #/albums, #/albums/<id>   albums (albums.js)     #/trash   the trash (trash.js)
 import { API, api, CODE, isSignedIn, setSessionExpiredHandler, setSignedIn } from "./api.js";
 import { $, toast } from "./dom.js";
 import { forgetAllPhotos, forgetPhoto, onPhotoChange, rememberPhoto, statusOf } from "./photos.js";
+import { hideDuplicates, initDuplicates, showDuplicates } from "./duplicates.js";
+import { albumPhotoNames, hideAlbums, initAlbums, isAlbumsHash, showAlbums } from "./albums.js";
+import { clearSelection, initSelection } from "./selection.js";
+import { hideTrash, initTrash, showTrash } from "./trash.js";
 import { clearSearch, searchHash, searchResultNames, showSearch } from "./search.js";
 import { startTimeline, stopTimeline, timelineNames } from "./timeline.js";
 import { initUploads, photosBeingIndexed, resetUploads } from "./upload.js";
@@ -30,10 +35,21 @@ function showBase(hash) {
   if (hash === shownBase) return;
   shownBase = hash;
   const search = hash.startsWith("#/search");
-  $("timeline-view").hidden = search;
+  const duplicates = hash.startsWith("#/duplicates");
+  const albums = isAlbumsHash(hash);
+  const trash = hash === "#/trash";
+  clearSelection();
+  $("timeline-view").hidden = search || duplicates || albums || trash;
+  if (albums) showAlbums(hash);
+  else hideAlbums();
+  if (trash) showTrash();
+  else hideTrash();
   $("search-view").hidden = !search;
+  if (duplicates) showDuplicates();
+  else hideDuplicates();
   for (const link of document.querySelectorAll("[data-nav]")) {
-    if (link.dataset.nav === (search ? "search" : "photos")) link.setAttribute("aria-current", "page");
+    const current = search ? "search" : duplicates ? "duplicates" : albums ? "albums" : trash ? "trash" : "photos";
+    if (link.dataset.nav === current) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   if (search) showSearch(new URLSearchParams(hash.split("?")[1] || ""));
@@ -54,7 +70,8 @@ function route() {
     return;
   }
   hideViewer();
-  baseHash = hash.startsWith("#/search") ? hash : "#/photos";
+  baseHash = hash.startsWith("#/search") || hash === "#/duplicates" || isAlbumsHash(hash) || hash === "#/trash"
+    ? hash : "#/photos";
   showBase(baseHash);
 }
 
@@ -80,7 +97,8 @@ function closeViewer() {
 }
 
 function neighbour(name, offset) {
-  const names = baseHash.startsWith("#/search") ? searchResultNames() : timelineNames();
+  const names = baseHash.startsWith("#/search") ? searchResultNames()
+    : baseHash.startsWith("#/albums/") ? albumPhotoNames() : timelineNames();
   const index = names.indexOf(name);
   return index < 0 ? "" : names[index + offset] || "";
 }
@@ -214,6 +232,7 @@ function leaveApp() {
   if (events) events.close();
   events = null;
   resetUploads();
+  clearSelection();
   hideViewer();
   stopTimeline();
   clearSearch();
@@ -247,6 +266,10 @@ function shortcut(event) {
 
 function init() {
   initUploads();
+  initDuplicates();
+  initSelection();
+  initAlbums();
+  initTrash();
   initViewer({ close: closeViewer, neighbour, step: (name) => {
     history.replaceState(history.state, "", `#/${name}`);
     route();

@@ -33,6 +33,10 @@ export function onPhotoChange(listener) {
 
 /** Keeps whichever copy was updated last (an upload's answer can arrive after "indexed"). */
 export function rememberPhoto(photo) {
+  if (photo.deleteTime) { // in the trash: out of the library (trash.js lists it)
+    forgetPhoto(photo.name);
+    return photo;
+  }
   const current = known.get(photo.name);
   if (current && Date.parse(current.updateTime) > Date.parse(photo.updateTime)) return current;
   known.set(photo.name, photo);

@@ -1,6 +1,7 @@
 // The timeline: every photo newest first, under a heading per day taken (else uploaded), with the
 // next page loaded as its end scrolls into view.
 import { api } from "./api.js";
+import { browseParams, browsing, refreshBrowseBar, resetBrowse, showBrowseBar } from "./browse.js";
 import { $, el } from "./dom.js";
 import {
   dayHeading, dayKey, knownPhotos, onPhotoChange, photoTile, rememberPhoto, sortTime, updateTile,
@@ -86,8 +87,9 @@ function showCount(count) {
 function refreshCount() {
   clearTimeout(countTimer);
   countTimer = setTimeout(async () => {
+    refreshBrowseBar();
     try {
-      showCount((await api("/photos?pageSize=1")).totalSize);
+      showCount((await api(`/photos?${new URLSearchParams({ ...browseParams(), pageSize: "1" })}`)).totalSize);
     } catch {
       // The count stays as it was; the next change tries again.
     }
@@ -103,7 +105,7 @@ function showLoadState(message = "", { retry = false } = {}) {
 
 /** Fetches and shows the next page; false when that failed (the status line then offers a retry). */
 async function fetchPage() {
-  const params = new URLSearchParams({ pageSize: String(PAGE_SIZE) });
+  const params = new URLSearchParams({ ...browseParams(), pageSize: String(PAGE_SIZE) });
   if (nextPageToken) params.set("pageToken", nextPageToken);
   const started = generation;
   showLoadState("Loading photos…");
@@ -119,9 +121,10 @@ async function fetchPage() {
       applyingPage = false;
     }
     showCount(page.totalSize);
-    // Photos that arrived while the page was on its way, and now fall within the loaded range.
+    // Photos that arrived while the page was on its way, and now fall within the loaded range
+    // (while browsing, the server's pages alone say which photos match).
     let arrived = false;
-    for (const photo of knownPhotos()) {
+    for (const photo of browsing() ? [] : knownPhotos()) {
       if (!tiles.has(photo.name)) arrived = placeTile(photo) || arrived;
     }
     if (arrived) refreshCount();
@@ -148,8 +151,9 @@ function loadNextPage() {
   return request;
 }
 
-export function startTimeline() {
-  stopTimeline();
+/** Lists again from the top with the browse bar's filters. */
+function reloadTimeline() {
+  clearTimeline();
   observer = new IntersectionObserver((entries) => {
     if (entries.some((entry) => entry.isIntersecting)) loadNextPage();
   }, { rootMargin: PRELOAD_MARGIN });
@@ -157,7 +161,17 @@ export function startTimeline() {
   return loadNextPage();
 }
 
+export function startTimeline() {
+  showBrowseBar($("timeline-view"), $("timeline-empty"), reloadTimeline);
+  return reloadTimeline();
+}
+
 export function stopTimeline() {
+  resetBrowse();
+  clearTimeline();
+}
+
+function clearTimeline() {
   generation += 1;
   loading = null;
   clearTimeout(countTimer);
@@ -187,7 +201,7 @@ onPhotoChange((photo) => {
     placeTile(photo);
     return;
   }
-  // Most likely a photo uploaded since the count was taken.
-  if (placeTile(photo)) showCount(total + 1);
+  // Most likely a photo uploaded since the count was taken (while browsing, the count tells).
+  if (!browsing() && placeTile(photo)) showCount(total + 1);
   refreshCount();
 });

@@ -76,6 +76,18 @@ function stored(item, result) {
   itemsByPhoto.set(photo.name, item);
   item.label.replaceChildren(photoLink(photo));
   showPhotoStatus(item, photo);
+  showSimilar(item, result.similarPhotos || []);
+}
+
+/** A near-duplicate: stored anyway, with a note naming the photos it looks like. */
+function showSimilar(item, similar) {
+  if (!similar.length) return;
+  item.li.dataset.similar = "true";
+  item.li.querySelector(".upload-text").append(el("p", { class: "upload-similar" },
+    "Looks like an existing photo: ",
+    ...similar.slice(0, 3).map((photo) => el("a", { href: photoHash(photo.name), class: "similar-link" },
+      el("img", { src: thumbnailUrl(photo.name), alt: "" }), displayName(photo))),
+    " · ", el("a", { href: "#/duplicates" }, "Review duplicates")));
 }
 
 function rejected(item, status) {

@@ -1,7 +1,9 @@
 // The photo viewer: a modal dialog over the timeline or the results, opened by #/photos/<id>.
-// Full-size image, EXIF details, similar photos, download and delete (after a confirm dialog).
-import { api, CODE, originalUrl, thumbnailUrl } from "./api.js";
+// The image (thumbnail, preview, original on demand: rendition.js), EXIF details, similar
+// photos, download and delete (after a confirm dialog).
+import { api, CODE, originalUrl } from "./api.js";
 import { $, el, toast } from "./dom.js";
+import { clearImage, initImage, showImage, showStageError } from "./rendition.js";
 import {
   altText, displayName, forgetPhoto, formatBytes, formatDateTime, knownPhoto, onPhotoChange, photoTile,
   rememberPhoto, statusOf, textStateOf,
@@ -26,6 +28,13 @@ function cameraName(photo) {
   return model.toLowerCase().startsWith(make.toLowerCase()) ? model : `${make} ${model}`.trim();
 }
 
+/** "Paris, Ile-de-France, France" (reverse geocoded from the GPS fix), on its own line. */
+function placeName(named) {
+  if (!named) return [];
+  const parts = [named.city, named.region, named.country].filter((part, i, all) => part && all.indexOf(part) === i);
+  return [el("span", { class: "place-name" }, parts.join(", ")), el("br")];
+}
+
 function place(location) {
   const lat = location.latitude.toFixed(5);
   const lon = location.longitude.toFixed(5);
@@ -43,7 +52,7 @@ function details(photo) {
     detail("uploaded", "Uploaded", formatDateTime(new Date(photo.createTime))),
   ];
   if (photo.cameraMake || photo.cameraModel) rows.push(detail("camera", "Camera", cameraName(photo)));
-  if (photo.location) rows.push(detail("place", "Place", ...place(photo.location)));
+  if (photo.location) rows.push(detail("place", "Place", ...placeName(photo.place), ...place(photo.location)));
   const megapixels = (photo.width * photo.height) / 1e6;
   rows.push(
     detail("dimensions", "Dimensions", `${photo.width} × ${photo.height} px (${megapixels.toFixed(1)} MP)`),
@@ -73,15 +82,15 @@ function render(photo) {
   shown = photo;
   $("viewer-title").textContent = displayName(photo);
   $("viewer-details").replaceChildren(...details(photo));
+  const favorite = $("viewer-favorite");
+  favorite.setAttribute("aria-pressed", String(Boolean(photo.favorite)));
+  favorite.textContent = photo.favorite ? "★ Favourite" : "☆ Favourite";
   const download = $("viewer-download");
   download.href = originalUrl(photo.name);
   download.setAttribute("download", displayName(photo));
   if (changed) {
-    const image = $("viewer-image");
-    $("viewer-placeholder").src = thumbnailUrl(photo.name);
-    image.classList.add("loading");
-    image.alt = altText(photo);
-    image.src = originalUrl(photo.name);
+    $("viewer-image").alt = altText(photo);
+    showImage(photo);
     $("viewer-prev").disabled = !navigation.neighbour(photo.name, -1);
     $("viewer-next").disabled = !navigation.neighbour(photo.name, 1);
   }
@@ -120,8 +129,8 @@ async function showSimilar() {
 function confirmDelete() {
   const photo = shown;
   const dialog = $("confirm-delete");
-  $("confirm-text").textContent = `“${displayName(photo)}” is removed with its thumbnail and search entry. `
-    + "This cannot be undone.";
+  $("confirm-text").textContent = `“${displayName(photo)}” moves to the trash: it leaves your photos, albums and `
+    + "search, and is deleted for good after 30 days unless you restore it.";
   dialog.returnValue = "";
   dialog.showModal();
   dialog.addEventListener("close", () => {
@@ -139,7 +148,17 @@ async function deletePhoto(photo) {
     }
   }
   forgetPhoto(photo.name); // closes the viewer through the change listener below
-  toast(`Deleted ${displayName(photo)}.`);
+  toast(`Moved ${displayName(photo)} to the trash.`);
+}
+
+async function toggleFavorite() {
+  const photo = shown;
+  try {
+    const updated = await api(`/${photo.name}`, { method: "PATCH", json: { favorite: !photo.favorite } });
+    rememberPhoto(updated.photo); // re-renders through the change listener below
+  } catch (err) {
+    toast(`Could not change the favourite: ${err.message}`, { error: true });
+  }
 }
 
 /** Shows a photo; the known copy at once, then the server's current one. */
@@ -163,7 +182,7 @@ export async function showPhoto(name) {
       forgetPhoto(name);
       toast("That photo no longer exists.", { error: true });
       navigation.close();
-    } else toast(`Cannot show the photo: ${err.message}`, { error: true });
+    } else showStageError(`Cannot show the photo: ${err.message}`);
   }
 }
 
@@ -172,8 +191,7 @@ export function hideViewer() {
   shown = null;
   similarOpen = false;
   $("similar").hidden = true;
-  $("viewer-image").removeAttribute("src");
-  $("viewer-placeholder").removeAttribute("src");
+  clearImage();
   if ($("confirm-delete").open) $("confirm-delete").close();
   if ($("viewer").open) $("viewer").close();
 }
@@ -204,10 +222,8 @@ export function initViewer(nav) {
   $("viewer-next").addEventListener("click", () => step(1));
   $("viewer-similar").addEventListener("click", showSimilar);
   $("viewer-delete").addEventListener("click", confirmDelete);
-  $("viewer-image").addEventListener("load", (event) => event.target.classList.remove("loading"));
-  $("viewer-image").addEventListener("error", (event) => {
-    if (event.target.getAttribute("src")) toast("The full-size image could not be loaded.", { error: true });
-  });
+  $("viewer-favorite").addEventListener("click", toggleFavorite);
+  initImage();
 }
 
 onPhotoChange((photo) => {

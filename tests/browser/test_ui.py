@@ -16,11 +16,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pillow_heif
 import pytest
 from PIL import Image
 
 from tests.stack import ROOT, Stack
 from tests.photo_samples import SAMPLE_FILES
+
+pillow_heif.register_heif_opener()
 
 NODE = shutil.which("node")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -47,6 +50,16 @@ def exif_photo(path: Path) -> Path:
     gps[3], gps[4] = "E", (2.0, 17.0, 40.2)  # 2.2945 E
     image.save(path, "JPEG", exif=exif, quality=85)
     return path
+
+
+def large_photos(directory: Path) -> tuple[Path, Path]:
+    """A 2400 x 1800 HEIC (which browsers cannot show) and a 2000 x 1500 JPEG: both larger than
+    their previews."""
+    image = Image.open(next(p for p in SAMPLE_FILES if p.name == "astronaut.png")).convert("RGB")
+    heic, jpeg = directory / "phone.heic", directory / "wide.jpg"
+    image.resize((2400, 1800)).save(heic, "HEIF", quality=80)
+    image.resize((2000, 1500)).save(jpeg, "JPEG", quality=85)
+    return heic, jpeg
 
 
 def wait_http(url: str, timeout: float = GATEWAY_TIMEOUT_S) -> None:
@@ -89,6 +102,7 @@ def test_web_page_in_chromium(stack, tiny_clip, tmp_path):
     wait_http(f"{url}/healthz")
     not_a_photo = tmp_path / "notes.jpg"
     not_a_photo.write_text("these are words, not pixels\n" * 20)
+    heic_photo, large_jpeg = large_photos(tmp_path)
     config = {
         "url": url,
         "key": stack.add_user("browser"),
@@ -96,6 +110,10 @@ def test_web_page_in_chromium(stack, tiny_clip, tmp_path):
         "photos": [str(p) for p in SAMPLE_FILES if p.name in UPLOADED_SAMPLES],
         "exifPhoto": str(exif_photo(tmp_path / "cat-in-paris.jpg")),
         "notAPhoto": str(not_a_photo),
+        "duplicatesKey": stack.add_user("twins"),  # near-duplicates, apart from the others' photos
+        "previewKey": stack.add_user("viewer"),
+        "heicPhoto": str(heic_photo),
+        "largeJpeg": str(large_jpeg),
         "screenshots": str(screenshots),
         "installWeights": INSTALL_WEIGHTS,
     }

@@ -1,7 +1,7 @@
 // The web page in headless Chromium through playwright-core, run by tests/browser/test_ui.py
 // (node --test), which starts the services and passes PHOTOSTORE_UI_TEST as JSON:
 // {url, key, emptyKey (a user without photos), photos: [3 paths], exifPhoto, notAPhoto,
-//  screenshots: dir, installWeights: marker}.
+//  previewKey (another user), heicPhoto, largeJpeg, screenshots: dir, installWeights: marker}.
 // The services start without model weights; printing the marker makes them arrive.
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
@@ -201,6 +201,29 @@ describe("Photostore web page", () => {
     await screenshot(page, "timeline-desktop");
   });
 
+  it("browses by year and by camera without a query", STEP, async () => {
+    const timelineFiles = () => page.$$eval("#timeline img", (imgs) => imgs.map((img) => img.alt.split(",")[0]).sort());
+    const waitTiles = (count) => page.waitForFunction(
+      (n) => document.querySelectorAll("#timeline li[data-name]").length === n, count);
+    // The bar's counts follow the uploads.
+    await page.waitForFunction(() => document.querySelector("#browse-when option[value='2024']")
+      && document.querySelector("#browse-camera option:not([value=''])"));
+    assert.equal(await text(page, "#browse-when option[value='2024']"), "2024 (1)");
+    await page.selectOption("#browse-when", "2024");
+    await waitTiles(1);
+    assert.deepEqual(await timelineFiles(), ["cat-in-paris.jpg"]);
+    await page.waitForFunction(() => document.getElementById("photo-count").textContent === "1 photo");
+    await page.click("#browse-clear");
+    await waitTiles(4);
+    await page.selectOption("#browse-camera", { label: "Canon EOS 5D (1)" });
+    await waitTiles(1);
+    assert.deepEqual(await timelineFiles(), ["cat-in-paris.jpg"]);
+    assert.doesNotMatch(page.url(), /#\/search/); // no query was made
+    await page.selectOption("#browse-camera", "");
+    await waitTiles(4);
+    assert.ok(await page.isHidden("#browse-clear"));
+  });
+
   it("ranks search results with scores, filters them, and explains an empty result", STEP, async () => {
     await search(page, "a cat in paris");
     const hits = await page.$$eval("#search-results li", (items) => items.map((li) => ({
@@ -228,7 +251,7 @@ describe("Photostore web page", () => {
     assert.deepEqual(await tileNames(page, "#search-results"), [paris]);
   });
 
-  it("opens a result with its details, the full-size image and a download", STEP, async () => {
+  it("opens a result with its details, its preview and a download", STEP, async () => {
     const [paris] = await tileNames(page, "#search-results");
     await page.click("#search-results .tile");
     await page.waitForSelector("#viewer[open]");
@@ -238,12 +261,14 @@ describe("Photostore web page", () => {
       const image = document.getElementById("viewer-image");
       return image.complete && image.naturalWidth === 320 && !image.classList.contains("loading");
     });
-    assert.ok((await page.getAttribute("#viewer-image", "src")).endsWith(`/${paris}/original`));
+    // The preview, not the original (a 320 px photo: the preview is as large, no full resolution).
+    assert.ok((await page.getAttribute("#viewer-image", "src")).endsWith(`/${paris}/preview`));
+    assert.ok(await page.isHidden("#viewer-full"));
     assert.equal(await page.getAttribute("#viewer-image", "alt"), "cat-in-paris.jpg, June 1, 2024");
     const detail = (field) => text(page, `#viewer-details [data-field=${field}] dd`);
     assert.match(await detail("taken"), /^Jun 1, 2024, 2:30\sPM$/);
     assert.equal(await detail("camera"), "Canon EOS 5D");
-    assert.match(await detail("place"), /^48\.85820, 2\.29450/);
+    assert.match(await detail("place"), /^Neuilly-sur-Seine, Ile-de-France, France48\.85820, 2\.29450/);
     assert.match(await page.getAttribute("#viewer-details [data-field=place] a", "href"),
       /^https:\/\/www\.openstreetmap\.org\/\?mlat=48\.85820&mlon=2\.29450/);
     assert.equal(await detail("dimensions"), "320 × 213 px (0.1 MP)");
@@ -296,9 +321,87 @@ describe("Photostore web page", () => {
     await page.click("#confirm-delete button[value=delete]");
     await page.waitForFunction(() => location.hash === "#/photos" && !document.getElementById("viewer").open);
     await page.waitForSelector(`#timeline li[data-name="${coffee}"]`, { state: "detached" });
-    assert.equal(await text(page, "#toast"), "Deleted coffee.png.");
-    assert.equal(await page.evaluate((name) => fetch(`/api/v1/${name}`).then((r) => r.status), coffee), 404);
+    assert.equal(await text(page, "#toast"), "Moved coffee.png to the trash.");
+    const trashed = await page.evaluate((name) => fetch(`/api/v1/${name}`).then((r) => r.json()), coffee);
+    assert.ok(trashed.photo.deleteTime && trashed.photo.purgeTime, "in the trash, until its purge time");
     await page.waitForFunction(() => document.getElementById("photo-count").textContent === "3 photos");
+  });
+
+  it("restores a deleted photo from the trash, and empties the trash", STEP, async () => {
+    await page.click("[data-nav=trash]");
+    await page.waitForSelector("#trash-list li[data-name]");
+    const [coffee] = await tileNames(page, "#trash-list");
+    assert.match(await page.getAttribute(`#trash-list li[data-name="${coffee}"] img`, "alt"), /^coffee\.png,/);
+    assert.match(await text(page, "#trash-list .trash-days"), /^(29|30) days left$/);
+    await screenshot(page, "trash-desktop");
+    await page.click(`#trash-list li[data-name="${coffee}"] .trash-restore`);
+    await page.waitForSelector("#trash-empty:not([hidden])");
+    assert.equal(await text(page, "#toast"), "Restored coffee.png.");
+    await page.click("[data-nav=photos]");
+    await page.waitForSelector(`#timeline li[data-name="${coffee}"]`);
+    await page.waitForFunction(() => document.getElementById("photo-count").textContent === "4 photos");
+
+    // Deleted again, from a selection this time, then gone for good with the rest of the trash.
+    await page.check(`#timeline li[data-name="${coffee}"] .select-box`);
+    assert.equal(await text(page, "#selection-count"), "1 photo selected");
+    await page.click("#selection-delete");
+    await page.click("#confirm-delete button[value=delete]");
+    await page.waitForSelector(`#timeline li[data-name="${coffee}"]`, { state: "detached" });
+    assert.equal(await text(page, "#toast"), "Moved 1 photo to the trash.");
+    await page.click("[data-nav=trash]");
+    await page.waitForSelector(`#trash-list li[data-name="${coffee}"]`);
+    await page.click("#trash-empty-all");
+    await page.click("#confirm-delete button[value=delete]");
+    await page.waitForSelector("#trash-empty:not([hidden])");
+    assert.equal(await page.evaluate((name) => fetch(`/api/v1/${name}`).then((r) => r.status), coffee), 404);
+    await page.click("[data-nav=photos]");
+    await page.waitForFunction(() => document.getElementById("photo-count").textContent === "3 photos");
+  });
+
+  it("makes an album from a multi-selection (a check box, then shift-click), and edits it", STEP, async () => {
+    const names = await tileNames(page, "#timeline");
+    assert.equal(names.length, 3);
+    await page.check(`#timeline li[data-name="${names[0]}"] .select-box`);
+    await page.click(`#timeline li[data-name="${names[2]}"] .tile`, { modifiers: ["Shift"] });
+    assert.equal(await text(page, "#selection-count"), "3 photos selected");
+    assert.ok(!(await page.evaluate(() => document.getElementById("viewer").open)), "selecting opens nothing");
+    await screenshot(page, "selection-desktop");
+    await page.click("#selection-album");
+    await page.waitForSelector("#album-picker[open]");
+    await page.fill("#album-picker-title", "Trip");
+    await page.press("#album-picker-title", "Enter");
+    await waitClosed(page, "album-picker");
+    await page.waitForFunction(() => document.getElementById("toast").textContent === "Added 3 photos to Trip.");
+    assert.ok(await page.isHidden("#selection-bar"));
+
+    await page.click("[data-nav=albums]");
+    await page.waitForSelector("#album-list li[data-name]");
+    assert.match(await text(page, "#album-list .album-card"), /^Trip3 photos$/);
+    assert.equal(await page.getAttribute("[data-nav=albums]", "aria-current"), "page");
+    await screenshot(page, "albums-desktop");
+    await page.click("#album-list .album-card a");
+    await page.waitForFunction(() => document.querySelectorAll("#album-photos li[data-name]").length === 3);
+    assert.deepEqual(await tileNames(page, "#album-photos"), names);
+    await page.click("#album-rename");
+    await page.fill("#album-rename-title", "Summer trip");
+    await page.press("#album-rename-title", "Enter");
+    await page.waitForFunction(() => document.getElementById("album-title").textContent === "Summer trip");
+    await page.check(`#album-photos li[data-name="${names[1]}"] .select-box`);
+    await page.click("#selection-remove");
+    await page.waitForSelector(`#album-photos li[data-name="${names[1]}"]`, { state: "detached" });
+    assert.equal(await text(page, "#album-count"), "2 photos");
+
+    // A photo opened from the album: the viewer's favourite toggle.
+    await page.click(`#album-photos li[data-name="${names[0]}"] .tile`);
+    await page.waitForSelector("#viewer[open]");
+    await page.click("#viewer-favorite");
+    await page.waitForSelector("#viewer-favorite[aria-pressed=true]");
+    const favourites = await page.evaluate(() => fetch("/api/v1/photos?favorite=true").then((r) => r.json()));
+    assert.deepEqual(favourites.photos.map((p) => p.name), [names[0]]);
+    await page.keyboard.press("Escape");
+    await page.waitForFunction(() => location.hash.startsWith("#/albums/") && !document.getElementById("viewer").open);
+    await page.click("[data-nav=photos]");
+    await page.waitForSelector("#timeline-view:not([hidden]) #timeline li[data-name]");
   });
 
   it("works by keyboard: Tab to a photo, Enter opens it, arrows step, Escape closes", STEP, async () => {
@@ -407,6 +510,86 @@ describe("Photostore web page", () => {
     assert.equal(forged.status, 403);
     assert.equal((await forged.json()).details[0].reason, "CROSS_ORIGIN");
     assert.equal(await page.evaluate((photo) => fetch(`/api/v1/${photo}`).then((r) => r.status), name), 200);
+  });
+
+  it("shows a HEIC photo at preview size, and a large JPEG's original on demand", STEP, async () => {
+    const viewer = await newPage(DESKTOP);
+    await signIn(viewer, "", config.previewKey);
+    await viewer.setInputFiles("#file-input", [config.heicPhoto, config.largeJpeg]);
+    await viewer.waitForFunction(() => document.querySelectorAll(
+      ".upload-item[data-state=uploaded], .upload-item[data-state=indexed]").length === 2);
+    await viewer.click("#upload-close");
+    const shown = () => viewer.waitForFunction(() => {
+      const image = document.getElementById("viewer-image");
+      return image.complete && image.naturalWidth > 0 && !image.classList.contains("loading");
+    });
+    const natural = () => viewer.$eval("#viewer-image", (image) => [image.naturalWidth, image.naturalHeight]);
+
+    // HEIC (2400 x 1800), which browsers cannot decode: its JPEG preview, at full preview size.
+    const heic = await tileOf(viewer, "phone.heic");
+    await viewer.click(`#timeline li[data-name="${heic}"] .tile`);
+    await viewer.waitForSelector("#viewer[open]");
+    await shown();
+    assert.deepEqual(await natural(), [1440, 1080]);
+    assert.ok((await viewer.getAttribute("#viewer-image", "src")).endsWith(`/${heic}/preview`));
+    assert.ok(await viewer.isHidden("#viewer-error"));
+    assert.ok(await viewer.isHidden("#viewer-note"));
+    assert.ok(await viewer.isHidden("#viewer-full"), "a HEIC original is never offered to the browser");
+    assert.ok(await viewer.isHidden("#toast.error"));
+    await screenshot(viewer, "photo-heic-desktop");
+    await viewer.keyboard.press("Escape");
+    await waitClosed(viewer, "viewer");
+
+    // A JPEG larger than the preview: the preview first, the original when asked for.
+    const jpeg = await tileOf(viewer, "wide.jpg");
+    await viewer.click(`#timeline li[data-name="${jpeg}"] .tile`);
+    await viewer.waitForSelector("#viewer[open]");
+    await shown();
+    assert.deepEqual(await natural(), [1440, 1080]);
+    await viewer.click("#viewer-full");
+    await viewer.waitForFunction(() => document.getElementById("viewer-image").naturalWidth === 2000);
+    assert.ok((await viewer.getAttribute("#viewer-image", "src")).endsWith(`/${jpeg}/original`));
+    assert.ok(await viewer.isHidden("#viewer-full"));
+    assert.ok(await viewer.isHidden("#viewer-error"));
+    await viewer.context().close();
+  });
+
+  it("flags a near-duplicate at upload, and keeps one of a group from the Duplicates view", STEP, async () => {
+    const twins = await newPage(DESKTOP);
+    await signIn(twins, "", config.duplicatesKey);
+    const astronaut = config.photos.find((file) => file.endsWith("astronaut.png"));
+    await twins.setInputFiles("#file-input", [astronaut]);
+    await twins.waitForSelector("#upload-list .upload-name a");
+    // The same picture at half size, re-encoded as JPEG in the page, dropped under another name.
+    await twins.evaluate(async () => {
+      const name = document.querySelector("#upload-list .upload-name a").getAttribute("href").slice(2);
+      const bitmap = await createImageBitmap(await (await fetch(`/api/v1/${name}/original`)).blob());
+      const canvas = new OffscreenCanvas(bitmap.width / 2, bitmap.height / 2);
+      canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      const files = new DataTransfer();
+      files.items.add(new File([await canvas.convertToBlob({ type: "image/jpeg", quality: 0.7 })], "small.jpg",
+        { type: "image/jpeg" }));
+      for (const type of ["dragover", "drop"]) {
+        document.body.dispatchEvent(new DragEvent(type, { dataTransfer: files, bubbles: true, cancelable: true }));
+      }
+    });
+    await twins.waitForSelector(".upload-item[data-similar=true]");
+    assert.match(await text(twins, ".upload-item[data-similar=true] .upload-similar"),
+      /^Looks like an existing photo: astronaut\.png · Review duplicates$/);
+    assert.match(await twins.getAttribute(".upload-similar .similar-link img", "src"), /^\/api\/v1\/photos\/\w+\/thumbnail$/);
+
+    await twins.click(".upload-similar a[href='#/duplicates']");
+    await twins.click("#upload-close");
+    await twins.waitForSelector("#duplicates-view:not([hidden]) .duplicate-group");
+    const group = () => twins.$$eval(".duplicate-group figure", (figures) => figures.map((f) => f.querySelector(".duplicate-name").textContent));
+    assert.deepEqual(await group(), ["astronaut.png", "small.jpg"]); // the larger first
+    assert.equal(await twins.getAttribute("[data-nav=duplicates]", "aria-current"), "page");
+    await screenshot(twins, "duplicates-desktop");
+    await twins.click(".duplicate-group figure:first-child button");
+    await twins.waitForFunction(() => !document.querySelector(".duplicate-group"));
+    const trash = await twins.evaluate(() => fetch("/api/v1/photos?deleted=true").then((r) => r.json()));
+    assert.deepEqual(trash.photos.map((p) => p.filename), ["small.jpg"]);
+    await twins.context().close();
   });
 
   it("raised no script errors", () => {
