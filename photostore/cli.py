@@ -1,4 +1,5 @@
-"""`photostore`: run the stack, add users, import folders, search and check status.
+"""`photostore`: run the stack, add users, import folders, search and check status, and manage
+the trash and albums (photostore/cli_albums.py).
 
 Everything but `up` and `users add` talks to the services over gRPC.
 """
@@ -36,7 +37,7 @@ from tqdm import tqdm
 from photos.v1 import (embed_pb2, embed_pb2_grpc, ingest_pb2, ingest_pb2_grpc, photo_pb2, search_pb2,
                        search_pb2_grpc)
 from photostore.auth import bearer_metadata, hash_key, new_api_key, service_api_key
-from photostore import deployment, uploads
+from photostore import deployment, file_scan, uploads
 from photostore.backends import open_blobs, open_events, open_metadata, open_users, open_vectors
 from photostore.convert import role_name
 from photostore.server import make_channel
@@ -46,7 +47,6 @@ API_KEY_ENV = "PHOTOSTORE_API_KEY"
 # Written by `up --scale-out` in the data dir: the backend settings of the running stack.
 SCALE_OUT_ENV_FILE = "scale-out.env"
 PORTS = ("blobs", "metadata", "events", "vectors")
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif"}
 # Upload failures that mean "this file is not acceptable", not "something went wrong".
 REJECTION_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
 DONE_STATUSES = {photo_pb2.PHOTO_STATUS_INDEXED, photo_pb2.PHOTO_STATUS_FAILED}
@@ -83,6 +83,29 @@ def _api_key(args) -> str:
     return key
 
 
+def run_parallel(work, items: Sequence, jobs: int, outcomes: tuple[str, ...], desc: str, unit: str
+                 ) -> tuple[list, dict[str, int]]:
+    """work(item) for every item on `jobs` threads with a progress bar counting each result's
+    `outcome`; returns the results (in completion order) and the counts. Ctrl-C lets the calls
+    under way finish and starts no other."""
+    results, counts = [], dict.fromkeys(outcomes, 0)
+    with ThreadPoolExecutor(max_workers=jobs) as pool, \
+            tqdm(total=len(items), unit=unit, desc=desc, disable=None) as bar:
+        futures = [pool.submit(work, item) for item in items]
+        try:
+            for future in as_completed(futures):
+                result = future.result()
+                results.append(result)
+                counts[result.outcome] += 1
+                bar.update(1)
+                bar.set_postfix(counts, refresh=False)
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            raise
+    return results, counts
+
+
 def _rpc_failure(err: grpc.RpcError, target: str) -> CliError:
     hint = f" (is the service at {target} running? try `photostore up`)" \
         if err.code() == grpc.StatusCode.UNAVAILABLE else ""
@@ -106,6 +129,23 @@ def cmd_users_add(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_users_key(args, settings: Settings) -> int:
+    """A new key for the user; its other keys and its browser sessions end (a session was signed
+    in with a key, perhaps the one being replaced). Like `users add`, it opens the users store."""
+    users = open_users(settings)
+    user = users.user_by_name(args.name)
+    if user is None or args.name.startswith("_"):  # "_service" is the services' own key
+        raise CliError(f"no user '{args.name}'")
+    key = new_api_key()
+    ended = users.replace_api_keys(user.id, hash_key(key))
+    print(f"new API key of '{user.name}' (shown only once, store it now): {key}")
+    print(f"  export {API_KEY_ENV}={key}")
+    print(f"its older keys are revoked and {ended} browser session(s) ended; running services "
+          f"refuse the old keys within {2 * settings.auth_cache_seconds:g}s (PHOTOSTORE_AUTH_CACHE_SECONDS, "
+          f"on ingest and again on search)")
+    return 0
+
+
 # import
 
 @dataclasses.dataclass
@@ -115,12 +155,7 @@ class UploadResult:
     name: str = ""
     status: int = photo_pb2.PHOTO_STATUS_UNSPECIFIED
     reason: str = ""  # why it was rejected, failed, or failed to index
-
-
-def find_images(folder: Path, recursive: bool) -> list[Path]:
-    """Image-like files by extension (the server still sniffs the bytes)."""
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    similar: list[str] = dataclasses.field(default_factory=list)  # filenames it looks like
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -169,7 +204,8 @@ def upload_file(stub: ingest_pb2_grpc.IngestServiceStub, metadata, path: Path,
     photo = response.photo
     stored_before = photo.create_time.ToDatetime(tzinfo=dt.timezone.utc) < started
     return UploadResult(path, "duplicate" if response.duplicate or stored_before else "uploaded",
-                        name=photo.name, status=photo.status, reason=photo.status_reason)
+                        name=photo.name, status=photo.status, reason=photo.status_reason,
+                        similar=[p.filename or p.name for p in response.similar_photos])
 
 
 def text_settled(photo: photo_pb2.Photo) -> bool:
@@ -244,17 +280,29 @@ def follow_until_done(stream, pending: set[str], *, total: int, desc: str, text_
     return failed, text_failed
 
 
+def _print_skips(scan: file_scan.Scan, verbose: bool) -> None:
+    if scan.skipped:
+        print(f"skipped {len(scan.skipped)}, by reason:")
+        for line in file_scan.skip_report(scan.skipped, verbose=verbose):
+            print(line)
+
+
 def cmd_import(args, settings: Settings) -> int:
-    folder = Path(args.dir)
-    if not folder.is_dir():
-        raise CliError(f"{folder} is not a folder")
+    roots = [Path(p) for p in args.paths]
+    if missing := [str(p) for p in roots if not p.exists()]:
+        raise CliError(f"no such file or folder: {', '.join(missing)}")
     if args.jobs < 1:
         raise CliError("--jobs must be at least 1")
     metadata = bearer_metadata(_api_key(args))
     target = settings.target("ingest")
-    paths = find_images(folder, args.recursive)
+    with tqdm(unit="file", desc="scanning", disable=None, leave=False) as bar:
+        scan = file_scan.scan_paths(roots, recursive=args.recursive, max_bytes=settings.max_upload_bytes,
+                                    progress=bar.update)
+    paths = scan.files
     if not paths:
-        print(f"no image files in {folder}" + ("" if args.recursive else " (try --recursive)"))
+        print("no photos to upload" + ("" if args.recursive else " (sub-folders not looked into: "
+                                        "drop --no-recursive)") + f"; skipped {len(scan.skipped)}")
+        _print_skips(scan, args.verbose)
         return 0
     with make_channel(target) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
@@ -262,28 +310,19 @@ def cmd_import(args, settings: Settings) -> int:
             stub.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=1), metadata=metadata, timeout=30)
         except grpc.RpcError as e:
             raise _rpc_failure(e, target) from e
-        results: list[UploadResult] = []
-        counts = dict.fromkeys(("uploaded", "duplicate", "rejected", "failed"), 0)
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool, \
-                tqdm(total=len(paths), unit="file", desc="uploading", disable=None) as bar:
-            started = dt.datetime.now(dt.timezone.utc)
-            futures = [pool.submit(upload_file, stub, metadata, p, started) for p in paths]
-            try:
-                for future in as_completed(futures):
-                    result = future.result()
-                    results.append(result)
-                    counts[result.outcome] += 1
-                    bar.update(1)
-                    bar.set_postfix(counts, refresh=False)
-            except KeyboardInterrupt:
-                for future in futures:  # uploads under way finish; queued ones never start
-                    future.cancel()
-                raise
-        print(f"uploaded {counts['uploaded']}, duplicates {counts['duplicate']}, "
-              f"rejected {counts['rejected']}" + (f", failed {counts['failed']}" if counts["failed"] else ""))
-        for r in sorted(results, key=lambda r: r.path):
-            if r.outcome in ("rejected", "failed"):
-                print(f"  {r.outcome}: {r.path}: {r.reason}")
+        started = dt.datetime.now(dt.timezone.utc)
+        results, counts = run_parallel(lambda p: upload_file(stub, metadata, p, started), paths, args.jobs,
+                                       ("uploaded", "duplicate", "rejected", "failed"), "uploading", "file")
+        # The server's refusals (a corrupt image, too many pixels) count as failures: the file
+        # looked like a photo and is not stored.
+        failed = sorted((r for r in results if r.outcome in ("rejected", "failed")), key=lambda r: r.path)
+        print(f"uploaded {counts['uploaded']}, already there {counts['duplicate']}, "
+              f"skipped {len(scan.skipped)}, failed {len(failed)}")
+        for r in failed:
+            print(f"  failed: {r.path}: {r.reason}")
+        for r in sorted((r for r in results if r.similar), key=lambda r: r.path):
+            print(f"  {r.path}: looks like an existing photo: {', '.join(r.similar)}")
+        _print_skips(scan, args.verbose)
         # One entry per photo: a copy of a file under another name is the same photo.
         stored = {r.name: r for r in results if r.outcome in ("uploaded", "duplicate")}
         index_failures = []
@@ -302,7 +341,7 @@ def cmd_import(args, settings: Settings) -> int:
                 print(f"  not indexed: {r.path} ({r.name}): {reason}")
             for r, reason in waited.text_failed:
                 print(f"  text not read (still searchable): {r.path} ({r.name}): {reason}")
-    return 1 if counts["rejected"] or counts["failed"] or index_failures else 0
+    return 1 if failed or index_failures else 0
 
 
 # search
@@ -339,6 +378,83 @@ def cmd_search(args, settings: Settings) -> int:
               f"{_time_text(p):<20}  {', '.join(hit.matched_terms)}")
     print(f"models: {', '.join(response.models)}")
     return 0
+
+
+# duplicates
+
+def cmd_duplicates(args, settings: Settings) -> int:
+    """Lists the groups of photos that look alike, the one to keep first."""
+    metadata = bearer_metadata(_api_key(args))
+    target = settings.target("ingest")
+    count = 0
+    with make_channel(target) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        request = ingest_pb2.ListDuplicateGroupsRequest(page_size=100)
+        while True:
+            try:
+                response = stub.ListDuplicateGroups(request, metadata=metadata, timeout=120)
+            except grpc.RpcError as e:
+                raise _rpc_failure(e, target) from e
+            for group in response.groups:
+                count += 1
+                print(f"group {count} ({len(group.photos)} photos):")
+                for i, p in enumerate(group.photos):
+                    print(f"  {'keep' if i == 0 else '    '}  {p.name:<40}  {p.filename:<32}  "
+                          f"{p.width}x{p.height}  {p.size_bytes:>10} B  "
+                          f"uploaded {p.create_time.ToDatetime():%Y-%m-%d %H:%M}")
+            if not response.next_page_token:
+                break
+            request.page_token = response.next_page_token
+    print(f"{count} {'group' if count == 1 else 'groups'} of photos that look alike" if count
+          else "no photos look alike")
+    return 0
+
+
+# export
+
+def cmd_export(args, settings: Settings) -> int:
+    from photos.v1 import album_pb2_grpc
+    from photostore import export
+
+    if args.jobs < 1:
+        raise CliError("--jobs must be at least 1")
+    metadata = bearer_metadata(_api_key(args))
+    dest = Path(args.dest)
+    ingest_target, search_target = settings.target("ingest"), settings.target("search")
+    with make_channel(ingest_target) as channel:
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        try:
+            if args.query is not None:
+                with make_channel(search_target) as search_channel:
+                    try:
+                        photos = export.search_photos(search_pb2_grpc.SearchServiceStub(search_channel), metadata,
+                                                      args.query, min_score=args.min_score, limit=args.limit)
+                    except grpc.RpcError as e:
+                        raise _rpc_failure(e, search_target) from e
+            elif args.album is not None:
+                album = export.resolve_album(album_pb2_grpc.AlbumServiceStub(channel), metadata, args.album)
+                photos = export.list_photos(stub, metadata, album=album)
+            else:
+                photos = export.list_photos(stub, metadata)
+        except export.ExportError as e:
+            raise CliError(str(e)) from None
+        except grpc.RpcError as e:
+            raise _rpc_failure(e, ingest_target) from e
+        if not photos:
+            print("no photos to export")
+            return 0
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CliError(f"cannot create {dest}: {e}") from None
+        exporter = export.Exporter(stub, metadata, dest)
+        results, counts = run_parallel(exporter.export, photos, args.jobs, ("exported", "present", "failed"),
+                                       "exporting", "photo")
+    print(f"exported {counts['exported']}, already there {counts['present']}, failed {counts['failed']} "
+          f"(into {dest})")
+    for r in sorted((r for r in results if r.outcome == "failed"), key=lambda r: r.photo.filename):
+        print(f"  failed: {r.photo.name} ({r.photo.filename}): {r.reason}")
+    return 1 if counts["failed"] else 0
 
 
 # reindex
@@ -860,20 +976,57 @@ def build_parser() -> argparse.ArgumentParser:
     users_add = users_commands.add_parser("add", help="create a user and print its API key")
     users_add.add_argument("name")
     users_add.set_defaults(handler=cmd_users_add)
+    users_key = users_commands.add_parser(
+        "key", help="issue a new API key; revoke the user's old keys and end its sessions",
+        description="Prints a new API key for NAME. Its older keys stop working and its browser "
+                    "sessions end (signed-in pages must sign in again with the new key).")
+    users_key.add_argument("name")
+    users_key.set_defaults(handler=cmd_users_key)
 
     imp = commands.add_parser(
-        "import", help="upload the images of a folder",
-        description="Uploads image files (by extension) from DIR. Reruns are idempotent.",
-        epilog="Exit status: 0 when every file was stored (or already was); 1 when any file was "
-               "rejected by the server or failed (each is listed with its reason).")
-    imp.add_argument("dir", metavar="DIR")
-    imp.add_argument("--recursive", "-r", action="store_true", help="include sub-folders")
+        "import", help="upload photos: files and folders (with their sub-folders)",
+        description="Uploads the photos among PATHs and in their sub-folders. Files are recognised "
+                    "by content (JPEG, PNG, WebP, GIF, HEIC); the others are skipped and reported by "
+                    "reason: not a photo, too large for the upload limit (PHOTOSTORE_MAX_UPLOAD_BYTES), "
+                    "unreadable, hidden or system file (.DS_Store, Thumbs.db, ._* AppleDouble, dot "
+                    "folders). Reruns are idempotent: photos already stored count as already there.",
+        epilog="Exit status: 0 when every photo was stored (or already was), whatever was skipped; "
+               "1 when any upload failed or the server refused a file (each is listed with its reason).")
+    imp.add_argument("paths", nargs="+", metavar="PATH")
+    imp.add_argument("--recursive", "-r", action=argparse.BooleanOptionalAction, default=True,
+                     help="look into sub-folders (default; --no-recursive: only the folders named)")
+    imp.add_argument("--verbose", "-v", action="store_true",
+                     help="list every skipped file (default: the first 20 of each reason)")
     imp.add_argument("--jobs", "-j", type=int, default=4, help="parallel uploads (default 4)")
     imp.add_argument("--wait", action="store_true", help="then wait until the photos are indexed")
     imp.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
                      help="give up waiting after this long (default: no limit)")
     _add_key_option(imp)
     imp.set_defaults(handler=cmd_import)
+
+    exp = commands.add_parser(
+        "export", help="download originals into a folder",
+        description="Downloads the originals of a search, an album or every photo into DEST under "
+                    "their uploaded file names (\"name (2).jpg\" for a second photo of a name; existing "
+                    "files are never overwritten). Each download is checked against its sha256. A rerun "
+                    "skips the photos already in DEST with the same bytes, so an interrupted export "
+                    "resumes.",
+        epilog="Exit status: 1 when any photo could not be exported (each is listed with its reason).")
+    exp.add_argument("dest", metavar="DEST")
+    what = exp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--query", "-q", metavar="Q", help="the hits of this search, as `search` finds them")
+    what.add_argument("--album", "-a", metavar="ALBUM", help="an album: its title or albums/{id}")
+    what.add_argument("--all", action="store_true", help="every photo (not those in the trash)")
+    exp.add_argument("--limit", "-n", type=int, default=None, help="with --query: at most this many hits")
+    exp.add_argument("--min-score", type=float, default=None, help="with --query: leave out hits scoring below")
+    exp.add_argument("--jobs", "-j", type=int, default=4, help="parallel downloads (default 4)")
+    _add_key_option(exp)
+    exp.set_defaults(handler=cmd_export)
+
+    duplicates = commands.add_parser(
+        "duplicates", help="list groups of photos that look alike (re-saved, resized, slightly edited)")
+    _add_key_option(duplicates)
+    duplicates.set_defaults(handler=cmd_duplicates)
 
     search = commands.add_parser("search", help="find photos by a text description")
     search.add_argument("query", metavar="QUERY")
@@ -918,6 +1071,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(they need the engines' settings, as the services have them)")
     _add_key_option(status)
     status.set_defaults(handler=cmd_status)
+
+    from photostore import cli_albums  # delete, trash, albums
+    cli_albums.add_commands(commands)
     return parser
 
 

@@ -2,11 +2,14 @@
 IngestService on a free port, `reindex` and `search` beside real Embed and Search services."""
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,7 +17,8 @@ from PIL import Image
 
 from embed_svc.server import serve as serve_embed
 from ingest_svc.server import serve as serve_ingest
-from photos.v1 import embed_pb2, embed_pb2_grpc
+from photos.v1 import (album_pb2, album_pb2_grpc, auth_pb2, auth_pb2_grpc, embed_pb2, embed_pb2_grpc, ingest_pb2,
+                       ingest_pb2_grpc)
 from photostore import cli
 from photos.v1.events_pb2 import PhotoStatusChangedEvent
 from photos.v1.photo_pb2 import PHOTO_STATUS_FAILED as FAILED
@@ -68,7 +72,7 @@ def image_bytes(fmt: str, colour: tuple[int, int, int]) -> bytes:
 @pytest.fixture
 def photo_folder(tmp_path):
     """4 distinct images, a byte-for-byte copy of one, a text file posing as bad.jpg, a non-image
-    extension, and one more image in a sub-folder."""
+    extension, and one more image in a sub-folder (import looks into sub-folders by default)."""
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
     (folder / "a.jpg").write_bytes(image_bytes("JPEG", (200, 30, 30)))
@@ -82,8 +86,9 @@ def photo_folder(tmp_path):
     return folder
 
 
-def summary(out: str) -> tuple[int, int, int]:
-    found = re.search(r"uploaded (\d+), duplicates (\d+), rejected (\d+)", out)
+def summary(out: str) -> tuple[int, int, int, int]:
+    """(uploaded, already there, skipped, failed) of an import."""
+    found = re.search(r"uploaded (\d+), already there (\d+), skipped (\d+), failed (\d+)", out)
     assert found, out
     return tuple(int(n) for n in found.groups())
 
@@ -109,31 +114,130 @@ def test_users_add_refuses_a_taken_name(settings, capsys):
     assert "psk_" not in captured.out
 
 
+def test_users_key_rotates_the_key_and_ends_sessions(settings, capsys):
+    """On a running ingest service: after `users key`, the new key works, a browser session made
+    with the old key ends at once, and the old key signs no one in although the key cache (30 s)
+    still holds it; once that cache lapses (a fresh process here), the old key is refused."""
+    assert cli.main(["users", "add", "alice"]) == 0
+    [old] = set(re.findall(r"psk_[\w-]+", capsys.readouterr().out))
+
+    def call(server, method: str, credential: str):
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            if method == "CreateSession":
+                return auth_pb2_grpc.AuthServiceStub(channel).CreateSession(
+                    auth_pb2.CreateSessionRequest(), metadata=bearer_metadata(credential), timeout=30).token
+            return ingest_pb2_grpc.IngestServiceStub(channel).ListPhotos(
+                ingest_pb2.ListPhotosRequest(), metadata=bearer_metadata(credential), timeout=30)
+
+    def refused(server, method: str, credential: str) -> bool:
+        with pytest.raises(grpc.RpcError) as failed:
+            call(server, method, credential)
+        return failed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    server = serve_ingest(settings, port=0, max_watchers=2)
+    try:
+        call(server, "ListPhotos", old)  # the old key is in the key cache from now on
+        session = call(server, "CreateSession", old)
+        call(server, "ListPhotos", session)
+
+        assert cli.main(["users", "key", "alice"]) == 0
+        out = capsys.readouterr().out
+        [new] = set(re.findall(r"psk_[\w-]+", out))
+        assert new != old and "1 browser session(s) ended" in out
+        call(server, "ListPhotos", new)
+        assert refused(server, "ListPhotos", session)
+        assert refused(server, "CreateSession", old)
+    finally:
+        server.stop()
+    server = serve_ingest(settings, port=0, max_watchers=2)
+    try:
+        assert refused(server, "ListPhotos", old)
+        call(server, "ListPhotos", new)
+    finally:
+        server.stop()
+    assert cli.main(["users", "key", "bob"]) == 1
+    assert "no user 'bob'" in capsys.readouterr().err
+    assert cli.main(["users", "key", "_service"]) == 1  # the services' own key is not a user's
+
+
 # import
 
-def test_import_reports_uploads_duplicates_and_rejections(settings, ingest, photo_folder, capsys,
-                                                          monkeypatch):
+def skipped_lines(out: str, reason: str) -> list[str]:
+    """The files the import report lists under `reason` (file_scan.REASONS)."""
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.strip().startswith(reason + ":"))
+    listed = []
+    for line in lines[header + 1:]:
+        if not line.startswith("    "):
+            break
+        listed.append(line.strip())
+    return listed
+
+
+def test_import_recurses_and_reports_every_skip(settings, ingest, photo_folder, capsys, monkeypatch):
+    """Sub-folders are walked; what is not uploaded is reported by reason: not a photo by content
+    (bad.jpg is text; notes.txt), too large, unreadable (a broken link), hidden or system
+    (.DS_Store, an AppleDouble ._ file, Thumbs.db, a dot folder, reported once); skips alone
+    leave the exit status 0, and a JPEG named .bin is uploaded."""
     monkeypatch.setenv("PHOTOSTORE_API_KEY", ingest)
-    assert cli.main(["import", str(photo_folder), "--jobs", "3"]) == 1  # bad.jpg was rejected
+    monkeypatch.setenv("PHOTOSTORE_MAX_UPLOAD_BYTES", "50000")  # what the CLI checks before sending
+    (photo_folder / "sub" / "deeper").mkdir()
+    (photo_folder / "sub" / "deeper" / "f.bin").write_bytes(image_bytes("JPEG", (10, 120, 240)))
+    (photo_folder / "big.png").write_bytes(_noise_png(200))
+    (photo_folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (photo_folder / "._a.jpg").write_bytes(b"\0\5\26\7AppleDouble")
+    (photo_folder / "sub" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (photo_folder / ".thumbnails").mkdir()
+    (photo_folder / ".thumbnails" / "t.jpg").write_bytes(image_bytes("JPEG", (1, 2, 3)))
+    (photo_folder / "gone.jpg").symlink_to(photo_folder / "nowhere.jpg")
+
+    assert cli.main(["import", str(photo_folder), "--jobs", "3"]) == 0
     out = capsys.readouterr().out
-    assert summary(out) == (4, 1, 1)
-    rejected = [line for line in out.splitlines() if line.strip().startswith("rejected:")]
-    assert len(rejected) == 1 and "bad.jpg" in rejected[0] and "INVALID_ARGUMENT" in rejected[0]
+    # a, b, C, d, sub/e, sub/deeper/f; a copy is already there; 8 skipped.
+    assert summary(out) == (6, 1, 8, 0), out
+    assert [Path(p).name for p in skipped_lines(out, "not a photo (JPEG, PNG, WebP, GIF or HEIC, by content)")] \
+        == ["bad.jpg", "notes.txt"]
+    assert skipped_lines(out, "too large for the upload limit")[0].startswith(str(photo_folder / "big.png"))
+    assert skipped_lines(out, "unreadable") == [f"{photo_folder / 'gone.jpg'} (broken link)"]
+    hidden = skipped_lines(out, "hidden or system file")
+    assert hidden == sorted(hidden) and {line.split(" (")[0] for line in hidden} == {
+        str(photo_folder / name) for name in (".DS_Store", "._a.jpg", "sub/Thumbs.db", ".thumbnails")}
+    assert f"{photo_folder / '.thumbnails'} (folder)" in hidden
     owner = open_users(settings).user_by_name("alice").id
-    page = open_metadata(settings).list_photos(owner, page_size=100, count_total=True)
-    assert page.total == 4
-    assert {r.filename for r in page.records} <= {"a.jpg", "a copy.jpg", "b.png", "C.JPEG", "d.webp"}
+    stored = open_metadata(settings).list_photos(owner, page_size=100, count_total=True)
+    assert stored.total == 6 and "f.bin" in {r.filename for r in stored.records}
 
-    # A rerun is idempotent; --recursive adds the sub-folder's photo.
-    assert cli.main(["import", str(photo_folder), "--recursive", "--key", ingest]) == 1
-    assert summary(capsys.readouterr().out) == (1, 5, 1)
-    assert open_metadata(settings).list_photos(owner, page_size=100, count_total=True).total == 5
+    # A rerun is idempotent: everything is already there.
+    assert cli.main(["import", str(photo_folder), "--key", ingest]) == 0
+    assert summary(capsys.readouterr().out) == (0, 7, 8, 0)
 
 
-def test_import_succeeds_when_nothing_is_rejected(settings, ingest, photo_folder, capsys):
+def _noise_png(side: int) -> bytes:
+    out = io.BytesIO()
+    Image.effect_noise((side, side), 80).convert("RGB").save(out, "PNG")
+    return out.getvalue()
+
+
+def test_import_without_recursion_and_with_files_named(settings, ingest, photo_folder, capsys):
     (photo_folder / "bad.jpg").unlink()
-    assert cli.main(["import", str(photo_folder / "sub"), "--key", ingest]) == 0
-    assert summary(capsys.readouterr().out) == (1, 0, 0)
+    assert cli.main(["import", str(photo_folder), "--no-recursive", "--key", ingest]) == 0
+    assert summary(capsys.readouterr().out) == (4, 1, 1, 0)  # sub/e.png not looked at; notes.txt
+    # Files and folders together, a file twice: each file once.
+    assert cli.main(["import", str(photo_folder / "sub" / "e.png"), str(photo_folder / "sub"),
+                     str(photo_folder / "b.png"), "--key", ingest]) == 0
+    assert summary(capsys.readouterr().out) == (1, 1, 0, 0)
+    assert cli.main(["import", str(photo_folder / "nothing-here"), "--key", ingest]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_import_fails_when_the_server_refuses_a_file(settings, ingest, photo_folder, capsys):
+    """A file that looks like a JPEG but does not decode is sent, refused and counted as failed."""
+    (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 200)
+    assert cli.main(["import", str(photo_folder), "--key", ingest]) == 1
+    out = capsys.readouterr().out
+    assert summary(out) == (5, 1, 2, 1)
+    failed = [line for line in out.splitlines() if line.strip().startswith("failed:")]
+    assert len(failed) == 1 and "broken.jpg" in failed[0] and "INVALID_ARGUMENT" in failed[0]
 
 
 def test_import_wait_follows_indexing(settings, ingest, photo_folder, capsys):
@@ -165,13 +269,14 @@ def test_import_wait_follows_indexing(settings, ingest, photo_folder, capsys):
     worker = threading.Thread(target=index_uploads, daemon=True)
     worker.start()
     try:
-        code = cli.main(["import", str(photo_folder), "--key", ingest, "--wait", "--wait-timeout", "30"])
+        code = cli.main(["import", str(photo_folder), "--no-recursive", "--key", ingest, "--wait",
+                         "--wait-timeout", "30"])
     finally:
         stop.set()
         worker.join()
     out = capsys.readouterr().out
     assert code == 1  # one photo failed to index
-    assert summary(out) == (4, 1, 0)
+    assert summary(out) == (4, 1, 1, 0)  # notes.txt skipped
     assert "searchable 3, failed 1; text read 2, text not read 1" in out
     assert re.search(r"text not read \(still searchable\): .*/a[ .].*OCR gave up", out)
     assert re.search(r"not indexed: .*d\.webp .*model gave up", out)
@@ -184,12 +289,85 @@ def test_import_needs_a_valid_key(settings, ingest, photo_folder, capsys):
     assert "UNAUTHENTICATED" in capsys.readouterr().err
 
 
+# export
+
+def exported(folder: Path) -> dict[str, str]:
+    """File name -> sha256 of what an export wrote (its temp files never stay)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+def export_summary(out: str) -> tuple[int, int, int]:
+    found = re.search(r"exported (\d+), already there (\d+), failed (\d+)", out)
+    assert found, out
+    return tuple(int(n) for n in found.groups())
+
+
+def test_export_all_writes_verified_originals_and_resumes(settings, ingest, photo_folder, tmp_path, capsys):
+    """Two photos named b.png become b.png and "b (2).png"; a file already in DEST is never
+    overwritten; a second run downloads nothing, a third only what was removed."""
+    (photo_folder / "sub" / "b.png").write_bytes(image_bytes("PNG", (1, 100, 200)))
+    assert cli.main(["import", str(photo_folder), "--key", ingest]) == 0
+    dest = tmp_path / "export"
+    dest.mkdir()
+    (dest / "d.webp").write_text("mine, not the photo's\n")
+    owner = open_users(settings).user_by_name("alice").id
+    records = open_metadata(settings).list_photos(owner, page_size=100).records
+    assert len(records) == 6
+    capsys.readouterr()
+
+    assert cli.main(["export", str(dest), "--all", "--key", ingest, "--jobs", "3"]) == 0
+    assert export_summary(capsys.readouterr().out) == (6, 0, 0)
+    files = exported(dest)
+    assert (dest / "d.webp").read_text() == "mine, not the photo's\n"
+    assert files.pop("d.webp") != files["d (2).webp"]
+    assert sorted(files.values()) == sorted(r.sha256 for r in records)
+    assert {"b.png", "b (2).png", "C.JPEG", "d (2).webp", "e.png"} < set(files)
+    assert set(files) - {"b.png", "b (2).png", "C.JPEG", "d (2).webp", "e.png"} <= {"a.jpg", "a copy.jpg"}
+    for record in records:  # each under its own name, or a numbered variant of it
+        stem, ext = os.path.splitext(record.filename)
+        assert any(name == record.filename or re.fullmatch(re.escape(stem) + r" \(\d+\)" + re.escape(ext), name)
+                   for name, sha in files.items() if sha == record.sha256)
+
+    assert cli.main(["export", str(dest), "--all", "--key", ingest]) == 0
+    assert export_summary(capsys.readouterr().out) == (0, 6, 0)
+    (dest / "b (2).png").unlink()
+    assert cli.main(["export", str(dest), "--all", "--key", ingest]) == 0
+    assert export_summary(capsys.readouterr().out) == (1, 5, 0)
+    assert exported(dest) == {**files, "d.webp": hashlib.sha256(b"mine, not the photo's\n").hexdigest()}
+
+
+def test_export_an_album_by_title_or_name(settings, ingest, photo_folder, tmp_path, capsys):
+    (photo_folder / "bad.jpg").unlink()
+    assert cli.main(["import", str(photo_folder), "--key", ingest]) == 0
+    owner = open_users(settings).user_by_name("alice").id
+    records = {r.filename: r for r in open_metadata(settings).list_photos(owner, page_size=100).records}
+    with grpc.insecure_channel(get_settings().target("ingest")) as channel:
+        albums = album_pb2_grpc.AlbumServiceStub(channel)
+        trip = albums.CreateAlbum(album_pb2.CreateAlbumRequest(
+            album=album_pb2.Album(title="Summer trip"),
+            photos=[f"photos/{records[name].id}" for name in ("b.png", "e.png")]),
+            metadata=bearer_metadata(ingest), timeout=30).album
+        albums.CreateAlbum(album_pb2.CreateAlbumRequest(album=album_pb2.Album(title="Empty")),
+                           metadata=bearer_metadata(ingest), timeout=30)
+    capsys.readouterr()
+
+    assert cli.main(["export", str(tmp_path / "by-title"), "--album", "summer TRIP", "--key", ingest]) == 0
+    assert export_summary(capsys.readouterr().out) == (2, 0, 0)
+    assert exported(tmp_path / "by-title") == {name: records[name].sha256 for name in ("b.png", "e.png")}
+    assert cli.main(["export", str(tmp_path / "by-name"), "--album", trip.name, "--key", ingest]) == 0
+    assert exported(tmp_path / "by-name") == exported(tmp_path / "by-title")
+    assert cli.main(["export", str(tmp_path / "none"), "--album", "Empty", "--key", ingest]) == 0
+    assert "no photos to export" in capsys.readouterr().out
+    assert cli.main(["export", str(tmp_path / "none"), "--album", "Winter", "--key", ingest]) == 1
+    assert "no album titled 'Winter' (yours: 'Empty', 'Summer trip')" in capsys.readouterr().err
+
+
 # reindex and search
 
 def test_reindex_follows_progress_and_search_shows_signals(settings, tiny_clip, photo_folder, monkeypatch,
                                                            capsys):
     """A stand-in worker indexes uploads with the text model only, then reindexed photos with both
-    models, except d.webp, which fails."""
+    models, except d.webp, which fails; then `export --query` downloads what `search` finds."""
     (photo_folder / "bad.jpg").unlink()
     embed_port = free_port()  # ingest asks embed for its models, embed asks ingest about keys
     monkeypatch.setenv("PHOTOSTORE_EMBED_TARGET", f"127.0.0.1:{embed_port}")
@@ -233,7 +411,8 @@ def test_reindex_follows_progress_and_search_shows_signals(settings, tiny_clip, 
                                                              metadata=bearer_metadata(key)).models):
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-        assert cli.main(["import", str(photo_folder), "--key", key, "--wait", "--wait-timeout", "30"]) == 0
+        assert cli.main(["import", str(photo_folder), "--no-recursive", "--key", key, "--wait",
+                         "--wait-timeout", "30"]) == 0
         capsys.readouterr()
         assert cli.main(["reindex", "--key", key, "--wait-timeout", "30"]) == 1  # d.webp failed
         out = capsys.readouterr().out
@@ -248,6 +427,14 @@ def test_reindex_follows_progress_and_search_shows_signals(settings, tiny_clip, 
         # Only the keyword matches: half its weight of 0.5 out of 2.5 (clip 1, text 1, keyword 0.5).
         assert row.split()[:5] == ["1", "0.200", "-", "-", "1.000"] and "d.webp" in row
         assert row.split()[-1] == "webp"
+
+        # export --query: the search's hits, each under its name.
+        hits = [line.split()[5] for line in out.splitlines()[1:] if line.split()[0].isdigit()]
+        assert cli.main(["export", str(settings.data_dir.parent / "found"), "--query", "webp photo",
+                         "--key", key]) == 0
+        assert export_summary(capsys.readouterr().out) == (len(hits), 0, 0)
+        assert exported(settings.data_dir.parent / "found") == {
+            name: hashlib.sha256((photo_folder / name).read_bytes()).hexdigest() for name in hits}
     finally:
         stop.set()
         worker.join()
