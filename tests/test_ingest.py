@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import hashlib
 import io
+import itertools
 import os
 import queue
 import socket
@@ -1007,9 +1008,16 @@ def stalled_uploads(ingest: Ingest, n: int) -> Iterator[list[grpc.Future]]:
         stalled_until.set()
 
 
+_ATTEMPTS = itertools.count()
+
+
 def _upload_refused(ingest: Ingest, auth) -> grpc.RpcError | None:
+    """Tries an upload of new bytes (one let through must not make the next a duplicate, which is
+    answered without a slot); the error when it was refused."""
+    img = chelsea()
+    img.putpixel((0, 0), (next(_ATTEMPTS) % 256, 0, 0))
     try:
-        ingest.upload(encode(chelsea(), "JPEG"), auth=auth)
+        ingest.upload(encode(img, "PNG"), auth=auth)
         return None
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
