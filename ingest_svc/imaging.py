@@ -160,8 +160,10 @@ def _load(img: Image.Image, long_side: int, short_side: int) -> None:
 def _preview_pixels(img: Image.Image, preview_px: int) -> Image.Image:
     """`img` in RGB (RGBA where it has transparency), long side at most preview_px."""
     working_mode = "RGBA" if _has_alpha(img) else "RGB"
+    # Bilinear: for the small reductions left after the DCT scale (12 MP: 2000 -> 1440 px) as
+    # sharp to the eye as bicubic, at 0.65 of its cost.
     return scale_down(img if img.mode == working_mode else img.convert(working_mode),
-                      long_side=preview_px)
+                      long_side=preview_px, resample=Image.Resampling.BILINEAR)
 
 
 def _has_alpha(img: Image.Image) -> bool:
@@ -213,7 +215,7 @@ def make_thumbnail(img: Image.Image, longest_side: int, *, optimize: bool = True
 def make_model_copy(img: Image.Image, short_side: int) -> bytes:
     """RGB JPEG (quality 95, no chroma subsampling) whose short side is `short_side`, never
     upscaled; as the worker's own copies, transparency is dropped, not blended."""
-    copy = scale_down(img.convert("RGB"), short_side=short_side)
+    copy = scale_down(img.convert("RGB"), short_side=short_side, reducing_gap=2.0)
     out = io.BytesIO()
     copy.save(out, "JPEG", quality=95, subsampling=0)
     return out.getvalue()

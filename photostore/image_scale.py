@@ -26,13 +26,16 @@ def scale_factor(width: int, height: int, short_side: int = 0, long_side: int = 
     return min(1.0, long_side / max(width, height)) if long_side else 1.0
 
 
-def scale_down(image: Image.Image, *, short_side: int = 0, long_side: int = 0) -> Image.Image:
-    """The image resized (bicubic) by scale_factor; the image itself when that is 1."""
+def scale_down(image: Image.Image, *, short_side: int = 0, long_side: int = 0,
+               resample: Image.Resampling = Image.Resampling.BICUBIC,
+               reducing_gap: float | None = None) -> Image.Image:
+    """The image resized (bicubic unless told) by scale_factor; the image itself when that is 1.
+    With reducing_gap, a large reduction first averages whole blocks (Pillow's resize option)."""
     factor = scale_factor(*image.size, short_side, long_side)
     if factor >= 1:
         return image
     size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
-    return image.resize(size, Image.Resampling.BICUBIC)
+    return image.resize(size, resample, reducing_gap=reducing_gap)
 
 
 def reduce_by(image: Image.Image, factor: int) -> Image.Image:
