@@ -8,17 +8,17 @@ from __future__ import annotations
 import uuid
 from typing import Sequence
 
-from ingest_svc.service import _require_all
+from ingest_svc.service import owned_photos
 from photos.v1 import album_pb2, album_pb2_grpc
 from photostore.auth import current_user
 from photostore.backends.base import AlbumRecord, MetadataStore, PhotoFilter, utcnow
 from photostore.convert import album_id_from_name, album_name, photo_id_from_name, photo_name, to_timestamp, user_name
 from photostore.errors import ServiceError, invalid, not_found
 from photostore.pagination import PageTokens, position_time, time_position
+from photostore.pagination import page_size as read_page_size
 
 SERVICE_NAME = album_pb2.DESCRIPTOR.services_by_name["AlbumService"].full_name
 MAX_TITLE_CHARS = 200
-MAX_PHOTOS_PER_CALL = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_REQUEST_ID_CHARS = 128
@@ -36,7 +36,7 @@ class AlbumServicer(album_pb2_grpc.AlbumServiceServicer):
             title = _title(request.album.title, "album.title")
             if len(request.request_id) > MAX_REQUEST_ID_CHARS:
                 raise invalid(f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters", field="request_id")
-            photo_ids = self._photo_ids(owner, request.photos, "photos", allow_none=True)
+            photo_ids = _photo_ids(self._metadata, owner, request.photos, allow_none=True)
             cover_id = ""
             if request.album.cover_photo:
                 cover_id = photo_id_from_name(request.album.cover_photo, field="album.cover_photo")
@@ -58,9 +58,7 @@ class AlbumServicer(album_pb2_grpc.AlbumServiceServicer):
 
     def ListAlbums(self, request, context):
         try:
-            if request.page_size < 0:
-                raise invalid("page_size must not be negative", field="page_size")
-            page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            page_size = read_page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
             filters = {"list": "albums"}
             after = None
             if request.page_token:
@@ -107,7 +105,7 @@ class AlbumServicer(album_pb2_grpc.AlbumServiceServicer):
     def AddAlbumPhotos(self, request, context):
         try:
             album = self._owned(request.album, "album")
-            photo_ids = self._photo_ids(album.owner, request.photos, "photos")
+            photo_ids = _photo_ids(self._metadata, album.owner, request.photos)
             updated = self._metadata.add_album_photos(album.id, photo_ids)
             return album_pb2.AddAlbumPhotosResponse(album=self._album(_found(updated, request.album)))
         except ServiceError as e:
@@ -116,7 +114,7 @@ class AlbumServicer(album_pb2_grpc.AlbumServiceServicer):
     def RemoveAlbumPhotos(self, request, context):
         try:
             album = self._owned(request.album, "album")
-            photo_ids = self._photo_ids(album.owner, request.photos, "photos")
+            photo_ids = _photo_ids(self._metadata, album.owner, request.photos)
             updated = self._metadata.remove_album_photos(album.id, photo_ids)
             return album_pb2.RemoveAlbumPhotosResponse(album=self._album(_found(updated, request.album)))
         except ServiceError as e:
@@ -127,16 +125,6 @@ class AlbumServicer(album_pb2_grpc.AlbumServiceServicer):
         album = self._metadata.get_album(album_id_from_name(name, field=field), owner=current_user().id)
         return _found(album, name)
 
-    def _photo_ids(self, owner: str, names: Sequence[str], field: str, allow_none: bool = False) -> list[str]:
-        """Ids of 1 to MAX_PHOTOS_PER_CALL photo names, all the owner's: otherwise NOT_FOUND naming
-        the missing ones (another user's photo is not found), and nothing changes."""
-        if len(names) > MAX_PHOTOS_PER_CALL or (not names and not allow_none):
-            raise invalid(f"{field} must hold 1 to {MAX_PHOTOS_PER_CALL} photo names", field=field)
-        ids = list(dict.fromkeys(photo_id_from_name(n, field=f"{field}[{i}]") for i, n in enumerate(names)))
-        if ids:
-            _require_all(ids, self._metadata.get_photos(owner, ids))
-        return ids
-
     def _album(self, album: AlbumRecord) -> album_pb2.Album:
         cover = album.cover_photo_id
         if not cover and album.photo_count:  # unset: the album's newest photo
@@ -146,6 +134,11 @@ class AlbumServicer(album_pb2_grpc.AlbumServiceServicer):
             name=album_name(album.id), owner=user_name(album.owner), title=album.title,
             cover_photo=photo_name(cover) if cover else "", photo_count=album.photo_count,
             create_time=to_timestamp(album.created_at), update_time=to_timestamp(album.updated_at))
+
+
+def _photo_ids(metadata: MetadataStore, owner: str, names: Sequence[str], allow_none: bool = False) -> list[str]:
+    """Ids of the request's `photos`, all the owner's (ingest_svc.service.owned_photos)."""
+    return [r.id for r in owned_photos(metadata, owner, names, "photos", allow_none)]
 
 
 def _title(title: str, field: str) -> str:

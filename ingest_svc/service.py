@@ -53,6 +53,7 @@ from photostore.errors import (ServiceError, failed_precondition, invalid, not_f
 from photostore.limits import IdleStreams, StreamSlots
 from photostore.duplicates import DuplicateFinder, Group
 from photostore.pagination import PageTokens, position_time, time_position
+from photostore.pagination import page_size as read_page_size
 from photostore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -369,9 +370,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def ListPhotos(self, request, context):
         try:
-            if request.page_size < 0:
-                raise invalid("page_size must not be negative", field="page_size")
-            page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            page_size = read_page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
             owner = current_user().id
             self._place_backfill.ensure(owner)
             photo_filter = self._photo_filter(owner, request)
@@ -483,14 +482,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def BatchDeletePhotos(self, request, context):
         try:
-            records = self._named(current_user().id, request.names)
+            records = owned_photos(self._metadata, current_user().id, request.names)
             return ingest_pb2.BatchDeletePhotosResponse(photos=[self._photo(r) for r in self._trash(records)])
         except ServiceError as e:
             e.abort(context)
 
     def UndeletePhotos(self, request, context):
         try:
-            records = self._named(current_user().id, request.names)
+            records = owned_photos(self._metadata, current_user().id, request.names)
             _require_trashed(records)
             return ingest_pb2.UndeletePhotosResponse(photos=[self._photo(self._restored(r)) for r in records])
         except ServiceError as e:
@@ -510,7 +509,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                         break
                     purged += done
             else:
-                records = self._named(owner, request.names)
+                records = owned_photos(self._metadata, owner, request.names)
                 _require_trashed(records)
                 purged = [r for r in records if self._purge(r)]
             return ingest_pb2.PurgePhotosResponse(names=[photo_name(r.id) for r in purged])
@@ -573,15 +572,6 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._remove_blobs(current)
         self._send([photo_events.changed_record(current, photo_events.DELETED, self._trash_retention)])
         return True
-
-    def _named(self, owner: str, names: Sequence[str]) -> list[PhotoRecord]:
-        """The caller's photos of 1 to MAX_BATCH_NAMES names; NOT_FOUND naming any missing (all or nothing)."""
-        if not 1 <= len(names) <= MAX_BATCH_NAMES:
-            raise invalid(f"names must hold 1 to {MAX_BATCH_NAMES} photo names", field="names")
-        ids = list(dict.fromkeys(photo_id_from_name(n, field=f"names[{i}]") for i, n in enumerate(names)))
-        records = self._metadata.get_photos(owner, ids)
-        _require_all(ids, records)
-        return records
 
     def _photo(self, record: PhotoRecord) -> photo_pb2.Photo:
         return photo_to_proto(record, self._trash_retention)
@@ -661,9 +651,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def ListDuplicateGroups(self, request, context):
         try:
-            if request.page_size < 0:
-                raise invalid("page_size must not be negative", field="page_size")
-            page_size = min(request.page_size or DEFAULT_GROUP_PAGE_SIZE, MAX_GROUP_PAGE_SIZE)
+            page_size = read_page_size(request.page_size, DEFAULT_GROUP_PAGE_SIZE, MAX_GROUP_PAGE_SIZE)
             owner = current_user().id
             filters = {"list": "duplicate_groups"}
             groups = self.duplicates.groups(owner)
@@ -751,6 +739,18 @@ def _group_after(position: list) -> list:
     except (TypeError, ValueError, IndexError):
         raise invalid("page_token is not valid", field="page_token",
                       reason="INVALID_PAGE_TOKEN") from None
+
+
+def owned_photos(metadata: MetadataStore, owner: str, names: Sequence[str], field: str = "names",
+                 allow_none: bool = False) -> list[PhotoRecord]:
+    """The owner's photos of 1 (0 with allow_none) to MAX_BATCH_NAMES names, each once, in order;
+    NOT_FOUND naming any missing (another user's photo is not found): all or nothing."""
+    if len(names) > MAX_BATCH_NAMES or (not names and not allow_none):
+        raise invalid(f"{field} must hold 1 to {MAX_BATCH_NAMES} photo names", field=field)
+    ids = list(dict.fromkeys(photo_id_from_name(n, field=f"{field}[{i}]") for i, n in enumerate(names)))
+    records = metadata.get_photos(owner, ids) if ids else []
+    _require_all(ids, records)
+    return records
 
 
 def _require_all(ids: list[str], records: list[PhotoRecord]) -> None:

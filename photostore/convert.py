@@ -34,9 +34,14 @@ def photo_name(photo_id: str) -> str:
 
 
 def photo_id_from_name(name: str, field: str = "name") -> str:
-    if not name.startswith(NAME_PREFIX) or len(name) == len(NAME_PREFIX) or "/" in name[len(NAME_PREFIX):]:
-        raise invalid(f"'{name}' is not a photo name; expected photos/{{id}}", field=field)
-    return name[len(NAME_PREFIX):]
+    return _resource_id(name, NAME_PREFIX, "a photo", field)
+
+
+def _resource_id(name: str, prefix: str, kind: str, field: str) -> str:
+    """The {id} of "{prefix}{id}"; INVALID_ARGUMENT for anything else."""
+    if not name.startswith(prefix) or len(name) == len(prefix) or "/" in name[len(prefix):]:
+        raise invalid(f"'{name}' is not {kind} name; expected {prefix}{{id}}", field=field)
+    return name[len(prefix):]
 
 
 def role_name(role: int) -> str:
@@ -69,9 +74,7 @@ def album_name(album_id: str) -> str:
 
 
 def album_id_from_name(name: str, field: str = "name") -> str:
-    if not name.startswith(ALBUM_PREFIX) or len(name) == len(ALBUM_PREFIX) or "/" in name[len(ALBUM_PREFIX):]:
-        raise invalid(f"'{name}' is not an album name; expected albums/{{id}}", field=field)
-    return name[len(ALBUM_PREFIX):]
+    return _resource_id(name, ALBUM_PREFIX, "an album", field)
 
 
 def photo_to_proto(r: PhotoRecord, trash_retention: dt.timedelta | None = None) -> photo_pb2.Photo:

@@ -47,6 +47,14 @@ class PageTokens:
         return body["p"]
 
 
+def page_size(value: int, default: int, maximum: int) -> int:
+    """A request's page_size: 0 means `default`, more than `maximum` means `maximum`, negative is
+    INVALID_ARGUMENT."""
+    if value < 0:
+        raise invalid("page_size must not be negative", field="page_size")
+    return min(value or default, maximum)
+
+
 def time_position(after: tuple[dt.datetime, str]) -> list:
     """A (sort_time, id) keyset position as JSON-able values."""
     return [after[0].timestamp(), after[1]]

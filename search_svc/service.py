@@ -30,6 +30,7 @@ from photostore.convert import from_timestamp, photo_id_from_name, photo_name
 from photostore.errors import ServiceError, invalid, status_details
 from photostore.limits import StreamSlots
 from photostore.pagination import PageTokens
+from photostore.pagination import page_size as read_page_size
 from photostore.settings import Settings
 from search_svc import query_filters
 
@@ -128,12 +129,6 @@ def downstream_error(err: grpc.RpcError) -> ServiceError:
             detail.Unpack(quota)
             error.field = quota.violations[0].subject if quota.violations else ""
     return error
-
-
-def _page_size(value: int) -> int:
-    if value < 0:
-        raise invalid("page_size must not be negative", field="page_size")
-    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def _min_score(request) -> float:
@@ -278,7 +273,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             raise invalid("query must not be empty", field="query")
         if len(query) > MAX_QUERY_CHARS:
             raise invalid(f"query is longer than {MAX_QUERY_CHARS} characters", field="query")
-        page_size = _page_size(request.page_size)
+        page_size = read_page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         min_score = _min_score(request)
         # Words naming a year, month, camera make or place of the caller's library become filters.
         read = query_filters.read_query(query, self._vocabulary(context), request.filter)
@@ -484,7 +479,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     # FindSimilar
 
     def _find_similar(self, request, context) -> search_pb2.FindSimilarResponse:
-        page_size = _page_size(request.page_size)
+        page_size = read_page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         min_score = _min_score(request)
         flt = _vector_filter(current_user().id, request.filter)
         source = request.WhichOneof("source")
