@@ -79,7 +79,14 @@ class EmbedService(embed_pb2_grpc.EmbedServiceServicer):
             # The sentence model's vectors carry the text-vector id (labels, OCR and sentence models).
             models += [_status(ROLES[r.role], analyzer.model_id, r.model, analyzer.sentence.dimension)
                        if r.role == SENTENCE else _status(ROLES[r.role], r.model.model_id, r.model, 0)
-                       for r in analyzer.roles]
+                       for r in analyzer.roles if r.role in ROLES]
+            # The object detector has no ModelRole: it runs in the OCR stage, so it reports
+            # through the OCR entry, ready only when both are.
+            if (objects := analyzer.objects) is not None and not objects.ready:
+                ocr = next(m for m in models if m.role == embed_pb2.MODEL_ROLE_OCR)
+                ocr.ready = False
+                ocr.reason = "; ".join(filter(None, [ocr.reason, f"objects model {objects.model_id}: "
+                                                                 f"{objects.reason or 'not loaded'}"]))
         return embed_pb2.GetModelInfoResponse(models=models, device=model.device)
 
     def _require_analyzer(self) -> ImageAnalyzer:

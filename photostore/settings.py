@@ -192,9 +192,14 @@ class Settings(BaseSettings):
     signals_enabled: bool = True
     label_min_score: float = 0.05  # labels below this probability are dropped (textures give junk)
     label_top_k: int = 5  # labels kept per photo
-    label_vector_top_k: int = 3  # labels that go into the text vector
+    label_vector_top_k: int = 5  # ImageNet labels that go into the text vector
     ocr_enabled: bool = True
     ocr_min_confidence: float = 0.5  # OCR lines below this recognition score are dropped
+    # Objects with counts ("2 dogs", SSD-MobileNet-v2 COCO), in the OCR stage; needs ocr_enabled.
+    objects_enabled: bool = True
+    object_min_score: float = 0.6  # sample photos: true objects score >= 0.74, false ones <= 0.59
+    colour_min_share: float = 0.1  # colour names covering less of the photo are dropped
+    document_min_words: int = 20  # OCR text of this many words also tags the photo "document"
     # A sentence-transformers model directory; default: the packaged all-MiniLM-L6-v2.
     sentence_model_path: Path | None = None
     # CLIP runtime; auto: openvino-bf16 on CPUs with bf16, else onnx-int8, else torch (exact fp32).
@@ -232,15 +237,21 @@ class Settings(BaseSettings):
     worker_backoff_seconds: float = 1.0
     worker_backoff_max_seconds: float = 30.0
 
-    # Search fusion (docs/SEARCH.md): a signal counts for a hit only at or above its cut-off;
-    # the fused score is the weighted mean over the signals available for the query.
+    # Search fusion (docs/SEARCH.md): a photo at or above one signal's cut-off is a candidate; its
+    # score is the probability of relevance that the calibration gives its signals' scores.
+    # A weight of 0 switches a signal off; otherwise it scales the signal's fitted terms (1: as fitted).
     search_weight_clip: float = 1.0
     search_weight_text: float = 1.0
-    search_weight_keyword: float = 0.5
+    search_weight_keyword: float = 1.0
     search_min_clip: float = 0.2
     search_min_text: float = 0.3
     # Share of the query's words found in the photo's filename, labels or OCR text.
     search_min_keyword: float = 0.0
+    # Hits below this probability of relevance are left out (a request's min_score overrides it);
+    # unset: the threshold fitted with the calibration.
+    search_min_probability: float | None = None
+    # The fitted calibration (bench/retrieval.py --fit); unset: search_svc/calibration.json.
+    search_calibration_path: Path | None = None
     # After this long without a search, the search service runs one internal query (and again
     # after each such pause), so the next search finds models, connections and indexes warm; 0: off.
     search_keep_warm_seconds: float = 60.0

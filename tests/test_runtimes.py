@@ -177,12 +177,16 @@ def test_analyze_without_reading_text_runs_no_ocr(tiny_clip, cache, tmp_path):
     try:
         with_text = analyzer.analyze(photos)
         analyzer.ocr.submit = lambda images: pytest.fail("OCR ran")
+        analyzer.objects.submit = lambda images: pytest.fail("object detection ran")
         without_text = analyzer.analyze(photos, read_text=False)
     finally:
         analyzer.close()
     assert with_text[0].ocr_text.split() == ["CAFE", "ROMA"]
     assert [a.ocr_text for a in without_text] == ["", ""]
-    assert [a.labels for a in without_text] == [a.labels for a in with_text]
+    # The same ImageNet labels and colours, without the objects and OCR tags.
+    assert [a.labels for a in without_text] == [[label for label in a.labels if label in without.labels]
+                                                for a, without in zip(with_text, without_text)]
+    assert ("person", pytest.approx(0.77, abs=0.1)) in with_text[1].labels and ("text", 1.0) in with_text[0].labels
     assert without_text[1].text_vector is not None  # from the photo's labels alone
 
 

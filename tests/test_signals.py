@@ -2,7 +2,9 @@
 through an in-process EmbedService, on real sample photos."""
 from __future__ import annotations
 
+import re
 import shutil
+from itertools import takewhile
 
 import grpc
 import numpy as np
@@ -10,9 +12,11 @@ import pytest
 import skimage.data
 from PIL import Image, ImageDraw, ImageFont
 
+from embed_svc.colours import PROTOTYPES
+from embed_svc.objects import COCO_CLASSES
 from photos.v1 import embed_pb2
 from photostore.convert import role_name
-from tests.photo_samples import SKLEARN_DIR
+from tests.photo_samples import SKIMAGE_DIR, SKLEARN_DIR
 from tests.test_embed import (
     SERVING, encode, rotated_with_exif, rpc_error, start_embed_server, stop_embed_server,
     vectors_of, violated_field, wait_for)
@@ -20,7 +24,7 @@ from tests.tinyclip import tiny_settings
 
 pytestmark = pytest.mark.timeout(180)
 
-TEXT_MODEL = "efficientnet-lite0+rapidocr-1280px+all-MiniLM-L6-v2"
+TEXT_MODEL = "efficientnet-lite0+rapidocr-1280px+ssd-mobilenet-v2-coco+all-MiniLM-L6-v2"
 SENTENCE_DIM = 384
 CAT_LABELS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
@@ -57,6 +61,16 @@ def server(tiny_clip, late_checkpoint, tmp_path_factory):
     wait_for(lambda: all(m.ready for m in server.info().models if m.role != embed_pb2.MODEL_ROLE_CLIP), timeout_s=120)
     yield server
     stop_embed_server(server)
+
+
+# Labels after the ImageNet ones: objects ("cat", "2 dogs"), colours, and the OCR tags.
+EVIDENCE = set(COCO_CLASSES.values()) | set(PROTOTYPES) | {"text", "document"}
+COUNTED = re.compile(r"\d+ ")
+
+
+def imagenet_labels(labels) -> list:
+    """The ImageNet labels, which come first."""
+    return list(takewhile(lambda label: label.text not in EVIDENCE and not COUNTED.match(label.text), labels))
 
 
 def analyze(server, images: list[bytes]) -> embed_pb2.AnalyzeImagesResponse:
@@ -98,7 +112,7 @@ def test_labels_ocr_and_text_vectors_of_real_photos(server):
     cat, temple, text = response.analyses
 
     for analysis in response.analyses:
-        scores = [label.score for label in analysis.labels]
+        scores = [label.score for label in imagenet_labels(analysis.labels)]
         assert len(scores) <= 5 and all(s >= 0.05 for s in scores)
         assert scores == sorted(scores, reverse=True)
     assert cat.labels[0].text in CAT_LABELS
@@ -115,8 +129,12 @@ def test_labels_ocr_and_text_vectors_of_real_photos(server):
 
 
 def recipe_vector(server, analysis: embed_pb2.ImageAnalysis) -> np.ndarray:
-    """normalize(sum over the top 3 labels of p * emb(name) + emb(ocr_text))."""
-    weighted = [(label.text, label.score) for label in analysis.labels[:3]]
+    """normalize(sum over the top 5 ImageNet labels and the objects of sqrt(score) * emb(name), the
+    colours at a fifth of that, + emb(ocr_text))."""
+    imagenet = imagenet_labels(analysis.labels)
+    evidence = [label for label in analysis.labels[len(imagenet):] if label.text not in ("text", "document")]
+    weighted = [(label.text, label.score ** 0.5 * (0.2 if label.text in PROTOTYPES else 1.0))
+                for label in imagenet[:5] + evidence]
     weighted += [(analysis.ocr_text, 1.0)] if analysis.ocr_text else []
     vectors = sentence_vectors(server, [text for text, _ in weighted])
     total = np.sum([weight * v for (_, weight), v in zip(weighted, vectors)], axis=0)
@@ -128,6 +146,28 @@ def test_text_vector_follows_the_recipe(server):
     for analysis in (cat, text):
         np.testing.assert_allclose(np.array(analysis.text_embedding.values), recipe_vector(server, analysis),
                                    atol=1e-4)
+
+
+def test_analysis_carries_objects_colours_and_text_tags(server):
+    """After the ImageNet labels: objects with counts and colours; "text" when OCR read words.
+    Without text (skip_text: the searchable-first stage), no objects and no tags."""
+    horse = Image.open(SKIMAGE_DIR / "horse.png").convert("RGB")
+    horses = Image.new("RGB", (horse.width * 2, horse.height))
+    horses.paste(horse, (0, 0))
+    horses.paste(horse.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (horse.width, 0))
+    photos = [png(horses), png(sign()), png(chelsea())]
+
+    def evidence(analyses) -> list[list[tuple[str, float]]]:
+        return [[(label.text, pytest.approx(label.score, abs=0.08))
+                 for label in a.labels[len(imagenet_labels(a.labels)):]] for a in analyses]
+
+    assert evidence(analyze(server, photos).analyses) == [
+        [("2 horses", 0.95), ("white", 0.65), ("black", 0.3)], [("white", 0.9), ("text", 1.0)],
+        [("cat", 0.9), ("brown", 0.77), ("grey", 0.21)]]
+    fast = server.stub.AnalyzeImages(embed_pb2.AnalyzeImagesRequest(images=photos, skip_text=True),
+                                     metadata=server.auth)
+    assert evidence(fast.analyses) == [[("white", 0.65), ("black", 0.3)], [("white", 0.9)],
+                                       [("brown", 0.77), ("grey", 0.21)]]
 
 
 def test_exif_orientation_is_applied_before_analysis(server):
