@@ -9,7 +9,7 @@ PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install up up-scale-out engines deploy-tools check-deploy test lint-proto check-generated breaking-proto release-proto gen bench screenshots
+.PHONY: install up up-scale-out engines deploy-tools check-deploy test lint-proto check-generated breaking-proto release-proto gen bench screenshots lexicon
 
 install: $(VENV)/.installed $(BUF)
 
@@ -79,3 +79,9 @@ screenshots: install $(CHROMIUM)
 
 bench: install
 	$(PY) bench/benchmark.py
+
+# Regenerates search_svc/lexicon.json (query expansion, docs/SEARCH.md) from WordNet 3.0. Only here
+# is Debian's wordnet-base needed; the product and its tests read the committed JSON.
+lexicon: install
+	@test -f /usr/share/wordnet/data.noun || { echo "make lexicon needs WordNet: apt-get install wordnet-base"; exit 1; }
+	$(PY) scripts/gen_lexicon.py
