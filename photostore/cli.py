@@ -1018,7 +1018,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--album", "-a", metavar="ALBUM", help="an album: its title or albums/{id}")
     what.add_argument("--all", action="store_true", help="every photo (not those in the trash)")
     exp.add_argument("--limit", "-n", type=int, default=None, help="with --query: at most this many hits")
-    exp.add_argument("--min-score", type=float, default=None, help="with --query: leave out hits scoring below")
+    exp.add_argument("--min-score", type=float, default=None,
+                     help="with --query: leave out hits below this probability of relevance (0-1; default: "
+                          "the calibrated cut-off)")
     exp.add_argument("--jobs", "-j", type=int, default=4, help="parallel downloads (default 4)")
     _add_key_option(exp)
     exp.set_defaults(handler=cmd_export)
@@ -1031,7 +1033,8 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="find photos by a text description")
     search.add_argument("query", metavar="QUERY")
     search.add_argument("--limit", "-n", type=int, default=10, help="number of results (default 10)")
-    search.add_argument("--min-score", type=float, default=None, help="leave out hits scoring below")
+    search.add_argument("--min-score", type=float, default=None,
+                        help="leave out hits below this probability of relevance (0-1; default: the calibrated cut-off)")
     _add_key_option(search)
     search.set_defaults(handler=cmd_search)
 

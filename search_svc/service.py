@@ -2,13 +2,15 @@
 
 SearchPhotos fuses up to three signals (docs/SEARCH.md): CLIP (query vs. image), text (query vs. the
 sentence vector of the photo's labels and OCR text) and keyword (query words found in the filename,
-labels or OCR text). Each counts for a hit only at or above its cut-off; the fused score is the
-weighted mean of the counted scores over the signals available for the query.
+labels or OCR text). A photo at or above one signal's cut-off is a candidate; every candidate is then
+scored by each available signal, and its score is the calibrated probability that it is relevant
+(search_svc/calibration.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import datetime as dt
 import logging
 import math
@@ -32,7 +34,9 @@ from photostore.limits import StreamSlots
 from photostore.pagination import PageTokens
 from photostore.pagination import page_size as read_page_size
 from photostore.settings import Settings
-from search_svc import query_filters
+from search_svc import lexicon, query_filters
+from search_svc.calibration import Calibration
+from search_svc.calibration import features as calibration_features
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,8 @@ SPACES = {CLIP: SPACE_CLIP, TEXT: SPACE_TEXT}
 # sooner, so its space is searched while CLIP encodes.
 ENCODERS = ((TEXT, embed_pb2.TEXT_ENCODER_SENTENCE), (CLIP, embed_pb2.TEXT_ENCODER_CLIP))
 KEEP_WARM_QUERY = "a photo kept warm"
+# Most expansion words (forms, synonyms, category members) one search looks up besides its terms.
+MAX_EXPANSION_WORDS = 80
 # FindSimilar by image at once: per user, and in all (per search process).
 IMAGE_QUERIES_PER_USER = 2
 IMAGE_QUERIES_TOTAL = 8
@@ -78,27 +84,66 @@ def keyword_terms(query: str) -> list[str]:
     return list(dict.fromkeys(w for w in WORD.findall(query.lower()) if w not in STOPWORDS))
 
 
+def keyword_shares(vectors: VectorStore, flt: VectorFilter, terms: list[str], limit: int
+                   ) -> list[tuple[str, float, list[str]]]:
+    """(photo_id, share of the query terms found, words found) of the photos with any term. A term
+    is found when the photo has it or one of its expansions (search_svc/lexicon.py: "dogs" -> dog,
+    "bird" -> eagle, owl, ...). The terms are looked up as before (photos with all of them first);
+    then the expansions, in one more lookup of at most MAX_EXPANSION_WORDS words taken in turn
+    from each term's list."""
+    expansions = lexicon.expand_query(terms)
+    found = dict(vectors.keyword_search(flt, terms, limit))
+    in_turn = itertools.chain.from_iterable(itertools.zip_longest(*expansions.values()))
+    extra = [w for w in dict.fromkeys(in_turn) if w and w not in expansions][:MAX_EXPANSION_WORDS]
+    for photo_id, matched in vectors.keyword_search(flt, extra, limit) if extra else ():
+        found[photo_id] = found.get(photo_id, []) + matched
+    shares = [(photo_id, sum(1 for t in terms if not set(expansions[t]).isdisjoint(matched)) / len(terms), matched)
+              for photo_id, matched in found.items()]
+    return sorted(shares, key=lambda hit: -hit[1])
+
+
+def photo_signals(scores: dict[str, float], available: Iterable[str]) -> list[str]:
+    """The available signals that judge a photo: the keyword signal always (no word found is
+    evidence), a vector signal when the photo has a score of it (a vector of the query's model)."""
+    return [s for s in available if s == KEYWORD or s in scores]
+
+
 @dataclasses.dataclass(frozen=True)
 class Fusion:
-    """Per-signal weights and cut-offs (PHOTOSTORE_SEARCH_WEIGHT_* / PHOTOSTORE_SEARCH_MIN_*)."""
+    """Which signals are asked, their candidate cut-offs and the calibration that turns their scores
+    into one probability of relevance (PHOTOSTORE_SEARCH_*, search_svc/calibration.py)."""
 
-    weights: dict[str, float]
-    cutoffs: dict[str, float]
+    weights: dict[str, float]  # 0: switched off; otherwise scales the signal's fitted terms
+    cutoffs: dict[str, float]  # a photo becomes a candidate at or above one signal's cut-off
+    calibration: Calibration
+    min_probability: float  # hits below it are left out unless the request sets min_score
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Fusion:
         signals = (CLIP, TEXT, KEYWORD)
+        calibration = Calibration.load(settings.search_calibration_path)
         return cls(weights={s: getattr(settings, f"search_weight_{s}") for s in signals},
-                   cutoffs={s: getattr(settings, f"search_min_{s}") for s in signals})
+                   cutoffs={s: getattr(settings, f"search_min_{s}") for s in signals},
+                   calibration=calibration,
+                   min_probability=(calibration.threshold if settings.search_min_probability is None
+                                    else settings.search_min_probability))
 
     def enabled(self, signal: str) -> bool:
         """A signal weighted 0 is switched off."""
         return self.weights[signal] > 0
 
-    def score(self, signals: dict[str, float], available: Iterable[str]) -> float:
-        """sum(weight * score of each counted signal) / sum(weight of each available signal)."""
-        total = sum(self.weights[s] for s in available)
-        return sum(self.weights[s] * v for s, v in signals.items()) / total if total else 0.0
+    def probabilities(self, candidates: dict[str, Candidate], available: list[str]) -> dict[str, float]:
+        """Each candidate's probability of relevance from its scores of the available signals. A
+        photo without a vector of a signal's model (not indexed for it yet, or failed) is judged by
+        the model of the signals it has, not as if that signal had scored it 0."""
+        best = {s: max((c.signals[s] for c in candidates.values() if s in c.signals), default=0.0)
+                for s in available}
+        result = {}
+        for photo_id, candidate in candidates.items():
+            has = photo_signals(candidate.signals, available)
+            result[photo_id] = self.calibration.probability(
+                calibration_features(candidate.signals, best, has), has, self.weights) if has else 0.0
+        return result
 
 
 @dataclasses.dataclass
@@ -131,10 +176,10 @@ def downstream_error(err: grpc.RpcError) -> ServiceError:
     return error
 
 
-def _min_score(request) -> float:
-    """The request's cut-off; without one every hit counts (scores are >= -1)."""
+def _min_score(request, default: float = -1.0) -> float:
+    """The request's cut-off, else `default` (-1: every hit counts; scores are >= -1)."""
     if not request.HasField("min_score"):
-        return -1.0
+        return default
     value = request.min_score
     if math.isnan(value) or not -1.0 <= value <= 1.0:
         raise invalid("min_score must be between -1 and 1", field="min_score")
@@ -210,6 +255,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self._embed = embed
         self._ingest = ingest
         self._fusion = fusion
+        lexicon.lexicon()  # the query-expansion data is read now, not by the first search
         self._last_search = time.monotonic()
         self._last_owner: str | None = None
 
@@ -274,7 +320,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if len(query) > MAX_QUERY_CHARS:
             raise invalid(f"query is longer than {MAX_QUERY_CHARS} characters", field="query")
         page_size = read_page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        min_score = _min_score(request)
+        min_score = _min_score(request, self._fusion.min_probability)
         # Words naming a year, month, camera make or place of the caller's library become filters.
         read = query_filters.read_query(query, self._vocabulary(context), request.filter)
         combined = query_filters.merged(request.filter, read.filter)
@@ -299,18 +345,19 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         elif terms:
             available.append(KEYWORD)
             with STAGE_SECONDS.labels("keyword").time():
-                found = self._vectors.keyword_search(flt, terms, fetch if allowed is None else MAX_ALLOWED)
-            for photo_id, matched in found:
+                found = keyword_shares(self._vectors, flt, terms, fetch if allowed is None else MAX_ALLOWED)
+            for photo_id, share, matched in found:
                 if allowed is not None and photo_id not in allowed:
                     continue
-                share = len(matched) / len(terms)
                 if share >= self._fusion.cutoffs[KEYWORD]:
                     candidate = candidates.setdefault(photo_id, Candidate())
                     candidate.signals[KEYWORD] = share
                     candidate.matched_terms = matched
         else:
             missing[KEYWORD] = "the query has no words to match besides stopwords"
-        models = self._vector_signals(embeds, started, flt, fetch, candidates, available, missing, allowed)
+        query_vectors: dict[str, tuple[str, np.ndarray]] = {}
+        models = self._vector_signals(embeds, started, flt, fetch, candidates, available, missing, allowed,
+                                      query_vectors)
         missing = {signal: missing[signal] for signal in (CLIP, TEXT, KEYWORD) if signal in missing}
         if not available:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE,
@@ -318,10 +365,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                                    f"{signal}: {why}" for signal, why in missing.items()),
                                reason="NO_SIGNAL_AVAILABLE", metadata=missing)
 
-        # Ranked on the signals alone; only the page is hydrated. A photo deleted meanwhile (or no
-        # longer matching) is passed over and the next one takes its place.
-        ranked = sorted(((score, photo_id) for photo_id, candidate in candidates.items()
-                         if (score := self._fusion.score(candidate.signals, available)) >= min_score),
+        # Every candidate is scored exactly by each vector signal, then ranked by its calibrated
+        # probability; only the page is hydrated. A photo deleted meanwhile (or no longer
+        # matching) is passed over and the next one takes its place.
+        with STAGE_SECONDS.labels("rescore").time():
+            self._score_candidates(candidates, query_vectors)
+        ranked = sorted(((score, photo_id) for photo_id, score
+                         in self._fusion.probabilities(candidates, available).items() if score >= min_score),
                         key=lambda ranked_hit: (-ranked_hit[0], ranked_hit[1]))
         hits, position = [], offset
         while len(hits) < page_size and position < len(ranked):
@@ -388,6 +438,16 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             if not (token := listed.next_page_token):
                 return ids
 
+    def _score_candidates(self, candidates: dict[str, Candidate],
+                          query_vectors: dict[str, tuple[str, np.ndarray]]) -> None:
+        """Adds each vector signal's exact score to the candidates found by other signals only (a
+        photo without a vector of the query's model gets none)."""
+        for signal, (model, vector) in query_vectors.items():
+            unscored = {photo_id for photo_id, c in candidates.items() if signal not in c.signals}
+            if unscored:
+                for photo_id, score in self._search_within(vector, model, SPACES[signal], unscored, -1.0):
+                    candidates[photo_id].signals[signal] = score
+
     def _search_within(self, vector: np.ndarray, model: str, space: str, allowed: set[str],
                        min_score: float) -> list[tuple[str, float]]:
         """Exact cosine scores of the allowed photos' vectors of `model` in `space`."""
@@ -430,11 +490,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     def _vector_signals(self, embeds: dict[str, grpc.Future], started: float, flt: VectorFilter, fetch: int,
                         candidates: dict[str, Candidate], available: list[str], missing: dict[str, str],
-                        allowed: set[str] | None = None) -> list[str]:
-        """Adds the CLIP and text hits at or above their cut-offs to `candidates`, and each signal
-        to `available` or, with why, to `missing`; returns the models of those available. An
-        encoder that answers UNAVAILABLE (model not ready) is left out; any other failure fails
-        the search."""
+                        allowed: set[str] | None = None,
+                        query_vectors: dict[str, tuple[str, np.ndarray]] | None = None) -> list[str]:
+        """Adds the CLIP and text hits at or above their cut-offs to `candidates`, each signal to
+        `available` or, with why, to `missing`, and each answered query vector (with its model) to
+        `query_vectors`; returns the models of those available. An encoder that answers
+        UNAVAILABLE (model not ready) is left out; any other failure fails the search."""
         models = {}
         missing.update({signal: f"switched off (PHOTOSTORE_SEARCH_WEIGHT_{signal.upper()}=0)"
                         for signal in (CLIP, TEXT) if not self._fusion.enabled(signal)})
@@ -453,6 +514,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 missing[signal] = e.details() or e.code().name
                 continue
             models[signal] = embedded.model
+            if query_vectors is not None:
+                query_vectors[signal] = (embedded.model, _vector(embedded.embeddings[0]))
             STAGE_SECONDS.labels(f"{signal}_encode").observe(time.perf_counter() - started)
             with STAGE_SECONDS.labels(f"{signal}_vectors").time():
                 if allowed is None:

@@ -30,6 +30,7 @@ from photostore.backends.base import TOPIC_PHOTO_UPLOADED, VectorObject
 from photostore.events import decode, status_record
 from photostore.errors import ServiceError
 from photostore.settings import Settings, get_settings
+from search_svc.calibration import Calibration
 from search_svc.server import serve as serve_search
 from tests.harness import add_user
 from tests.stack import free_port
@@ -424,8 +425,10 @@ def test_reindex_follows_progress_and_search_shows_signals(settings, tiny_clip, 
         out = capsys.readouterr().out
         header, row = out.splitlines()[:2]
         assert header.split()[:5] == ["rank", "score", "clip", "text", "keyword"]
-        # Only the keyword matches: half its weight of 0.5 out of 2.5 (clip 1, text 1, keyword 0.5).
-        assert row.split()[:5] == ["1", "0.200", "-", "-", "1.000"] and "d.webp" in row
+        # Only the keyword matches, and the photo has no vectors: the calibrated keyword-only model
+        # judges it (docs/SEARCH.md).
+        alone = Calibration.load().probability({"keyword": 1.0}, ["keyword"])
+        assert row.split()[:5] == ["1", f"{alone:.3f}", "-", "-", "1.000"] and "d.webp" in row
         assert row.split()[-1] == "webp"
 
         # export --query: the search's hits, each under its name.

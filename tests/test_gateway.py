@@ -56,7 +56,8 @@ def stack(tmp_path_factory):
         model_name=tiny.model_name, model_config_dir=tiny.config_dir,
         model_pretrained=str(tiny.checkpoint_path), model_retry_seconds=0.5,
         # CLIP alone: the gateway passes search through; the hybrid ranking is tested elsewhere.
-        signals_enabled=False, search_weight_keyword=0, search_min_clip=-1)
+        signals_enabled=False, search_weight_keyword=0, search_min_clip=-1,
+        search_min_probability=0)
     ingest = serve_ingest(settings, 0, max_watchers=MAX_WATCHERS)
     settings = settings.model_copy(update={"ingest_target": f"127.0.0.1:{ingest.port}"})
     embed = serve_embed(settings, 0)

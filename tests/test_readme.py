@@ -125,7 +125,8 @@ def test_readme_examples_run_as_written(tiny_clip, tmp_path):
             shutil.copy(path, home / "Pictures" / ("trip" if path.name == "coffee.png" else "") / path.name)
     (home / "Pictures" / "notes.txt").write_text("not a photo\n")
     # The tiny CLIP's random scores pass no real cut-off: every photo counts, so searches find some.
-    env = {**up_env(tmp_path, tiny_clip, PHOTOSTORE_SEARCH_MIN_CLIP="-1"), "HOME": str(home)}
+    env = {**up_env(tmp_path, tiny_clip, PHOTOSTORE_SEARCH_MIN_CLIP="-1",
+                           PHOTOSTORE_SEARCH_MIN_PROBABILITY="0"), "HOME": str(home)}
     env.pop("PHOTOSTORE_API_KEY", None)
     addresses = default_addresses(env)
     up = Up(env)

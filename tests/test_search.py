@@ -29,6 +29,8 @@ from photostore.server import GrpcService
 from photostore.settings import Settings
 from search_svc.server import serve as serve_search
 from search_svc import query_filters
+from search_svc.calibration import Calibration
+from search_svc.calibration import features as calibration_features
 from search_svc.service import keyword_terms
 from tests.harness import add_user, service_auth
 from tests.stack import free_port
@@ -45,14 +47,18 @@ DEFAULTS = Settings()
 WEIGHTS = {"clip": DEFAULTS.search_weight_clip, "text": DEFAULTS.search_weight_text,
            "keyword": DEFAULTS.search_weight_keyword}
 CUTOFFS = {"clip": DEFAULTS.search_min_clip, "text": DEFAULTS.search_min_text}
-# Keyword text of some photos (filename, labels, OCR text) and the query words it holds.
+CALIBRATION = Calibration.load()
+# Keyword text of some photos (filename, labels, OCR text) and the words of it found: the query's
+# terms, then their expansions (search_svc/lexicon.py: plurals, "couch" for sofa, "tabby" for cat).
 KEYWORD_TEXT = {
     "alice00": ("cat.jpg", [], "", ["cat"]),
-    "alice01": ("alice01.jpg", [("studio couch", 0.6)], "RED SOFA", ["red", "sofa"]),
-    "alice02": ("red_cat.png", [("tabby", 0.7)], "Asleep", ["cat", "asleep", "red"]),
-    "alice03": ("cats.jpg", [("sofas", 0.5)], "", []),  # plurals are other words
+    "alice01": ("alice01.jpg", [("studio couch", 0.6)], "RED SOFA", ["red", "sofa", "couch"]),
+    "alice02": ("red_cat.png", [("tabby", 0.7)], "Asleep", ["cat", "asleep", "red", "tabby"]),
+    "alice03": ("cats.jpg", [("sofas", 0.5)], "", ["cats", "sofas"]),
     "bob00": ("cat.jpg", [], "", ["cat"]),
 }
+# How many of the query's terms those words stand for.
+TERMS_FOUND = {"alice00": 1, "alice01": 2, "alice02": 3, "alice03": 2, "bob00": 1}
 
 
 @dataclasses.dataclass
@@ -113,23 +119,34 @@ def record(photo: Photo, filename: str, labels, ocr_text: str) -> PhotoRecord:
 
 
 def expected_hits(stack: Stack, photos: list[Photo], available=("clip", "text", "keyword"),
-                  min_score: float = -1.0, limit: int = 200) -> list[tuple[str, float, dict, list]]:
-    """(name, fused score, signals, matched terms) best first, by the formula in docs/SEARCH.md."""
-    hits = []
-    for p in photos:
-        signals = {}
-        for signal, vector in (("clip", p.clip), ("text", p.text)):
-            if signal in available and vector is not None:
-                score = float(vector @ stack.queries[signal])
-                if score >= CUTOFFS[signal]:
-                    signals[signal] = score
+                  min_score: float = 0.0, limit: int = 200, unfiltered: bool = False
+                  ) -> list[tuple[str, float, dict, list]]:
+    """(name, probability, signals, matched terms) best first, as docs/SEARCH.md describes: photos
+    at or above one signal's cut-off (or matching a word) are candidates, each scored by every
+    available signal, and the calibration turns those scores into the probability. In an unfiltered
+    search of alice's, her deleted photo's lingering vectors are candidates too (they set the best
+    scores), never hits."""
+    candidates = {}
+    lingering = [stack.deleted] if unfiltered and stack.deleted.owner == photos[0].owner else []
+    for p in photos + lingering:
+        signals = {signal: float(vector @ stack.queries[signal])
+                   for signal, vector in (("clip", p.clip), ("text", p.text))
+                   if signal in available and vector is not None}
         if "keyword" in available and p.matched:
-            signals["keyword"] = len(p.matched) / len(TERMS)
-        if not signals:
+            signals["keyword"] = TERMS_FOUND[p.id] / len(TERMS)
+        if "keyword" in signals or any(signals[s] >= CUTOFFS[s] for s in ("clip", "text") if s in signals):
+            candidates[p.id] = (p, signals)
+    best = {s: max((signals[s] for _, signals in candidates.values() if s in signals), default=0.0)
+            for s in available}
+    hits = []
+    for p, signals in candidates.values():
+        if p in lingering:
             continue
-        fused = sum(WEIGHTS[s] * v for s, v in signals.items()) / sum(WEIGHTS[s] for s in available)
-        if fused >= min_score:
-            hits.append((p.name, fused, signals, p.matched))
+        # Judged by the signals it has a score of (a photo without a text vector: CLIP and keywords).
+        has = [s for s in available if s == "keyword" or s in signals]
+        probability = CALIBRATION.probability(calibration_features(signals, best, has), has, WEIGHTS)
+        if probability >= min_score:
+            hits.append((p.name, probability, signals, p.matched))
     return sorted(hits, key=lambda h: (-h[1], h[0]))[:limit]
 
 
@@ -161,9 +178,11 @@ def wait_until_ready(embed: embed_pb2_grpc.EmbedServiceStub, auth) -> embed_pb2.
 
 def start_search(settings: Settings, embed_port: int, ingest_port: int) -> GrpcService:
     # The tests change places and makes in the store under the service: none may be read stale.
+    # They compare whole rankings of candidates: no default cut-off on the probability.
     return serve_search(settings.model_copy(update={"embed_target": f"127.0.0.1:{embed_port}",
                                                     "ingest_target": f"127.0.0.1:{ingest_port}",
-                                                    "search_vocabulary_seconds": 0}), 0)
+                                                    "search_vocabulary_seconds": 0,
+                                                    "search_min_probability": 0.0}), 0)
 
 
 def query_vector(embed, auth, encoder) -> tuple[np.ndarray, str]:
@@ -282,7 +301,7 @@ def test_keyword_terms_drop_stopwords_and_repeats():
 def test_ranking_is_the_documented_fusion_of_the_callers_photos(stack):
     response = search(stack, page_size=200)
     assert list(response.models) == [stack.models['clip'], stack.models['text']]
-    expected = expected_hits(stack, stack.owned_by(stack.alice_id))
+    expected = expected_hits(stack, stack.owned_by(stack.alice_id), unfiltered=True)
     # Every kind of hit is there: all three signals, one signal only, and keyword only.
     assert {frozenset(h[2]) for h in expected} >= {frozenset({"clip", "text", "keyword"}),
                                                    frozenset({"clip"}), frozenset({"text"})}
@@ -301,18 +320,37 @@ def test_photos_below_every_cut_off_are_left_out(stack):
 
 
 def test_page_size_defaults_to_20_and_deleted_photos_are_made_up_for(stack):
-    expected = expected_hits(stack, stack.owned_by(stack.alice_id))
+    expected = expected_hits(stack, stack.owned_by(stack.alice_id), unfiltered=True)
     assert len(expected) > 20
     assert_same_hits(actual_hits(search(stack, page_size=3)), expected[:3])
     assert_same_hits(actual_hits(search(stack)), expected[:20])
 
 
 def test_min_score_applies_to_the_fused_score(stack):
-    scores = [h[1] for h in expected_hits(stack, stack.owned_by(stack.alice_id))]
+    scores = [h[1] for h in expected_hits(stack, stack.owned_by(stack.alice_id), unfiltered=True)]
     threshold = (scores[5] + scores[6]) / 2
-    expected = expected_hits(stack, stack.owned_by(stack.alice_id), min_score=threshold)
+    expected = expected_hits(stack, stack.owned_by(stack.alice_id), min_score=threshold, unfiltered=True)
     assert len(expected) == 6
     assert_same_hits(actual_hits(search(stack, min_score=threshold)), expected)
+
+
+def test_by_default_hits_below_the_calibrated_threshold_are_left_out(stack):
+    settings = stack.settings.model_copy(update={"search_min_probability": None})
+    server = serve_search(settings.model_copy(update={"embed_target": f"127.0.0.1:{stack.ports['embed']}",
+                                                      "ingest_target": f"127.0.0.1:{stack.ports['ingest']}"}), 0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        every = expected_hits(stack, stack.owned_by(stack.alice_id), unfiltered=True)
+        expected = expected_hits(stack, stack.owned_by(stack.alice_id), min_score=CALIBRATION.threshold,
+                                 unfiltered=True)
+        assert 0 < len(expected) < len(every)
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        assert_same_hits(actual_hits(search(stack, stub=stub, page_size=200)), expected)
+        # A request's min_score replaces the default.
+        assert_same_hits(actual_hits(search(stack, stub=stub, page_size=200, min_score=0)), every)
+    finally:
+        channel.close()
+        server.stop()
 
 
 def test_each_user_sees_only_their_own_photos(stack):
@@ -400,7 +438,7 @@ def test_without_the_embed_service_keywords_still_answer_and_no_signal_is_unavai
         response = search(stack, stub=stub, page_size=200)
         assert list(response.models) == []
         assert_same_hits(actual_hits(response), expected_hits(stack, stack.owned_by(stack.alice_id),
-                                                              available=("keyword",)))
+                                                              available=("keyword",), unfiltered=True))
         assert [h.photo.name for h in response.hits][0] == "photos/alice02"  # 3 of 4 words
 
         err = rpc_error(search, stack, stub=stub, query="the of a")

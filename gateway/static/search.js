@@ -89,7 +89,7 @@ function whatMatched(photo, matchedTerms = []) {
 function hitItem(hit, rank) {
   const { photo, score } = hit;
   const caption = el("div", { class: "hit-caption" },
-    el("span", { class: "score", title: "Relevance: the weighted mean of the signals that matched" },
+    el("span", { class: "score", title: "Relevance: the probability that this photo is what you asked for, from the signals that matched" },
       score.toFixed(3)),
     signalScores(hit.signals),
     el("span", { class: "hit-name" }, displayName(photo)),

@@ -82,7 +82,7 @@ def stack(tmp_path, tiny_clip):
     # states depend on it. The label/OCR signals are tested through the API (tests/e2e).
     s = Stack(tmp_path, tmp_path / "weights" / "tiny.pt", tiny_clip,
               env={"PHOTOSTORE_SIGNALS_ENABLED": "false", "PHOTOSTORE_SEARCH_WEIGHT_KEYWORD": "0",
-                   "PHOTOSTORE_SEARCH_MIN_CLIP": "-1"})
+                   "PHOTOSTORE_SEARCH_MIN_CLIP": "-1", "PHOTOSTORE_SEARCH_MIN_PROBABILITY": "0"})
     s.checkpoint_path.parent.mkdir()
     try:
         s.start_all()

@@ -40,7 +40,8 @@ def stack_env() -> dict[str, str]:
     open_clip's own math (the hybrid ranking has tests/e2e/test_hybrid_search.py; the fast
     backends' agreement with fp32, tests/test_runtimes.py)."""
     return {"PHOTOSTORE_SIGNALS_ENABLED": "false", "PHOTOSTORE_SEARCH_WEIGHT_KEYWORD": "0",
-            "PHOTOSTORE_SEARCH_MIN_CLIP": "-1", "PHOTOSTORE_CLIP_BACKEND": "torch"}
+            "PHOTOSTORE_SEARCH_MIN_CLIP": "-1", "PHOTOSTORE_SEARCH_MIN_PROBABILITY": "0",
+            "PHOTOSTORE_CLIP_BACKEND": "torch"}
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def assert_same_ranking(hits, expected: list[tuple[str, float]]):
     for hit, (_, expected_score) in zip(hits, expected):
         assert hit.photo.name in reference
         assert abs(reference[hit.photo.name] - expected_score) < 1e-4, (hit.photo.name, expected)
-        assert abs(hit.score - reference[hit.photo.name]) < 1e-4
+        assert abs(hit.signals.clip - reference[hit.photo.name]) < 1e-4
 
 
 @pytest.mark.parametrize("query", ["a cat", "an astronaut", "a cup of coffee", "a rocket"])
@@ -164,8 +165,11 @@ def test_search_ranking_equals_open_clip_math(stack, state, reference, query):
                                      metadata=auth(state["alice"]))
     assert list(resp.models) == [state["model"]]
     assert_same_ranking(resp.hits, expected)
-    # min_score cuts off everything below it (a cut between the 5th and 6th leaves 5).
-    cut = (expected[4][1] + expected[5][1]) / 2
+    # The score (CLIP's calibrated probability) falls with the cosine; min_score cuts off every
+    # hit below it (a cut between the 5th and 6th leaves 5).
+    scores = [h.score for h in resp.hits]
+    assert scores == sorted(scores, reverse=True) and scores[4] > scores[5]
+    cut = (scores[4] + scores[5]) / 2
     above = stack.search.SearchPhotos(search_pb2.SearchPhotosRequest(query=query, page_size=10,
                                                                       min_score=cut),
                                       metadata=auth(state["alice"]))

@@ -135,7 +135,9 @@ def test_photos_are_indexed_with_labels_and_ocr_text_but_no_clip(stack, alice):
 
 @pytest.mark.parametrize("query, filename", EXPECTED_FIRST.items())
 def test_the_right_photo_comes_first(stack, alice, query, filename):
-    response = search(stack, alice, query)
+    # The ranking, every candidate: the calibrated cut-off may leave out a weak match ("a temple":
+    # the labels say palace and monastery; tests/e2e/test_search_quality.py checks the cut-off).
+    response = search(stack, alice, query, min_score=0)
     assert response.hits, f"no hits for {query!r}"
     top = response.hits[0]
     assert top.photo.filename == filename, [(h.photo.filename, round(h.score, 3)) for h in response.hits[:5]]

@@ -49,7 +49,7 @@ def stack(request, tmp_path_factory, tiny_clip, own_engines):
     workdir = tmp_path_factory.mktemp("faults")
     s = Stack(workdir, tiny_clip.checkpoint_path, tiny_clip, backends=backends, env={
         "PHOTOSTORE_SIGNALS_ENABLED": "false", "PHOTOSTORE_SEARCH_WEIGHT_KEYWORD": "0",
-        "PHOTOSTORE_SEARCH_MIN_CLIP": "-1",
+        "PHOTOSTORE_SEARCH_MIN_CLIP": "-1", "PHOTOSTORE_SEARCH_MIN_PROBABILITY": "0",
         "PHOTOSTORE_OUTBOX_INTERVAL_SECONDS": "2", "PHOTOSTORE_EVENTS__SEND_TIMEOUT_S": "5"})
     s.start_all()
     yield s
