@@ -267,7 +267,8 @@ def _directory_sha256(path: Path) -> str:
 class Analysis:
     labels: list[tuple[str, float]]  # ImageNet labels best first, then objects, colours, text tags
     ocr_text: str
-    # L2-normalised; None when the photo has neither a label above the cut-off nor text.
+    # L2-normalised; None when the photo has no label above the cut-off, no object and no text
+    # (colours alone make none).
     text_vector: np.ndarray | None
 
 
@@ -339,10 +340,12 @@ class ImageAnalyzer:
         top_k, per_photo = self._settings.label_vector_top_k, list(zip(labels, objects, colours))
         # Objects and colours join the vector too, each label weighted by the square root of its
         # score and colours by a fifth of that (measured on the tune part of bench/eval_set.json;
-        # docs/SEARCH.md).
-        vectors = self._text_vectors([[(name, score ** 0.5) for name, score in imagenet[:top_k] + found]
-                                      + [(name, COLOUR_VECTOR_WEIGHT * score ** 0.5) for name, score in named]
-                                      for imagenet, found, named in per_photo], texts)
+        # docs/SEARCH.md). Colours alone make no vector: every image has some ("white" for a blank).
+        weighted = [[(name, score ** 0.5) for name, score in imagenet[:top_k] + found]
+                    for imagenet, found, _ in per_photo]
+        vectors = self._text_vectors([
+            parts + [(name, COLOUR_VECTOR_WEIGHT * score ** 0.5) for name, score in named] if parts or text else []
+            for parts, (_, _, named), text in zip(weighted, per_photo, texts)], texts)
         evidence = [imagenet + found + named + self._text_tags(text)
                     for (imagenet, found, named), text in zip(per_photo, texts)]
         return [Analysis(photo_labels, text, vector) for photo_labels, text, vector in zip(evidence, texts, vectors)]

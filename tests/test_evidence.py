@@ -157,6 +157,15 @@ def test_objects_and_colours_turn_the_text_vector_towards_them(analyzer):
     assert horses.text_vector @ query > imagenet_only @ query + 0.1
 
 
+def test_colours_alone_make_no_text_vector(analyzer):
+    """A blank image is "white", but has nothing to search by: no vector (FindSimilar then says
+    IMAGE_HAS_NO_SIGNAL while CLIP is missing, tests/test_gateway_openapi.py)."""
+    blank = Image.new("RGB", (64, 64), "white")
+    [analysis] = analyzer.analyze([encode(blank, "PNG")])
+    assert [name for name, _ in analysis.labels] == ["white"]
+    assert analysis.text_vector is None
+
+
 def test_objects_turn_off_with_their_setting_or_ocr(tmp_path):
     assert ImageAnalyzer(Settings(data_dir=tmp_path, objects_enabled=False)).objects is None
     without_ocr = ImageAnalyzer(Settings(data_dir=tmp_path, ocr_enabled=False))

@@ -502,7 +502,7 @@ def test_signals_index_without_clip_and_a_reindex_adds_only_what_is_missing(tiny
                 images=[photos[name]], skip_text=True), metadata=server.auth).analyses
             assert status.analysed and analysis.ocr_text == ""
             stored = backends.vectors.get(photo_id, SPACE_TEXT)
-            if analysis.labels:  # a text vector of the labels alone
+            if analysis.text_embedding.values:  # a text vector of the labels alone (not of colours alone)
                 assert status.clip_model == "" and list(status.embedding_models) == [TEXT_MODEL]
                 assert (stored.model, stored.owner, stored.vector.shape) == (TEXT_MODEL, OWNER, (384,))
                 np.testing.assert_allclose(stored.vector, analysis.text_embedding.values, atol=1e-5)
