@@ -43,7 +43,7 @@ from photostore.backends import open_users, open_vectors  # noqa: E402
 from photostore.backends.base import SPACE_CLIP, SPACE_TEXT, VectorFilter  # noqa: E402
 from photostore.settings import Settings  # noqa: E402
 from search_svc import calibration  # noqa: E402
-from search_svc.service import keyword_shares, keyword_terms, photo_signals  # noqa: E402
+from search_svc.service import exact_scores, keyword_shares, keyword_terms, photo_signals  # noqa: E402
 from tests.photo_samples import upload  # noqa: E402
 from tests.stack import Stack, wait_serving  # noqa: E402
 from tests.tinyclip import TinyClip  # noqa: E402
@@ -104,18 +104,14 @@ def signal_scores(stack: Stack, settings: Settings, owner: str, queries: list[st
     spaces = {"text": (SPACE_TEXT, embed_pb2.TEXT_ENCODER_SENTENCE)}
     if has_clip:
         spaces["clip"] = (SPACE_CLIP, embed_pb2.TEXT_ENCODER_CLIP)
-    stored = {signal: vectors.get_many(photo_ids, space) for signal, (space, _) in spaces.items()}
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for query in queries:
         per_signal = scores[query] = {}
         for signal, (space, encoder) in spaces.items():
             embedded = stack.embed.EmbedText(embed_pb2.EmbedTextRequest(texts=[query], encoder=encoder),
                                              metadata=service_auth, timeout=60)
-            q = np.asarray(embedded.embeddings[0].values, np.float32)
-            q /= np.linalg.norm(q) or 1.0
-            per_signal[signal] = {
-                pid: float(np.dot(q, np.asarray(obj.vector, np.float32) / np.linalg.norm(obj.vector)))
-                for pid, obj in stored[signal].items() if obj.vector is not None and obj.model == embedded.model}
+            per_signal[signal] = exact_scores(vectors, np.asarray(embedded.embeddings[0].values, np.float32),
+                                              embedded.model, space, photo_ids)
         terms = keyword_terms(query)
         if terms:
             per_signal["keyword"] = {pid: share for pid, share, _ in
@@ -161,7 +157,7 @@ def fit(scores, relevant: dict[str, set[str]], tune: list[str], cutoffs: dict[st
         if available == ["keyword", "text"]:
             p = model.predict_proba(x)[:, 1]
             grid = np.linspace(0.05, 0.95, 91)
-            f1 = [2 * (tp := np.sum((p >= t) & y)) / max(np.sum(p >= t) + np.sum(y), 1) for t in grid]
+            f1 = [2 * np.sum((p >= t) & y) / max(np.sum(p >= t) + np.sum(y), 1) for t in grid]
             threshold = float(round(grid[int(np.argmax(f1))], 2))
     return calibration.Calibration(
         models=models, clip_prior=prior, threshold=threshold,
