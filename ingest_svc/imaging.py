@@ -1,5 +1,5 @@
-"""Checks that uploaded bytes are a supported, sane image; reads its EXIF; makes its thumbnail, its
-preview and the copy the image models read, from the one decode."""
+"""Checks that uploaded bytes are a supported, sane image; reads its EXIF; makes its thumbnail and
+the copy the image models read from the one decode, and its preview from a later one."""
 from __future__ import annotations
 
 import contextlib
@@ -73,8 +73,6 @@ class ImageInfo:
     thumbnail_jpeg: bytes
     # RGB, short side model_copy_px (never upscaled): what the index stage reads.
     model_copy_jpeg: bytes
-    # RGB, long side at most PREVIEW_PX (never upscaled), upright: what the viewer shows.
-    preview_jpeg: bytes
     # Perceptual hash (photostore.duplicates.phash) of the decode, upright.
     phash: str = ""
 
@@ -85,36 +83,31 @@ def configure_pillow(max_pixels: int) -> None:
     warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
-def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int, model_copy_px: int,
-                  preview_px: int = PREVIEW_PX) -> ImageInfo:
-    """Sniffs, bounds and fully decodes the image at `path`; raises ServiceError when it is unfit."""
+def inspect_image(path: str, *, max_pixels: int, thumbnail_px: int, model_copy_px: int) -> ImageInfo:
+    """Sniffs, bounds and fully decodes the image at `path`; raises ServiceError when it is unfit.
+    The preview is left to make_preview: its larger decode would hold up the upload."""
     with _opened(path, max_pixels) as img:
         width, height = img.size
-        # The decode must still cover the preview and thumbnail (long side) and the model copy
-        # (short side); a JPEG is decoded at the smallest DCT scale that does.
-        long_side = max(preview_px, thumbnail_px)
-        _load(img, long_side, model_copy_px)
+        # The decode must still cover the thumbnail (long side) and the model copy (short side);
+        # a JPEG is decoded at the smallest DCT scale that does.
+        _load(img, thumbnail_px, model_copy_px)
         exif = read_exif(img)
         # A large decode is made smaller before it is turned and copied: no full-size copy of it.
-        reduced = reduce_by(img, _cover_factor(img.size, long_side, model_copy_px))
+        reduced = reduce_by(img, _cover_factor(img.size, thumbnail_px, model_copy_px))
         oriented = _apply_orientation(reduced)
         if oriented.size != reduced.size or _quarter_turned(img):  # the size as shown
             width, height = height, width
-        preview = _preview_pixels(oriented, preview_px)
-        # The smaller copies are made from the preview's pixels where they hold enough (cheaper).
-        source = preview if min(preview.size) >= min(model_copy_px, min(oriented.size)) else oriented
-        model_copy = make_model_copy(source, model_copy_px)
+        model_copy = make_model_copy(oriented, model_copy_px)
         return ImageInfo(content_type=CONTENT_TYPES[img.format], width=width, height=height,
-                         exif=exif, thumbnail_jpeg=make_thumbnail(source, thumbnail_px),
+                         exif=exif, thumbnail_jpeg=make_thumbnail(oriented, thumbnail_px),
                          model_copy_jpeg=model_copy,
-                         preview_jpeg=make_thumbnail(preview, preview_px, optimize=False),
                          # From the model copy, as the backfill of older photos hashes them.
                          phash=duplicates.phash_of(model_copy))
 
 
 def make_preview(path: str, *, max_pixels: int, preview_px: int = PREVIEW_PX) -> bytes:
-    """The preview of the stored original at `path`, for photos stored before previews were made
-    at upload; decoded under the same pixel limit and budget. Raises ServiceError when unfit."""
+    """The preview of the stored original at `path`, decoded under the same pixel limit and budget
+    as the upload. Raises ServiceError when unfit."""
     with _opened(path, max_pixels) as img:
         _load(img, preview_px, 1)
         reduced = reduce_by(img, _cover_factor(img.size, preview_px, 1))

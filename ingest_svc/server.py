@@ -5,6 +5,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from typing import Callable
 
 from prometheus_client import Gauge
 
@@ -16,11 +17,11 @@ from photos.v1 import album_pb2_grpc, auth_pb2, auth_pb2_grpc, embed_pb2_grpc, i
 from photostore import events as photo_events
 from photostore.auth import Authenticator, AuthServicer, register_service_key
 from photostore.backends import open_blobs, open_events, open_metadata, open_users, open_vectors
-from photostore.backends.base import TOPIC_PHOTO_CHANGES, TOPIC_PHOTO_STATUS, utcnow
+from photostore.backends.base import TOPIC_PHOTO_CHANGES, TOPIC_PHOTO_STATUS, TOPIC_PHOTO_UPLOADED, utcnow
 from photostore.convert import NAME_PREFIX, USER_PREFIX
 from photostore.pagination import PageTokens, token_secret
 from photostore.metrics import serve_metrics
-from photostore.server import GrpcService, make_channel, setup_process, start_server
+from photostore.server import GrpcService, lower_thread_priority, make_channel, setup_process, start_server
 from photostore.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,11 @@ POLL_S = 0.5
 RETRY_S = 2.0
 BACKLOG_INTERVAL_S = 15.0
 STATUS_BACKLOG = Gauge("status_backlog", "photos.status events the ingest replicas have not applied yet")
+PREVIEW_GROUP = "ingest-previews"
+PREVIEW_BATCH = 10
+PREVIEW_NICENESS = 10
+PREVIEW_BACKLOG = Gauge("preview_backlog", "photos.uploaded events whose preview the ingest replicas "
+                        "have not made yet")
 
 
 def serve(settings: Settings, port: int, max_watchers: int | None = None) -> GrpcService:
@@ -66,6 +72,8 @@ def serve(settings: Settings, port: int, max_watchers: int | None = None) -> Grp
                          daemon=True),
         threading.Thread(target=_consume_status, args=(servicer, events, stopping),
                          name="status-consumer", daemon=True),
+        threading.Thread(target=_make_previews, args=(servicer, events, stopping),
+                         name="previews", daemon=True),
         threading.Thread(target=_feed_watchers, args=(changes, hub, stopping),
                          name="watch-feed", daemon=True),
         threading.Thread(target=_purge_trash, args=(servicer, settings, stopping), name="trash-purge",
@@ -136,26 +144,40 @@ def _prune_events(events, retention_hours: float, stopping: threading.Event) -> 
 
 
 def _consume_status(servicer: IngestServicer, events, stopping: threading.Event) -> None:
-    """Applies photos.status events (once across the replicas: one group), committing each batch
-    only after its writes."""
-    consumer = events.consumer(STATUS_GROUP, [TOPIC_PHOTO_STATUS])
+    """Applies photos.status events (once across the replicas: one group)."""
+    _consume(events, STATUS_GROUP, TOPIC_PHOTO_STATUS, servicer.apply_status_events, STATUS_BACKLOG, stopping)
+
+
+def _make_previews(servicer: IngestServicer, events, stopping: threading.Event) -> None:
+    """Makes the previews of new uploads (once across the replicas: one group), at a lower CPU
+    priority than uploads and indexing, which a preview must never hold back."""
+    lower_thread_priority(PREVIEW_NICENESS)
+    _consume(events, PREVIEW_GROUP, TOPIC_PHOTO_UPLOADED, servicer.make_previews, PREVIEW_BACKLOG,
+             stopping, max_records=PREVIEW_BATCH)
+
+
+def _consume(events, group: str, topic: str, apply: Callable[[list], object], backlog: Gauge,
+             stopping: threading.Event, max_records: int = 100) -> None:
+    """Applies `topic`'s events as `group`, committing each batch only after `apply` has written
+    it; a failed batch is polled again after a pause. `backlog` tracks the group's lag."""
+    consumer = events.consumer(group, [topic])
     failed = False
     measured = 0.0
     try:
         while not stopping.is_set():
             try:
                 if time.monotonic() - measured > BACKLOG_INTERVAL_S:
-                    STATUS_BACKLOG.set(sum(events.lag(STATUS_GROUP, [TOPIC_PHOTO_STATUS]).values()))
+                    backlog.set(sum(events.lag(group, [topic]).values()))
                     measured = time.monotonic()
                 if failed:  # redeliver what was polled but not committed
                     consumer.seek_to_committed()
                     failed = False
-                batch = consumer.poll(max_records=100, timeout_s=POLL_S)
+                batch = consumer.poll(max_records=max_records, timeout_s=POLL_S)
                 if batch:
-                    servicer.apply_status_events(batch)
+                    apply(batch)
                     consumer.commit(batch)
             except Exception:  # noqa: BLE001 - retry after a pause
-                log.exception("applying status events failed; retrying")
+                log.exception("%s: applying %s events failed; retrying", group, topic)
                 failed = True
                 stopping.wait(RETRY_S)
     finally:

@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from ingest_svc import imaging, places
 from ingest_svc.browse import PlaceBackfill, summary_to_proto
-from ingest_svc.renditions import Previews, preview_key, rendition_keys, variant_blob
+from ingest_svc.renditions import Previews, rendition_keys, variant_blob
 from ingest_svc.spool import Spool
 from ingest_svc.watch import WatchHub
 from photos.v1 import embed_pb2, embed_pb2_grpc, events_pb2, ingest_pb2, ingest_pb2_grpc, photo_pb2
@@ -254,7 +254,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             content_type=info.content_type, size_bytes=meta.size_bytes,
             width=info.width, height=info.height,
             blob_key=f"originals/{owner}/{sha256}", thumbnail_key=f"thumbnails/{owner}/{photo_id}.jpg",
-            preview_key=preview_key(owner, photo_id), phash=info.phash,
+            phash=info.phash,
             created_at=now, updated_at=now, taken_at=info.exif.taken_at,
             camera_make=info.exif.camera_make, camera_model=info.exif.camera_model,
             latitude=info.exif.latitude, longitude=info.exif.longitude, altitude=info.exif.altitude,
@@ -263,7 +263,6 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             self._blobs.put_file(record.blob_key, path, record.content_type)
             self._blobs.put_bytes(record.thumbnail_key, info.thumbnail_jpeg, "image/jpeg")
             self._blobs.put_bytes(record.model_copy_key, info.model_copy_jpeg, "image/jpeg")
-            self._blobs.put_bytes(record.preview_key, info.preview_jpeg, "image/jpeg")
             stored, created = self._metadata.insert_photo(record, meta.request_id)
         except Exception:
             self._remove_blobs(record)
@@ -305,21 +304,32 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             if len(batch) < SEND_BATCH:
                 return sent
 
+    # Previews, made after the upload from photos.uploaded (one replica each: group semantics)
+
+    def make_previews(self, events: Sequence[Event]) -> int:
+        """Makes the preview of each newly uploaded photo that has none yet; returns how many were
+        made. A photo gone meanwhile, or whose original cannot be made into one, is passed over
+        (a preview download says why); a failing blob store raises, to be retried."""
+        made = 0
+        # Reindex requests and retries ride on the same topic; older photos get theirs when asked.
+        for _, message in photo_events.of_kind(events, "uploaded", others_expected=True):
+            record = self._metadata.get_photo(message.uploaded.subject.photo_id)
+            if record is None or record.preview_key:
+                continue
+            try:
+                self._previews.ensure(record)
+                made += 1
+            except ServiceError as e:
+                log.info("previews: %s", e.message)
+        return made
+
     # Status changes from the embed worker (one replica applies each: group semantics)
 
     def apply_status_events(self, events: Sequence[Event]) -> None:
         """Writes each photos.status event to its row, then tells every replica's watchers
         through photos.changes (before the caller commits the batch)."""
         changes = []
-        for event in events:
-            try:
-                message = photo_events.decode(event)
-            except photo_events.MalformedEventError as e:
-                log.warning("skipping malformed status event: %s", e)
-                continue
-            if message.WhichOneof("event") != "status_changed":
-                log.warning("skipping %s event on %s", message.WhichOneof("event"), event.topic)
-                continue
+        for event, message in photo_events.of_kind(events, "status_changed"):
             change = message.status_changed
             status = STATUS_FROM_PROTO.get(change.status)
             text_state = TEXT_STATE_FROM_PROTO.get(change.text_state)

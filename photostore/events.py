@@ -6,6 +6,8 @@ photo id, so one photo's events keep their order in its partition.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from typing import Iterable, Iterator
 
 from google.protobuf import message as protobuf_message
 
@@ -23,6 +25,8 @@ from photostore.backends.base import (
     utcnow,
 )
 from photostore.convert import photo_to_proto, to_timestamp
+
+log = logging.getLogger(__name__)
 
 # The queue of each kind of work request (events the workers consume), and where it is given up.
 REQUEST_TOPICS = {"uploaded": TOPIC_PHOTO_UPLOADED, "reindex_requested": TOPIC_PHOTO_UPLOADED,
@@ -47,6 +51,22 @@ def decode(event: Event) -> events_pb2.PhotoEvent:
     if message.WhichOneof("event") is None and not message.HasField("dead_letter"):
         raise MalformedEventError(f"{event.topic}[{event.partition}]@{event.offset}: no event set")
     return message
+
+
+def of_kind(events: Iterable[Event], kind: str, *, others_expected: bool = False
+            ) -> Iterator[tuple[Event, events_pb2.PhotoEvent]]:
+    """The events of one kind (the PhotoEvent oneof), decoded; malformed ones are logged and
+    passed over, and so are other kinds (logged unless the topic carries them as well)."""
+    for event in events:
+        try:
+            message = decode(event)
+        except MalformedEventError as e:
+            log.warning("skipping malformed event: %s", e)
+            continue
+        if message.WhichOneof("event") == kind:
+            yield event, message
+        elif not others_expected:
+            log.warning("skipping %s event on %s", message.WhichOneof("event"), event.topic)
 
 
 def _record(topic: str, key: str, **fields) -> Record:

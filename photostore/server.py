@@ -222,3 +222,14 @@ def setup_process(component: str, *, tracing: bool = True) -> None:
     telemetry.configure_logging(settings.log_format, f"photostore-{component}", settings.access_log)
     if tracing:
         telemetry.configure_tracing(component, settings)
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Makes the calling thread `niceness` steps nicer than it is (Linux schedules each thread on
+    its own), for background work the requests must not wait on; where that is refused, the
+    thread runs on at the process's priority."""
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
+    except (AttributeError, OSError) as e:
+        log.warning("cannot lower the priority of thread %s: %s", threading.current_thread().name, e)

@@ -687,7 +687,7 @@ def test_upload_list_download_delete(client, key):
     assert thumb.content_length == len(thumb.data)
     assert Image.open(io.BytesIO(thumb.data)).format == "JPEG"
 
-    assert photo["hasPreview"] is True
+    assert photo["hasPreview"] is False  # made after the upload, or on its first request as here
     preview = client.get(f"{photo_path(photo)}/preview", headers=auth(key))
     assert preview.status_code == 200 and preview.mimetype == "image/jpeg"
     assert preview.headers["Cache-Control"] == thumb.headers["Cache-Control"]  # kept like the thumbnail

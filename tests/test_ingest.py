@@ -318,10 +318,11 @@ def test_upload_stores_blob_thumbnail_row_and_event(ingest):
     assert (photo.width, photo.height) == (512, 512)
     assert not photo.HasField("take_time") and not photo.HasField("location")
     photo_id = pid(photo)
-    assert ingest.stored_files() == [f"blobs/copies/{ingest.alice_id}/{photo_id}.jpg",
-                                     f"blobs/originals/{ingest.alice_id}/{sha256(data)}",
-                                     f"blobs/renditions/{ingest.alice_id}/{photo_id}.preview.jpg",
-                                     f"blobs/thumbnails/{ingest.alice_id}/{photo_id}.jpg"]
+    preview = f"blobs/renditions/{ingest.alice_id}/{photo_id}.preview.jpg"  # made after the upload
+    assert [f for f in ingest.stored_files() if f != preview] == [
+        f"blobs/copies/{ingest.alice_id}/{photo_id}.jpg", f"blobs/originals/{ingest.alice_id}/{sha256(data)}",
+        f"blobs/thumbnails/{ingest.alice_id}/{photo_id}.jpg"]
+    wait_for(lambda: preview in ingest.stored_files())
     [event] = ingest.uploaded_events()
     assert (event.key, event.kind) == (photo_id, "uploaded")
     assert event.message.uploaded == events_pb2.PhotoUploadedEvent(subject=events_pb2.IndexingSubject(
@@ -662,7 +663,9 @@ def test_delete_removes_everything_and_is_owner_scoped(ingest):
                       (ingest.stub.GetPhoto, ingest_pb2.GetPhotoRequest(name=photo.name)),
                       (ingest.stub.DownloadPhoto, ingest_pb2.DownloadPhotoRequest(name=photo.name))):
         assert rpc_error(call, req, metadata=ingest.bob).code() == grpc.StatusCode.NOT_FOUND
-    assert ingest.list().total_size == 1 and len(ingest.stored_files()) == 4  # original and 3 renditions
+    # The original and 3 renditions, the preview made after the upload.
+    wait_for(lambda: len(ingest.stored_files()) == 4)
+    assert ingest.list().total_size == 1
 
     ingest.stub.DeletePhoto(request, metadata=ingest.alice)  # to the trash
     assert ingest.list().total_size == 0 and len(ingest.stored_files()) == 4

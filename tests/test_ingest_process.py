@@ -1,5 +1,5 @@
 """The ingest service as its own process: its memory around uploads at the pixel limit (bounded
-while they decode, given back afterwards), and its answer when its disk is full."""
+while they and their previews decode, given back afterwards), and its answer when its disk is full."""
 from __future__ import annotations
 
 import contextlib
@@ -20,7 +20,7 @@ from PIL import Image
 from photos.v1 import ingest_pb2, ingest_pb2_grpc
 from photostore import uploads
 from photostore.auth import bearer_metadata
-from tests.test_ingest import error_info
+from tests.test_ingest import error_info, wait_for
 from tests.stack import ROOT, free_port, wait_serving
 
 pytestmark = pytest.mark.timeout(600)
@@ -110,6 +110,10 @@ def test_pixel_limit_uploads_decode_within_a_bound_and_give_the_memory_back(inge
     with ThreadPoolExecutor(CONCURRENT) as pool:
         answers = list(pool.map(lambda i: upload(stub, auth, photos[i], f"big-{i}.png"), range(CONCURRENT)))
     assert [(a.photo.width, a.photo.height) for a in answers] == [(SIDE, SIDE)] * CONCURRENT
+    # Their previews (a full decode each, in the background, under the same budget) come next.
+    for answer in answers:
+        wait_for(lambda: stub.GetPhoto(ingest_pb2.GetPhotoRequest(name=answer.photo.name), metadata=auth,
+                                       timeout=30).photo.has_preview, timeout_s=120)
 
     memory = {k: v * 1024 for k, v in memory_kib(proc.pid).items()}
     peak_growth, kept = memory["VmHWM"] - before, memory["VmRSS"] - before

@@ -1,11 +1,12 @@
 """What people do with a library every day, over gRPC on the real stack (embedded and scale-out):
-HEIC photos viewed through their preview, near-duplicates flagged at upload and grouped, albums,
+HEIC photos viewed through their preview (made after the upload), near-duplicates flagged at upload and grouped, albums,
 favourites, and the trash (delete, restore, purge with blobs and vectors)."""
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import io
+import time
 import uuid
 
 import grpc
@@ -58,10 +59,20 @@ def test_a_heic_photo_is_viewed_through_its_jpeg_preview(stack, user):
     with Image.open(SKIMAGE_DIR / "astronaut.png") as img:
         heic = encoded(img.convert("RGB").resize((2400, 1800)), "HEIF", quality=80)
     photo = upload(stack.ingest, user, heic, "IMG_0042.HEIC").photo
-    assert (photo.content_type, photo.width, photo.height, photo.has_preview) == ("image/heic", 2400, 1800, True)
+    assert (photo.content_type, photo.width, photo.height) == ("image/heic", 2400, 1800)
     preview = Image.open(io.BytesIO(download(stack, user, photo.name, ingest_pb2.PHOTO_VARIANT_PREVIEW)))
     assert (preview.format, preview.size) == ("JPEG", (1440, 1080))
     assert download(stack, user, photo.name, ingest_pb2.PHOTO_VARIANT_ORIGINAL) == heic  # kept as it came
+
+
+def test_previews_are_made_after_the_upload_without_being_asked_for(stack, user, library):
+    """The ingest replicas' preview consumer (photos.uploaded, its own group) makes them."""
+    deadline = time.monotonic() + 120
+    for name, _ in library.values():
+        while not stack.ingest.GetPhoto(ingest_pb2.GetPhotoRequest(name=name), metadata=bearer_metadata(user),
+                                        timeout=30).photo.has_preview:
+            assert time.monotonic() < deadline, f"{name} got no preview"
+            time.sleep(0.2)
 
 
 def test_a_resized_copy_is_flagged_at_upload_and_grouped_with_the_original(stack, user):
