@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -59,6 +60,7 @@ import numpy as np
 import open_clip
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +98,37 @@ def free_port() -> int:
 def percentiles(samples_s: list[float]) -> tuple[float, float]:
     ms = np.asarray(samples_s) * 1000
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def histogram_sums(urls: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """{"process what": (sum of seconds, count)} of the search stages and of every served RPC,
+    scraped from each process's /metrics (`urls`: process -> URL)."""
+    sums: dict[str, list[float]] = {}
+    for process, url in urls.items():
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in ("search_stage_seconds_sum", "search_stage_seconds_count"):
+                    what = f"{process} stage {sample.labels['stage']}"
+                elif sample.name in ("photostore_grpc_server_handling_seconds_sum",
+                                     "photostore_grpc_server_handling_seconds_count"):
+                    what = f"{process} {sample.labels['method']}"
+                else:
+                    continue
+                sums.setdefault(what, [0.0, 0.0])[0 if sample.name.endswith("_sum") else 1] += sample.value
+    return {what: (total, count) for what, (total, count) in sums.items()}
+
+
+def mean_ms_between(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+                    ) -> dict[str, float]:
+    """Mean milliseconds of each histogram over the calls made between two scrapes."""
+    means = {}
+    for what, (total, count) in after.items():
+        total0, count0 = before.get(what, (0.0, 0.0))
+        if count > count0:
+            means[what] = 1000 * (total - total0) / (count - count0)
+    return means
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
@@ -657,7 +690,7 @@ class Library:
 
 
 def run_search(args, library: Library, search, embed, meta, service_meta, text_on: bool, real_ids: list[str],
-               notes: list[str]) -> list[dict]:
+               notes: list[str], metrics_urls: dict[str, str]) -> list[dict]:
     rows = []
     for size in sorted(args.sizes):
         log(f"populating to {size} photos")
@@ -690,6 +723,7 @@ def run_search(args, library: Library, search, embed, meta, service_meta, text_o
                 call.result()
 
         search_samples, encode_samples, hits = [], [], []
+        scraped = histogram_sums(metrics_urls)
         for i in range(args.queries):
             q = QUERIES[i % len(QUERIES)]
             order = (0, 1) if i % 2 == 0 else (1, 0)  # alternate which goes first
@@ -703,6 +737,10 @@ def run_search(args, library: Library, search, embed, meta, service_meta, text_o
                 else:
                     encode_query(q)
                     encode_samples.append(time.perf_counter() - t0)
+        # Where a search's time goes, as the services measure it (the EmbedText mean counts the
+        # benchmark's own calls too).
+        stage_ms = mean_ms_between(scraped, histogram_sums(metrics_urls))
+        log(f"{size}: mean ms per call: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(stage_ms.items())))
         s50, s99 = percentiles(search_samples)
         e50, e99 = percentiles(encode_samples)
         log(f"{size}: search p50 {s50:.1f}ms p99 {s99:.1f}ms, encode p50 {e50:.1f}ms; recall")
@@ -710,7 +748,7 @@ def run_search(args, library: Library, search, embed, meta, service_meta, text_o
         rows.append({"photos": size, "synthetic": library.size, "search_p50_ms": s50, "search_p99_ms": s99,
                      "query_encode_p50_ms": e50, "query_encode_p99_ms": e99, "ratio_p50": s50 / e50,
                      "ratio_p99": s99 / e99, "mean_hits": float(np.mean(hits)), "first_search_s": first_search_s,
-                     "warmup_s": warmup_s, **index,
+                     "warmup_s": warmup_s, "mean_ms_per_call": stage_ms, **index,
                      "populate_s_total": library.populate_s,
                      "query_encoders": [embed_pb2.TextEncoder.Name(e) for e in encoders], **recall})
     return rows
@@ -852,6 +890,10 @@ def print_report(results: dict) -> None:
     print(f"{'figure':<58} {'value':>18}  {'goal':<22} result")
     for row in results["table"]:
         print(f"{row['figure']:<58} {row['text']:>18}  {row['goal']:<22} {row['result']}")
+    for row in results.get("search", []):
+        if row.get("mean_ms_per_call"):
+            print(f"server-side mean ms per call @ {row['photos']}: " + ", ".join(
+                f"{what} {ms:.1f}" for what, ms in sorted(row["mean_ms_per_call"].items())))
     print("=" * 100)
     for note in results.get("notes", []):
         print(f"note: {note}")
@@ -951,7 +993,10 @@ def main() -> None:
         library = Library(settings, owner, clip.model, clip.dimension, sentence.model if sentence else None,
                           sentence.dimension if sentence else 384, query_vectors(embed_pb2.TEXT_ENCODER_CLIP),
                           query_vectors(embed_pb2.TEXT_ENCODER_SENTENCE) if sentence else None, args.keywords)
-        results["search"] = run_search(args, library, search, embed, meta, service_meta, text_on, real_ids, results["notes"])
+        metrics_urls = {name: f"http://127.0.0.1:{env[f'PHOTOSTORE_{name.upper()}_METRICS_PORT']}/metrics"
+                        for name in ("search", "embed", "ingest")}
+        results["search"] = run_search(args, library, search, embed, meta, service_meta, text_on, real_ids,
+                                       results["notes"], metrics_urls)
 
         log(f"idle {args.idle_seconds:g}s, then one search")
         time.sleep(args.idle_seconds)
