@@ -43,7 +43,7 @@ from photostore.backends import open_users, open_vectors  # noqa: E402
 from photostore.backends.base import SPACE_CLIP, SPACE_TEXT, VectorFilter  # noqa: E402
 from photostore.settings import Settings  # noqa: E402
 from search_svc import calibration  # noqa: E402
-from search_svc.service import exact_scores, keyword_shares, keyword_terms, photo_signals  # noqa: E402
+from search_svc.service import keyword_shares, keyword_terms, photo_signals  # noqa: E402
 from tests.photo_samples import upload  # noqa: E402
 from tests.stack import Stack, wait_serving  # noqa: E402
 from tests.tinyclip import TinyClip  # noqa: E402
@@ -110,8 +110,8 @@ def signal_scores(stack: Stack, settings: Settings, owner: str, queries: list[st
         for signal, (space, encoder) in spaces.items():
             embedded = stack.embed.EmbedText(embed_pb2.EmbedTextRequest(texts=[query], encoder=encoder),
                                              metadata=service_auth, timeout=60)
-            per_signal[signal] = exact_scores(vectors, np.asarray(embedded.embeddings[0].values, np.float32),
-                                              embedded.model, space, photo_ids)
+            per_signal[signal] = vectors.scores(np.asarray(embedded.embeddings[0].values, np.float32),
+                                                embedded.model, space, photo_ids)
         terms = keyword_terms(query)
         if terms:
             per_signal["keyword"] = {pid: share for pid, share, _ in

@@ -102,18 +102,6 @@ def keyword_shares(vectors: VectorStore, flt: VectorFilter, terms: list[str], li
     return sorted(shares, key=lambda hit: -hit[1])
 
 
-def exact_scores(vectors: VectorStore, vector: np.ndarray, model: str, space: str, photo_ids: list[str]
-                 ) -> dict[str, float]:
-    """{photo_id: cosine of `vector` and the photo's stored vector} for those with a vector of `model`."""
-    query = vector / (np.linalg.norm(vector) or 1.0)
-    scores = {}
-    for photo_id, obj in vectors.get_many(photo_ids, space).items():
-        if obj.model == model and obj.vector is not None:
-            stored = np.asarray(obj.vector, dtype=np.float32)
-            scores[photo_id] = float(np.dot(query, stored / (np.linalg.norm(stored) or 1.0)))
-    return scores
-
-
 def photo_signals(scores: dict[str, float], available: Iterable[str]) -> list[str]:
     """The available signals that judge a photo: the keyword signal always (no word found is
     evidence), a vector signal when the photo has a score of it (a vector of the query's model)."""
@@ -464,7 +452,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                        min_score: float) -> list[tuple[str, float]]:
         """Exact cosine scores of the allowed photos' vectors of `model` in `space`."""
         return [(photo_id, score) for photo_id, score
-                in exact_scores(self._vectors, vector, model, space, sorted(allowed)).items() if score >= min_score]
+                in self._vectors.scores(vector, model, space, sorted(allowed)).items() if score >= min_score]
 
     # Page tokens: the offset into the ranking, bound to the query and filters.
 

@@ -701,6 +701,20 @@ class VectorStore(abc.ABC):
                 found[photo_id] = obj
         return found
 
+    def scores(self, vector: Any, model: str, space: str, photo_ids: Sequence[str]) -> dict[str, float]:
+        """{photo_id: exact cosine of `vector` and the photo's vector in `space`} of those among
+        `photo_ids` whose vector there is of `model`, whatever the engine's index."""
+        import numpy as np  # here: most processes that import this module never score
+
+        query = np.asarray(vector, np.float32).reshape(-1)
+        query = query / (np.linalg.norm(query) or 1.0)
+        found = {}
+        for photo_id, obj in self.get_many(photo_ids, space).items():
+            if obj.model == model and obj.vector is not None:
+                stored = np.asarray(obj.vector, np.float32).reshape(-1)
+                found[photo_id] = float(query @ stored / (np.linalg.norm(stored) or 1.0))
+        return found
+
     @abc.abstractmethod
     def search(
         self, vector: Any, model: str, flt: VectorFilter, limit: int, min_score: float = -1.0

@@ -529,6 +529,24 @@ class SqliteVectorStore(VectorStore):
             hits = [(index.ids[rows[i]], float(scores[i])) for i in top]
             return sorted(hits, key=lambda hit: (-hit[1], hit[0]))  # ties by photo id
 
+    def scores(self, vector, model: str, space: str, photo_ids: Sequence[str]) -> dict[str, float]:
+        """From the vectors held in memory for search (no read of the database)."""
+        query = np.asarray(vector, np.float32).reshape(-1)
+        query = query / (np.linalg.norm(query) or 1.0)
+        with self._lock:
+            self._refresh()
+            index = self._indexes.get(model)
+            if index is None:
+                return {}
+            found = [(photo_id, index.row_of[photo_id]) for photo_id in dict.fromkeys(photo_ids)
+                     if self._model_of.get((photo_id, space)) == model and photo_id in index.row_of]
+            if not found:
+                return {}
+            stored = index.matrix[[row for _, row in found]]
+        norms = np.linalg.norm(stored, axis=1)
+        values = stored @ query / np.where(norms == 0, 1.0, norms)
+        return {photo_id: float(value) for (photo_id, _), value in zip(found, values)}
+
     def _ann_candidates(self, index: _ModelIndex, query: np.ndarray, mask: np.ndarray, matching: int,
                         limit: int) -> np.ndarray | None:
         """Rows of the ANN's best matches within `mask`, oversampled for the exact re-rank; None

@@ -201,6 +201,28 @@ def test_get_many(store):
     assert set(store.get_many(many)) == {f"g{i}" for i in range(5)}
 
 
+def test_scores_are_exact_cosines_of_the_model_vectors(index, store):
+    rng = np.random.default_rng(7)
+    raw = {f"s{i}": rng.normal(size=3).astype(np.float32) * (i + 1) for i in range(6)}  # not unit length
+    store.upsert_many([VectorObject(p, "u", "m", v) for p, v in raw.items()]
+                      + [VectorObject("old", "u", "m-old", unit([1, 0, 0])),
+                         VectorObject("s0", "u", "tm", unit([0, 1]), space=SPACE_TEXT)])
+    query = np.array([0.3, -1.2, 2.0], np.float32)
+    got = store.scores(query, "m", SPACE_CLIP, ["s5", "s0", "old", "missing", "s3", "s3"])
+    assert set(got) == {"s5", "s0", "s3"}  # another model's vector, or none, gets no score
+    assert got == pytest.approx({photo_id: cosine(raw[photo_id], query) for photo_id in got}, abs=1e-5)
+    assert store.scores(unit([1, 1]), "tm", SPACE_TEXT, ["s0", "s1"]) == {"s0": pytest.approx(unit([1, 1])[1], abs=1e-5)}
+    assert store.scores(query, "m", SPACE_TEXT, ["s1"]) == {}  # the space counts too
+    assert store.scores(query, "m", SPACE_CLIP, []) == {}
+    # Another store on the same index (another process) scores what this one wrote.
+    assert index.open().scores(query, "m", SPACE_CLIP, ["s1"]) == pytest.approx({"s1": cosine(raw["s1"], query)},
+                                                                                 abs=1e-5)
+
+
+def cosine(v: np.ndarray, query: np.ndarray) -> float:
+    return float(query @ v / np.linalg.norm(query) / np.linalg.norm(v))
+
+
 def test_reindex_to_a_new_model_keeps_old_vectors_searchable(store):
     store.upsert_many([VectorObject(p, "u", "m1", unit([1, i, 0])) for i, p in enumerate("abc")])
     store.upsert(VectorObject("a", "u", "m2", unit([0, 0, 1])))  # a reindexed, b and c not yet
