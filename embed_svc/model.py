@@ -5,6 +5,7 @@ Torch is imported only where a torch backend is chosen (embed_svc.torch_clip).""
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -13,7 +14,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Generic, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -22,6 +23,7 @@ from prometheus_client import Histogram
 from embed_svc.copies import UndecodableImageError, decode
 from embed_svc.runtime import (
     GATE, INDEX, QUERY, cpu_flags, exported, file_sha256, onnx_runner, openvino_available, openvino_runner)
+from photostore.memory import release_memory
 from photostore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class InferenceModel(abc.ABC):
         self._closed = threading.Event()
         self.reason = "loading model"
         self._batcher: Batcher | None = None  # the inference thread, started by _load
+        self._unloading: list[IdleUnloading] = []
 
     @property
     @abc.abstractmethod
@@ -89,6 +92,11 @@ class InferenceModel(abc.ABC):
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def engines_loaded(self) -> bool:
+        """Its engines are in memory (False after IdleUnloading dropped one; still ready)."""
+        return all(engine.loaded for engine in self._unloading)
 
     def require_ready(self) -> None:
         """Raises ModelNotReadyError saying why the model cannot be used now."""
@@ -144,6 +152,70 @@ class InferenceModel(abc.ABC):
         # both close it, which is harmless).
         if self._batcher is not None:
             self._batcher.close()
+        for engine in self._unloading:
+            engine.close()
+
+    def _unloading_when_idle(self, name: str, load: Callable[[], Engine], ttl_s: float) -> IdleUnloading[Engine]:
+        """The engine `load` makes, dropped after ttl_s unused (IdleUnloading); closed with the model."""
+        engine = IdleUnloading(name, load, ttl_s)
+        self._unloading.append(engine)
+        return engine
+
+
+Engine = TypeVar("Engine")
+UNLOAD_CHECK_S = 10.0
+
+
+class IdleUnloading(Generic[Engine]):
+    """A model's loaded engine, dropped once unused for `ttl_s` and loaded again when next wanted
+    (as Immich's model TTL): what the later text stage runs holds no memory while no photo waits
+    for it. 0 keeps it loaded."""
+
+    def __init__(self, name: str, load: Callable[[], Engine], ttl_s: float):
+        self._name = name
+        self._load = load
+        self._ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._engine: Engine | None = load()
+        self._last_used = time.monotonic()
+        self._closed = threading.Event()
+        if ttl_s > 0:
+            threading.Thread(target=self._unload_when_idle, name=f"unload-{name}", daemon=True).start()
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    def ensure_loaded(self) -> None:
+        """Loads it again if it was dropped: on the caller's thread, before inference is queued, so
+        the reload holds up no query waiting for the inference gate."""
+        with self.using():
+            pass
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[Engine]:
+        with self._lock:
+            if self._engine is None:
+                started = time.monotonic()
+                self._engine = self._load()
+                log.info("%s loaded again (%.1fs)", self._name, time.monotonic() - started)
+            try:
+                yield self._engine
+            finally:
+                self._last_used = time.monotonic()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _unload_when_idle(self) -> None:
+        while not self._closed.wait(min(self._ttl_s, UNLOAD_CHECK_S)):
+            with self._lock:
+                unload = self._engine is not None and time.monotonic() - self._last_used >= self._ttl_s
+                if unload:
+                    self._engine = None
+            if unload:
+                release_memory()
+                log.info("%s unloaded after %.0fs unused", self._name, self._ttl_s)
 
 
 @dataclasses.dataclass

@@ -68,6 +68,13 @@ class ObjectModel(InferenceModel):
         return OBJECT_MODEL_ID
 
     def _load(self) -> None:
+        self._net = self._unloading_when_idle(f"{self.model_id} object detector", self._make_net,
+                                              self._settings.text_stage_models_ttl_seconds)
+        # One photo per pass, behind queries and indexing, like OCR: it runs in the same stage.
+        self._batcher = Batcher("inference-objects", {OBJECTS: self._detect}, priorities={OBJECTS: ENRICH_PRIORITY},
+                                batch_size=1, batch_wait_ms=0)
+
+    def _make_net(self):
         import cv2  # here: COCO_CLASSES is imported where no model runs
 
         try:
@@ -82,10 +89,7 @@ class ObjectModel(InferenceModel):
             net.forward()  # warm up
         except Exception as e:
             raise RuntimeError(f"cannot load the {OBJECT_MODEL_ID} object detector: {e}") from e
-        self._net = net
-        # One photo per pass, behind queries and indexing, like OCR: it runs in the same stage.
-        self._batcher = Batcher("inference-objects", {OBJECTS: self._detect}, priorities={OBJECTS: ENRICH_PRIORITY},
-                                batch_size=1, batch_wait_ms=0)
+        return net
 
     def submit(self, images: Sequence[Image.Image]) -> list:
         """Futures of [(label, score), ...] per RGB image; resizing on the caller's thread (pixel
@@ -93,6 +97,7 @@ class ObjectModel(InferenceModel):
         import cv2
 
         self.require_ready()
+        self._net.ensure_loaded()
         return self._batcher.submit(OBJECTS, [
             cv2.resize(np.asarray(image.convert("RGB")), (DETECTOR_INPUT_PX,) * 2, interpolation=cv2.INTER_AREA)
             for image in images])
@@ -102,8 +107,9 @@ class ObjectModel(InferenceModel):
 
         results = []
         for rgb in pixels:  # the graph takes RGB 0-255 and scales it itself
-            self._net.setInput(cv2.dnn.blobFromImage(rgb))
-            detections = self._net.forward()[0, 0]  # rows: image, class id, score, box
+            with self._net.using() as net:
+                net.setInput(cv2.dnn.blobFromImage(rgb))
+                detections = net.forward()[0, 0]  # rows: image, class id, score, box
             found = [(COCO_CLASSES[int(d[1])], float(d[2])) for d in detections
                      if d[2] >= self._settings.object_min_score and int(d[1]) in COCO_CLASSES]
             counts, best = Counter(name for name, _ in found), {}

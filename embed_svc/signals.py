@@ -132,6 +132,13 @@ class OcrModel(InferenceModel):
         return f"{OCR_MODEL_ID}-{self._settings.ocr_max_side}px"
 
     def _load(self) -> None:
+        self._engine = self._unloading_when_idle(f"{self.model_id} OCR", self._make_engine,
+                                                 self._settings.text_stage_models_ttl_seconds)
+        # One image per call: OCR does not batch, and waits behind queries and indexing.
+        self._batcher = Batcher("inference-ocr", {OCR: self._read}, priorities={OCR: OCR_PRIORITY},
+                                batch_size=1, batch_wait_ms=0)
+
+    def _make_engine(self):
         settings = self._settings
         try:
             from rapidocr_onnxruntime import RapidOCR
@@ -152,14 +159,12 @@ class OcrModel(InferenceModel):
             engine(np.full((64, 64, 3), 255, np.uint8))  # warm up
         except Exception as e:
             raise RuntimeError(f"cannot load the {OCR_MODEL_ID} OCR engine: {e}") from e
-        self._engine = engine
-        # One image per call: OCR does not batch, and waits behind queries and indexing.
-        self._batcher = Batcher("inference-ocr", {OCR: self._read}, priorities={OCR: OCR_PRIORITY},
-                                batch_size=1, batch_wait_ms=0)
+        return engine
 
     def submit(self, images: Sequence[Image.Image]) -> list:
         """Futures of the text of each RGB image, lines joined by newlines ("" when none)."""
         self.require_ready()
+        self._engine.ensure_loaded()
         return self._batcher.submit(OCR, images)
 
     def _read(self, images: list[Image.Image]) -> list[str]:
@@ -169,7 +174,8 @@ class OcrModel(InferenceModel):
             if scale > 1:
                 image = image.resize((round(image.width * scale), round(image.height * scale)),
                                      Image.Resampling.BICUBIC)
-            result, _ = self._engine(image)  # the engine drops lines below its text_score
+            with self._engine.using() as engine:
+                result, _ = engine(image)  # the engine drops lines below its text_score
             texts.append("\n".join(text for _, text, _ in result or ()))
         return texts
 

@@ -198,6 +198,9 @@ class Settings(BaseSettings):
     # Objects with counts ("2 dogs", SSD-MobileNet-v2 COCO), in the OCR stage; needs ocr_enabled.
     objects_enabled: bool = True
     object_min_score: float = 0.6  # sample photos: true objects score >= 0.74, false ones <= 0.59
+    # OCR and the object detector (the text stage's models, ~300 MiB) are unloaded after this long
+    # unused and loaded again, in a second or two, when photos next wait for them; 0 keeps them.
+    text_stage_models_ttl_seconds: float = 300.0
     colour_min_share: float = 0.1  # colour names covering less of the photo are dropped
     document_min_words: int = 20  # OCR text of this many words also tags the photo "document"
     # A sentence-transformers model directory; default: the packaged all-MiniLM-L6-v2.

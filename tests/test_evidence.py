@@ -2,12 +2,15 @@
 names, and the OCR tags, and where ImageAnalyzer.analyze puts them."""
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 from PIL import Image, ImageOps
 
 from embed_svc.colours import PROTOTYPES, colour_labels
 from embed_svc.objects import COCO_CLASSES, ObjectModel, count_label
-from embed_svc.signals import ImageAnalyzer
+from embed_svc.signals import ImageAnalyzer, OcrModel
 from photostore.settings import Settings
 from tests.photo_samples import SAMPLE_FILES
 from tests.test_embed import encode
@@ -172,3 +175,27 @@ def test_objects_turn_off_with_their_setting_or_ocr(tmp_path):
     assert without_ocr.objects is None and [r.role for r in without_ocr.roles] == ["labels", "sentence"]
     assert without_ocr.model_id == "efficientnet-lite0+all-MiniLM-L6-v2"
 
+
+
+def test_text_stage_models_unload_when_idle_and_come_back_on_use(tmp_path, caplog):
+    """OCR and the detector drop their engines after text_stage_models_ttl_seconds unused (idle
+    memory) and load them again, with the same results, when photos next need them."""
+    settings = Settings(data_dir=tmp_path, torch_threads=1, text_stage_models_ttl_seconds=0.5)
+    ocr, detector = OcrModel(settings), ObjectModel(settings)
+    try:
+        for model in (ocr, detector):
+            model.load()
+        horses, text = two_horses(), sign("ROUTE 66")
+        first = detect(detector, [horses]), [f.result() for f in ocr.submit([text])]
+        deadline = time.monotonic() + 60
+        while ocr.engines_loaded or detector.engines_loaded:
+            assert time.monotonic() < deadline, "not unloaded"
+            time.sleep(0.1)
+        assert ocr.ready and detector.ready  # still ready: they load again when used
+        with caplog.at_level(logging.INFO, logger="embed_svc.model"):
+            assert (detect(detector, [horses]), [f.result() for f in ocr.submit([text])]) == first
+        reloaded = [r.getMessage() for r in caplog.records if "loaded again" in r.getMessage()]
+        assert [m.split()[1] for m in reloaded] == ["object", "OCR"], reloaded
+    finally:
+        ocr.close()
+        detector.close()
