@@ -260,7 +260,7 @@ class Settings(BaseSettings):
     search_keep_warm_seconds: float = 60.0
     # How old the camera makes and places that query words are matched against may be (per user,
     # from SummarizePhotos; refreshed in the background after this); 0: asked on every search.
-    search_vocabulary_seconds: float = 30.0
+    search_vocabulary_seconds: float = 300.0
 
     def target(self, service: str) -> str:
         explicit = getattr(self, f"{service}_target")

@@ -76,15 +76,21 @@ class VocabularyCache:
     photos) once and then at most every `max_age_s`: an older one is answered at once while one
     background call refreshes it, so searches never wait on a large library's summary after the
     first. A make or place new to the library is read from queries within about max_age_s; 0 asks
-    on every search."""
+    on every search. An idle service refreshes ahead (refresh_if_older), so the first search after
+    a pause finds it fresh: a refresh in the background competes with that search for the CPU."""
 
     def __init__(self, max_age_s: float, max_owners: int = 256, clock: Callable[[], float] = time.monotonic):
         self._max_age_s = max_age_s
         self._clock = clock
         self._max_owners = max_owners
         self._entries: collections.OrderedDict[str, tuple[float, Vocabulary]] = collections.OrderedDict()
+        self._fetches: dict[str, Callable[[], Vocabulary]] = {}  # the latest per owner, for refresh_if_older
         self._refreshing: set[str] = set()
         self._lock = threading.Lock()
+
+    @property
+    def max_age_s(self) -> float:
+        return self._max_age_s
 
     def get(self, owner: str, fetch: Callable[[], Vocabulary]) -> Vocabulary:
         """The owner's vocabulary; `fetch` asks for it (with the caller's credentials: it may run
@@ -92,6 +98,7 @@ class VocabularyCache:
         if self._max_age_s <= 0:
             return fetch()
         with self._lock:
+            self._fetches[owner] = fetch
             entry = self._entries.get(owner)
             stale = entry is not None and self._clock() - entry[0] >= self._max_age_s
             refresh = stale and owner not in self._refreshing
@@ -105,6 +112,16 @@ class VocabularyCache:
             threading.Thread(target=self._refresh, args=(owner, fetch), name="vocabulary-refresh",
                              daemon=True).start()
         return entry[1]
+
+    def refresh_if_older(self, owner: str, age_s: float) -> None:
+        """Refreshes the owner's vocabulary here and now (with the fetch of their latest search) when
+        it is at least age_s old and no refresh is under way."""
+        with self._lock:
+            entry, fetch = self._entries.get(owner), self._fetches.get(owner)
+            if entry is None or fetch is None or self._clock() - entry[0] < age_s or owner in self._refreshing:
+                return
+            self._refreshing.add(owner)
+        self._refresh(owner, fetch)
 
     def _refresh(self, owner: str, fetch: Callable[[], Vocabulary]) -> None:
         try:
@@ -120,7 +137,7 @@ class VocabularyCache:
             self._entries[owner] = (self._clock(), vocabulary)
             self._entries.move_to_end(owner)
             while len(self._entries) > self._max_owners:
-                self._entries.popitem(last=False)
+                self._fetches.pop(self._entries.popitem(last=False)[0], None)
 
 
 @dataclasses.dataclass

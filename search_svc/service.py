@@ -261,8 +261,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     def keep_warm(self, metadata: list[tuple[str, str]], idle_s: float, stopped: threading.Event) -> None:
         """Until `stopped`: whenever no search came for `idle_s`, runs one internal query (both
-        encoders, the last caller's vector and keyword indexes, a call to the ingest service), so
-        the next search finds the models, connections and index pages warm. Call in a thread."""
+        encoders, the last caller's vector and keyword indexes, a call to the ingest service) and
+        refreshes the last caller's vocabulary once half its age is gone, so the next search finds
+        the models, connections, index pages and vocabulary warm. Call in a thread."""
         while not stopped.wait(idle_s):
             if time.monotonic() - self._last_search < idle_s:
                 continue
@@ -280,6 +281,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                  for signal, encoder in ENCODERS if self._fusion.enabled(signal)]
         if owner is not None:
             self._vectors.keyword_search(VectorFilter(owner=owner), keyword_terms(KEEP_WARM_QUERY), 1)
+            # Before it goes stale: a refresh the next search started would compete with it.
+            self._vocabularies.refresh_if_older(owner, self._vocabularies.max_age_s / 2)
         self._ingest.ListPhotos(ingest_pb2.ListPhotosRequest(page_size=1), **options)
         for call in calls:
             try:

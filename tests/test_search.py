@@ -605,3 +605,29 @@ def test_vocabulary_cache_answers_a_stale_vocabulary_while_it_refreshes_it():
     uncached.get("alice", fetch("a"))
     uncached.get("alice", fetch("b"))
     assert asked[-2:] == ["a", "b"]
+    uncached.refresh_if_older("alice", 0)  # nothing kept: nothing to refresh
+    assert asked[-2:] == ["a", "b"]
+
+
+def test_an_idle_service_refreshes_a_vocabulary_before_it_goes_stale():
+    now, asked = [0.0], []
+
+    def fetch(value: str):
+        def ask():
+            asked.append(value)
+            return query_filters.Vocabulary(places={value: value})
+        return ask
+
+    cache = query_filters.VocabularyCache(max_age_s=300, clock=lambda: now[0])
+    cache.get("alice", fetch("paris"))
+    now[0] = 149
+    cache.refresh_if_older("alice", 150)  # young enough: left alone
+    cache.refresh_if_older("bob", 150)  # never searched: nothing to refresh
+    assert asked == ["paris"]
+    cache.get("alice", fetch("lyon"))  # fresh: answered, not asked; its fetch is kept
+    now[0] = 150
+    cache.refresh_if_older("alice", 150)  # here and now, with the latest search's fetch
+    assert asked == ["paris", "lyon"]
+    now[0] = 449  # 299 s after the refresh: the next search finds it fresh
+    assert cache.get("alice", fetch("never")).places == {"lyon": "lyon"}
+    assert asked == ["paris", "lyon"]
