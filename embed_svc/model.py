@@ -167,9 +167,8 @@ UNLOAD_CHECK_S = 10.0
 
 
 class IdleUnloading(Generic[Engine]):
-    """A model's loaded engine, dropped once unused for `ttl_s` and loaded again when next wanted
-    (as Immich's model TTL): what the later text stage runs holds no memory while no photo waits
-    for it. 0 keeps it loaded."""
+    """A model's loaded engine, dropped once unused for `ttl_s` and loaded again when next wanted:
+    what the later text stage runs holds no memory while no photo waits for it. 0 keeps it loaded."""
 
     def __init__(self, name: str, load: Callable[[], Engine], ttl_s: float):
         self._name = name
