@@ -26,10 +26,14 @@ def albums(ingest: Ingest) -> album_pb2_grpc.AlbumServiceStub:
 
 
 def upload_dated(ingest: Ingest, n: int, auth=None) -> list[photo_pb2.Photo]:
-    """n photos taken a day apart, oldest first."""
+    """n photos taken a day apart, oldest first, once their previews are made (so no preview made
+    in the background lands beside the tests' checks of the blob store)."""
     start = dt.datetime(2022, 3, 1, 12, tzinfo=dt.timezone.utc)
-    return [ingest.upload(dated_jpeg(start + i * DAY, (40 * i % 256, 90, 200 - 30 * i)), auth=auth).photo
-            for i in range(n)]
+    photos = [ingest.upload(dated_jpeg(start + i * DAY, (40 * i % 256, 90, 200 - 30 * i)), auth=auth).photo
+              for i in range(n)]
+    for photo in photos:
+        wait_for(lambda: ingest.get(photo.name, auth=auth).has_preview)
+    return photos
 
 
 def names(photos) -> list[str]:

@@ -727,6 +727,7 @@ def test_watch_sees_upload_status_and_delete_of_own_photos(ingest):
     created = watcher.next()
     assert (created.change_type, created.photo) == (CREATED, photo)
     assert created.photo.status == photo_pb2.PHOTO_STATUS_UPLOADED and created.HasField("event_time")
+    wait_for(lambda: ingest.get(photo.name).has_preview)  # made in the background: no change event
 
     ingest.publish_status(pid(photo), ingest.alice_id, photo_pb2.PHOTO_STATUS_INDEXED,
                           clip_model="ViT-test", embedding_models=["ViT-test", "text-test"], attempts=2)
@@ -762,6 +763,7 @@ def test_watch_sees_upload_status_and_delete_of_own_photos(ingest):
 def test_watch_named_photos_with_initial_state(ingest):
     a = ingest.upload(astronaut_jpeg()).photo
     b = ingest.upload(exif_jpeg()).photo
+    wait_for(lambda: ingest.get(b.name).has_preview)  # made in the background: no change event
     watcher = Watcher(ingest, ingest.alice, names=[b.name], send_initial=True)
     initial = watcher.next()
     assert initial.photo == ingest.get(b.name)
